@@ -1,0 +1,311 @@
+"""``dr-gateway``: the command line.
+
+Exit codes: 0 success, 1 a failure while running, 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gateway import feasibility as fm
+from gateway.errors import ConfigError, GatewayError, InputError
+from gateway.settings import Settings, load_settings
+
+log = logging.getLogger("gateway")
+
+DEFAULT_CONFIG = "config/example.toml"
+
+
+def _add_config(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        required=default is None,
+        help="the gateway's TOML configuration (config/example.toml documents every key)",
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dr-gateway",
+        description=(
+            "OpenADR 2.0b demand-response gateway for renewable-powered micro-datacenters: "
+            "answers utilities' events, moves AI training jobs to where renewable power is, "
+            "and accounts every kWh in SQL."
+        ),
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging threshold (default INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon until SIGINT or SIGTERM")
+    _add_config(run)
+
+    db = commands.add_parser("db", help="database schema: upgrade, current")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="upgrade the schema to the newest revision")
+    _add_config(upgrade)
+    upgrade.add_argument("--revision", default="head", help="target revision (default head)")
+    current = db_commands.add_parser("current", help="print the schema revision of the database")
+    _add_config(current)
+
+    feas = commands.add_parser(
+        "feasibility",
+        help="evaluate the feasibility-domain model for one migration",
+        description=(
+            "Is a live migration of a checkpoint over a WAN link feasible inside a renewable "
+            "window? transfer_s = 8*checkpoint_gb/(efficiency*bandwidth_gbps); "
+            "migration_s = write + transfer + restore; feasible_time: migration_s <= "
+            "alpha*window_s; feasible_energy: breakeven_s <= window_s - migration_s."
+        ),
+    )
+    feas.add_argument("--checkpoint-gb", type=_positive, required=True, help="checkpoint [GB]")
+    feas.add_argument(
+        "--bandwidth-gbps", type=_positive, required=True, help="WAN bandwidth [Gbit/s]"
+    )
+    feas.add_argument("--window-h", type=_non_negative, required=True, help="window [h]")
+    feas.add_argument("--efficiency", type=_fraction, default=0.9, help="usable share [-] (0.9)")
+    feas.add_argument("--alpha", type=_fraction, default=0.1, help="share of window [-] (0.1)")
+    feas.add_argument(
+        "--checkpoint-write-s",
+        type=_non_negative,
+        help="checkpoint write time [s] (default: checkpoint_gb / 0.6 GB/s, measured on H200)",
+    )
+    feas.add_argument(
+        "--restore-s",
+        type=_non_negative,
+        help="restore time [s] (default: checkpoint_gb / 1.5 GB/s, measured on H200)",
+    )
+    feas.add_argument(
+        "--network-kwh-per-gb", type=_non_negative, default=0.01, help="[kWh/GB] (0.01)"
+    )
+    feas.add_argument(
+        "--idle-kw", type=_non_negative, default=0.11, help="idle power while stopped [kW] (0.11)"
+    )
+    feas.add_argument(
+        "--job-power-kw", type=_positive, default=0.65, help="job power while training [kW] (0.65)"
+    )
+    feas.add_argument("--json", action="store_true", help="print JSON")
+
+    report = commands.add_parser("report", help="per-site energy, migrations and events (SQL)")
+    _add_config(report)
+    report.add_argument("--site", help="only this site id")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulated utility, three solar sites and the daemon, 24 simulated hours",
+        description=(
+            "Starts a simulated OpenADR VTN, three simulated site controllers whose solar power "
+            "comes from pvlib's bundled TMY weather files, and the daemon on a fresh SQLite "
+            "database, runs the scenario on a fast simulated clock and prints the SQL report."
+        ),
+    )
+    _add_config(demo, "config/demo.toml")
+    demo.add_argument("--scenario", default="config/demo-scenario.toml", metavar="FILE")
+    demo.add_argument("--hours", type=_positive, help="simulated hours (scenario default)")
+    demo.add_argument("--speed", type=_positive, help="simulated seconds per wall second")
+    demo.add_argument("--keep-db", action="store_true", help="do not wipe the demo database first")
+    return parser
+
+
+def feasibility_result(args: argparse.Namespace) -> dict[str, float | bool]:
+    write_s = (
+        args.checkpoint_write_s if args.checkpoint_write_s is not None else args.checkpoint_gb / 0.6
+    )
+    restore_s = args.restore_s if args.restore_s is not None else args.checkpoint_gb / 1.5
+    params = fm.FeasibilityParams(
+        alpha=args.alpha,
+        efficiency=args.efficiency,
+        network_kwh_per_gb=args.network_kwh_per_gb,
+        idle_kw=args.idle_kw,
+    )
+    result = fm.assess(
+        checkpoint_gb=args.checkpoint_gb,
+        bandwidth_gbps=args.bandwidth_gbps,
+        window_s=args.window_h * 3600.0,
+        checkpoint_write_s=write_s,
+        restore_s=restore_s,
+        job_power_kw=args.job_power_kw,
+        params=params,
+    )
+    return {
+        "transfer_s": float(result.transfer_s),
+        "migration_s": float(result.migration_s),
+        "migration_kwh": float(result.migration_kwh),
+        "breakeven_s": float(result.breakeven_s),
+        "feasible_time": bool(np.all(result.feasible_time)),
+        "feasible_energy": bool(np.all(result.feasible_energy)),
+        "max_checkpoint_gb": float(result.max_checkpoint_gb),
+    }
+
+
+def _print_feasibility(args: argparse.Namespace) -> int:
+    result = feasibility_result(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    units = {
+        "transfer_s": "s",
+        "migration_s": "s",
+        "migration_kwh": "kWh",
+        "breakeven_s": "s",
+        "max_checkpoint_gb": "GB",
+    }
+    for key, value in result.items():
+        text = str(value).lower() if isinstance(value, bool) else f"{value:.6g}"
+        print(f"{key:<18} {text} {units.get(key, '')}".rstrip())
+    return 0
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.db import current_revision, head_revision, make_engine, upgrade
+
+    if args.db_command == "upgrade":
+        upgrade(settings.database.url, args.revision)
+        print(f"database upgraded to {args.revision}")
+        return 0
+    engine = make_engine(settings.database.url)
+    try:
+        print(f"current {current_revision(engine) or '(empty)'}; head {head_revision()}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.db import make_engine
+    from gateway.reporting import format_report, site_report
+
+    engine = make_engine(settings.database.url)
+    try:
+        with engine.connect() as connection:
+            rows = site_report(connection, args.site)
+    finally:
+        engine.dispose()
+    if args.site and not rows:
+        raise InputError(f"--site {args.site}: no such site in {settings.database.url}")
+    print(format_report(rows, args.format), end="")
+    return 0
+
+
+async def _run_daemon(settings: Settings) -> int:
+    from gateway.clock import ScaledClock, SystemClock
+    from gateway.daemon import Gateway
+    from gateway.db import make_engine, make_session_factory, upgrade
+
+    if settings.database.auto_upgrade:
+        upgrade(settings.database.url)
+    clock = (
+        SystemClock()
+        if settings.clock.speed == 1 and settings.clock.start_at is None
+        else ScaledClock(settings.clock.start_at or SystemClock().now(), settings.clock.speed)
+    )
+    engine = make_engine(settings.database.url)
+    gateway = Gateway(settings, clock, make_session_factory(engine))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await gateway.start()
+        log.info("running with %d sites and %d VTNs", len(settings.site), len(settings.vtn))
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await gateway.stop()
+        engine.dispose()
+    return 0
+
+
+NOISY_LOGGERS = ("openleadr", "apscheduler", "aiohttp.access", "alembic")
+
+
+def _configure_logging(level: str) -> None:
+    """Our loggers at ``level``; chatty libraries at WARNING or above.
+
+    openleadr sets its own logger to INFO when its client module is imported, so it is
+    imported here first and its level set afterwards.
+    """
+    import openleadr.client  # noqa: F401
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threshold = max(logging.WARNING, logging.getLevelNamesMapping()[level])
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(threshold)
+    # "skipped: maximum number of running instances reached" is the intended coalescing of a
+    # round that outlasts its interval, not a fault.
+    logging.getLogger("apscheduler.scheduler").setLevel(max(logging.ERROR, threshold))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        if args.command == "feasibility":
+            return _print_feasibility(args)
+        if args.command == "demo":
+            from simulators.demo import run_demo
+
+            return run_demo(
+                Path(args.config),
+                Path(args.scenario),
+                hours=args.hours,
+                speed=args.speed,
+                keep_db=args.keep_db,
+            )
+        settings = load_settings(args.config)
+        if args.command == "db":
+            return _db(args, settings)
+        if args.command == "report":
+            return _report(args, settings)
+        if args.command == "run":
+            return asyncio.run(_run_daemon(settings))
+    except (ConfigError, InputError) as exc:
+        print(f"dr-gateway: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"dr-gateway: {exc}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

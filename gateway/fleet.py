@@ -1,0 +1,280 @@
+"""The fleet in the database: sites from configuration, statuses, jobs, ledger and snapshots.
+
+Each function works inside one unit of work (a Session passed in) and commits nothing itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.accounting import LedgerEntry, PowerSample, ledger_entry
+from gateway.planner.offers import SiteOffer
+from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
+from gateway.settings import SiteSettings
+from gateway.sites.schema import SiteStatus
+from models import FINAL_STATES, Job, LedgerRow, Migration, Offer, Site, SiteSample
+
+log = logging.getLogger(__name__)
+
+ACTIVE_JOB_STATES = ("running", "migrating")
+
+
+def sync_sites(session: Session, sites: Sequence[SiteSettings], now: datetime) -> None:
+    """Insert or update the configured sites (configuration is the source of truth)."""
+    for cfg in sites:
+        row = session.get(Site, cfg.id)
+        if row is None:
+            row = Site(id=cfg.id, online=False, updated_at=now)
+            session.add(row)
+        row.gpus_total = cfg.gpus_total
+        row.it_power_max_kw = cfg.it_power_max_kw
+        row.pue = cfg.pue
+        row.wan_bandwidth_gbps = cfg.wan_bandwidth_gbps
+        row.controller_url = str(cfg.controller_url).rstrip("/")
+        row.vtn_id = cfg.vtn
+        row.resource_id = cfg.openadr_resource_id
+        row.updated_at = now
+
+
+def last_sample(session: Session, site_id: str) -> PowerSample | None:
+    row = session.scalars(
+        select(SiteSample)
+        .where(SiteSample.site_id == site_id)
+        .order_by(SiteSample.sampled_at.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return PowerSample(at=row.sampled_at, load_kw=row.load_kw, renewable_kw=row.renewable_kw)
+
+
+def record_status(
+    session: Session, cfg: SiteSettings, status: SiteStatus, now: datetime
+) -> LedgerEntry | None:
+    """Store a polled status: the site's state, a sample, its jobs and a ledger row."""
+    site = session.get(Site, cfg.id)
+    if site is None:
+        raise KeyError(f"site {cfg.id} is not in the database; sync_sites first")
+    load_kw = status.it_power_kw * cfg.pue
+    previous = last_sample(session, cfg.id)
+    site.online = True
+    site.gpus_free = status.gpus_free
+    site.it_power_kw = status.it_power_kw
+    site.renewable_kw = status.renewable_kw
+    site.last_status_at = now
+    site.updated_at = now
+    running = sum(1 for j in status.jobs if j.state == "running")
+    session.add(
+        SiteSample(
+            site_id=cfg.id,
+            sampled_at=now,
+            it_power_kw=status.it_power_kw,
+            load_kw=load_kw,
+            renewable_kw=status.renewable_kw,
+            gpus_free=status.gpus_free,
+            jobs_running=running,
+        )
+    )
+    sync_jobs(session, cfg.id, status, now)
+    if previous is None or previous.at >= now:
+        return None
+    migration_kwh = session.scalar(
+        select(func.coalesce(func.sum(Migration.migration_kwh), 0.0)).where(
+            Migration.source_site_id == cfg.id,
+            Migration.state == "completed",
+            Migration.completed_at >= previous.at,
+            Migration.completed_at < now,
+        )
+    )
+    entry = ledger_entry(
+        cfg.id,
+        previous,
+        PowerSample(at=now, load_kw=load_kw, renewable_kw=status.renewable_kw),
+        float(migration_kwh or 0.0),
+    )
+    session.add(
+        LedgerRow(
+            site_id=entry.site_id,
+            interval_start_at=entry.interval_start_at,
+            interval_end_at=entry.interval_end_at,
+            load_kwh=entry.load_kwh,
+            renewable_kwh=entry.renewable_kwh,
+            renewable_used_kwh=entry.renewable_used_kwh,
+            grid_kwh=entry.grid_kwh,
+            curtailed_kwh=entry.curtailed_kwh,
+            migration_kwh=entry.migration_kwh,
+        )
+    )
+    return entry
+
+
+def mark_offline(session: Session, site_id: str, now: datetime) -> bool:
+    """Mark a site unreachable; True when that is a change."""
+    site = session.get(Site, site_id)
+    if site is None or not site.online:
+        return False
+    site.online = False
+    site.updated_at = now
+    return True
+
+
+def sync_jobs(session: Session, site_id: str, status: SiteStatus, now: datetime) -> None:
+    """Mirror the controller's jobs. Jobs under migration belong to the dispatcher: only
+    their remaining work is updated here."""
+    for reported in status.jobs:
+        job = session.get(Job, reported.job_id)
+        if job is None:
+            if reported.state not in ("running", "finished"):
+                continue  # a checkpoint or restore we did not start: not ours to track
+            session.add(
+                Job(
+                    id=reported.job_id,
+                    site_id=site_id,
+                    gpus=reported.gpus,
+                    power_kw=reported.power_kw,
+                    checkpoint_gb=reported.checkpoint_gb,
+                    work_remaining_gpu_h=reported.work_remaining_gpu_h,
+                    migratable=reported.migratable,
+                    flex_tier=reported.flex_tier,
+                    state=reported.state,
+                    first_seen_at=now,
+                    arrived_at_site_at=now,
+                    finished_at=now if reported.state == "finished" else None,
+                    updated_at=now,
+                )
+            )
+            continue
+        if job.state == "migrating" or job.state == "finished":
+            if job.state == "migrating" and job.site_id == site_id:
+                job.work_remaining_gpu_h = reported.work_remaining_gpu_h
+            continue
+        if reported.state == "running":
+            if job.site_id != site_id:
+                log.warning("job %s reported running at %s, not %s", job.id, site_id, job.site_id)
+                job.site_id = site_id
+                job.arrived_at_site_at = now
+            job.state = "running"
+            job.work_remaining_gpu_h = reported.work_remaining_gpu_h
+            job.updated_at = now
+        elif reported.state == "finished" and job.site_id == site_id:
+            job.state = "finished"
+            job.work_remaining_gpu_h = 0.0
+            job.finished_at = now
+            job.updated_at = now
+
+
+def site_views(
+    session: Session, sites: Sequence[SiteSettings], statuses: Mapping[str, SiteStatus]
+) -> tuple[SiteView, ...]:
+    views = []
+    for cfg in sites:
+        status = statuses.get(cfg.id)
+        row = session.get(Site, cfg.id)
+        online = status is not None and row is not None and row.online
+        views.append(
+            SiteView(
+                site_id=cfg.id,
+                resource_id=cfg.openadr_resource_id,
+                vtn_id=cfg.vtn,
+                gpus_total=cfg.gpus_total,
+                gpus_free=status.gpus_free if status else 0,
+                it_power_max_kw=cfg.it_power_max_kw,
+                it_power_kw=status.it_power_kw if status else 0.0,
+                pue=cfg.pue,
+                wan_bandwidth_gbps=cfg.wan_bandwidth_gbps,
+                renewable_kw=status.renewable_kw if status else 0.0,
+                forecast_step_s=status.forecast_step_s if status else 900.0,
+                renewable_forecast_kw=status.renewable_forecast_kw if status else (),
+                online=online,
+            )
+        )
+    return tuple(views)
+
+
+def job_views(session: Session) -> tuple[JobView, ...]:
+    rows = session.scalars(
+        select(Job).where(Job.state.in_(ACTIVE_JOB_STATES), Job.site_id.is_not(None))
+    )
+    return tuple(
+        JobView(
+            job_id=j.id,
+            site_id=j.site_id or "",
+            gpus=j.gpus,
+            power_kw=j.power_kw,
+            checkpoint_gb=j.checkpoint_gb,
+            migratable=j.migratable,
+            state="running" if j.state == "running" else "migrating",
+            arrived_at_site_at=j.arrived_at_site_at,
+            in_flight=j.state == "migrating",
+        )
+        for j in rows
+    )
+
+
+def delivered_kw(session: Session, pue: Mapping[str, float]) -> dict[tuple[str, str], float]:
+    """Facility power moved off each site per event, by migrations not aborted [kW]."""
+    rows = session.execute(
+        select(Migration.event_ref, Migration.source_site_id, func.sum(Job.power_kw))
+        .join(Job, Job.id == Migration.job_id)
+        .where(Migration.event_ref.is_not(None), Migration.state != "aborted")
+        .group_by(Migration.event_ref, Migration.source_site_id)
+    )
+    return {
+        (ref, site): float(kw or 0.0) * pue.get(site, 1.0)
+        for ref, site, kw in rows
+        if ref is not None
+    }
+
+
+def build_snapshot(
+    session: Session,
+    sites: Sequence[SiteSettings],
+    statuses: Mapping[str, SiteStatus],
+    requests: Iterable[SiteRequest],
+    now: datetime,
+) -> Snapshot:
+    return Snapshot(
+        at=now,
+        sites=site_views(session, sites, statuses),
+        jobs=job_views(session),
+        requests=tuple(requests),
+        delivered_kw=delivered_kw(session, {s.id: s.pue for s in sites}),
+    )
+
+
+def in_flight_count(session: Session) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(Migration).where(Migration.state.not_in(FINAL_STATES))
+        )
+        or 0
+    )
+
+
+def save_offers(
+    session: Session,
+    offers: Sequence[SiteOffer],
+    interval_start_at: datetime,
+    interval_end_at: datetime,
+    now: datetime,
+) -> None:
+    """Insert or replace the offers of one interval."""
+    for offer in offers:
+        row = session.scalars(
+            select(Offer).where(
+                Offer.site_id == offer.site_id, Offer.interval_start_at == interval_start_at
+            )
+        ).first()
+        if row is None:
+            row = Offer(site_id=offer.site_id, interval_start_at=interval_start_at)
+            session.add(row)
+        row.interval_end_at = interval_end_at
+        row.shed_kw = offer.shed_kw
+        row.absorb_kw = offer.absorb_kw
+        row.notice_s = offer.notice_s
+        row.computed_at = now

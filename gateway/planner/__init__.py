@@ -1,0 +1,1 @@
+"""Policies: fleet snapshot in, decisions out. Pure code; the daemon feeds it."""

@@ -1,0 +1,171 @@
+"""optIn or optOut: can the fleet deliver what an event asks, by its start?
+
+For each targeted site the event's largest ask is compared with what migrations could
+deliver in time, as the feasibility model says:
+
+- shed (or cap): migratable jobs leave the site; a job's load is gone once its checkpoint
+  starts, so it counts when another site (not asked to shed by the same event) has room for
+  it and its checkpoint is written by the event's start (or within ``alpha`` of the event's
+  duration when it has already started);
+- absorb: migratable jobs from other sites come in while there is room; a job counts when
+  its whole migration ends by the start of the event plus ``alpha`` of its duration.
+
+Pure: event, snapshot and parameters in, a decision with its reason out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway import feasibility as fm
+from gateway.events import DrEvent, OptDecision
+from gateway.planner.feasibility_aware import PolicyParams, assess_moves
+from gateway.planner.signals import (
+    SignalPolicy,
+    lead_time_s,
+    peak_requests,
+    targeted_sites,
+    unsupported_signals,
+)
+from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
+
+SIGNAL_NOT_SUPPORTED = 460
+
+
+@dataclass(frozen=True)
+class Delivery:
+    site_id: str
+    kind: str
+    requested_kw: float
+    deliverable_kw: float
+
+    @property
+    def enough(self) -> bool:
+        return self.deliverable_kw + 1e-6 >= self.requested_kw
+
+    def describe(self) -> str:
+        verb = "absorb" if self.kind == "absorb" else "shed"
+        return (
+            f"{self.site_id}: {verb} {self.requested_kw:.1f} kW asked, "
+            f"{self.deliverable_kw:.1f} kW deliverable"
+        )
+
+
+def flexible_kw(snapshot: Snapshot) -> dict[str, float]:
+    """Facility power of the migratable running jobs at each site [kW]."""
+    out: dict[str, float] = {s.site_id: 0.0 for s in snapshot.sites}
+    pue = {s.site_id: s.pue for s in snapshot.sites}
+    for job in snapshot.jobs:
+        if job.migratable and job.state == "running" and not job.in_flight:
+            out[job.site_id] = out.get(job.site_id, 0.0) + job.power_kw * pue.get(job.site_id, 1.0)
+    return out
+
+
+def decide(
+    event: DrEvent, snapshot: Snapshot, params: PolicyParams, signals: SignalPolicy
+) -> OptDecision:
+    prefix = "test event, no load moves: " if event.test_event else ""
+    unsupported = unsupported_signals(event)
+    if unsupported:
+        return OptDecision(
+            "optOut",
+            f"{prefix}unsupported signal(s) {', '.join(unsupported)}",
+            response_code=SIGNAL_NOT_SUPPORTED,
+        )
+    sites = targeted_sites(event, snapshot.sites)
+    if not sites:
+        return OptDecision("optOut", f"{prefix}the event addresses none of our sites")
+    requests = peak_requests(event, snapshot.sites, flexible_kw(snapshot), signals)
+    if not requests:
+        return OptDecision("optIn", f"{prefix}nothing to deliver at the targeted sites")
+    lead_s = lead_time_s(event, snapshot.at)
+    duration_s = event.duration_s if event.duration_s > 0 else params.horizon_s
+    asked_sites = {r.site_id for r in requests}
+    deliveries = [
+        _deliverable(r, snapshot, asked_sites, lead_s, duration_s, params) for r in requests
+    ]
+    text = "; ".join(d.describe() for d in deliveries)
+    if all(d.enough for d in deliveries):
+        return OptDecision("optIn", f"{prefix}{text}")
+    return OptDecision("optOut", f"{prefix}{text}")
+
+
+def _movable(snapshot: Snapshot, site_id: str) -> list[JobView]:
+    return [
+        j
+        for j in snapshot.jobs
+        if j.site_id == site_id and j.migratable and j.state == "running" and not j.in_flight
+    ]
+
+
+def _deliverable(
+    request: SiteRequest,
+    snapshot: Snapshot,
+    asked_sites: set[str],
+    lead_s: float,
+    duration_s: float,
+    params: PolicyParams,
+) -> Delivery:
+    site = snapshot.site(request.site_id)
+    if request.kind == "absorb":
+        return Delivery(
+            site.site_id,
+            "absorb",
+            request.power_kw,
+            _absorbable_kw(site, snapshot, lead_s, duration_s, params),
+        )
+    asked_kw = request.power_kw
+    if request.kind == "cap":
+        asked_kw = max(0.0, site.load_kw - request.power_kw)
+    deadline_s = lead_s if lead_s > 0 else params.feasibility.alpha * duration_s
+    room = {
+        s.site_id: [s.gpus_free, s.it_power_max_kw - s.it_power_kw]
+        for s in snapshot.sites
+        if s.site_id not in asked_sites and s.online
+    }
+    delivered_kw = 0.0
+    for job in sorted(_movable(snapshot, site.site_id), key=lambda j: -j.power_kw):
+        if delivered_kw >= asked_kw:
+            break
+        write_s = float(fm.checkpoint_write_s(job.checkpoint_gb, params.checkpoint_write_gb_per_s))
+        if write_s > deadline_s:
+            continue
+        for free in room.values():
+            if free[0] >= job.gpus and free[1] >= job.power_kw:
+                free[0] -= job.gpus
+                free[1] -= job.power_kw
+                delivered_kw += job.power_kw * site.pue
+                break
+    return Delivery(site.site_id, request.kind, asked_kw, delivered_kw)
+
+
+def _absorbable_kw(
+    site: SiteView, snapshot: Snapshot, lead_s: float, duration_s: float, params: PolicyParams
+) -> float:
+    jobs = [
+        j
+        for s in snapshot.sites
+        if s.site_id != site.site_id
+        for j in _movable(snapshot, s.site_id)
+    ]
+    if not jobs:
+        return 0.0
+    sources = {s.site_id: s for s in snapshot.sites}
+    bandwidth = np.array(
+        [min(sources[j.site_id].wan_bandwidth_gbps, site.wan_bandwidth_gbps) for j in jobs]
+    )
+    cost = assess_moves(jobs, bandwidth, np.inf, params)
+    deadline_s = lead_s + params.feasibility.alpha * duration_s
+    gpus_free, power_free_kw = site.gpus_free, site.it_power_max_kw - site.it_power_kw
+    absorbed_kw = 0.0
+    for i in np.argsort(cost.migration_s):
+        job = jobs[int(i)]
+        if cost.migration_s[i] > deadline_s:
+            break
+        if job.gpus <= gpus_free and job.power_kw <= power_free_kw:
+            gpus_free -= job.gpus
+            power_free_kw -= job.power_kw
+            absorbed_kw += job.power_kw * site.pue
+    return absorbed_kw

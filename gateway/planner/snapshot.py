@@ -1,0 +1,91 @@
+"""What a policy sees: a frozen picture of the fleet at one instant."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+RequestKind = Literal["shed", "absorb", "cap"]
+
+
+@dataclass(frozen=True)
+class SiteView:
+    site_id: str
+    resource_id: str
+    vtn_id: str | None
+    gpus_total: int
+    gpus_free: int
+    it_power_max_kw: float
+    it_power_kw: float
+    pue: float
+    wan_bandwidth_gbps: float
+    renewable_kw: float
+    forecast_step_s: float
+    renewable_forecast_kw: tuple[float, ...]
+    """Renewable power expected at now + i * forecast_step_s; index 0 is now [kW]."""
+    online: bool = True
+
+    @property
+    def load_kw(self) -> float:
+        """Facility power: IT power times PUE [kW]."""
+        return self.it_power_kw * self.pue
+
+
+@dataclass(frozen=True)
+class JobView:
+    job_id: str
+    site_id: str
+    gpus: int
+    power_kw: float
+    checkpoint_gb: float
+    migratable: bool
+    state: str
+    arrived_at_site_at: datetime
+    in_flight: bool = False
+    """True while a migration of this job is under way."""
+
+
+@dataclass(frozen=True)
+class SiteRequest:
+    """What an opted-in event asks of one site over [start_at, end_at)."""
+
+    site_id: str
+    kind: RequestKind
+    power_kw: float
+    """shed: lower the load by; absorb: raise the load by; cap: keep the load under [kW]."""
+    start_at: datetime
+    end_at: datetime | None
+    source: str
+    """vtn_id/event_id, for reasons and reports."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: datetime
+    sites: tuple[SiteView, ...]
+    jobs: tuple[JobView, ...]
+    requests: tuple[SiteRequest, ...] = field(default=())
+    delivered_kw: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """Facility power already moved off a site for a request: (request source, site id) [kW]."""
+
+    def site(self, site_id: str) -> SiteView:
+        for site in self.sites:
+            if site.site_id == site_id:
+                return site
+        raise KeyError(site_id)
+
+
+@dataclass(frozen=True)
+class MigrationDecision:
+    job_id: str
+    source_site_id: str
+    target_site_id: str
+    reason: str
+    expected_s: float
+    """Disruption the feasibility model expects [s]."""
+    expected_kwh: float
+    """Energy the move costs [kWh]."""
+    event_ref: str | None = None
+    """The request source (``vtn_id/event_id``) the move serves, if any."""

@@ -1,0 +1,416 @@
+"""Typed records of the site controller API (``docs/site-api.md``) and their JSON form.
+
+This is the one place where site-controller JSON becomes typed objects and back: the
+gateway's client parses answers with :func:`parse_status` and :func:`parse_operation`, the
+simulator reads request bodies with :class:`Fields` and writes answers with the ``*_to_wire``
+functions. Nothing raw leaves this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar, get_args
+
+from gateway.errors import SiteControllerError
+
+JobState = Literal["running", "checkpointing", "checkpointed", "restoring", "finished"]
+OperationKind = Literal["checkpoint", "transfer", "restore"]
+OperationState = Literal["in_progress", "done", "failed"]
+ReservationState = Literal["reserved", "consumed", "released"]
+
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
+OPERATION_KINDS: tuple[OperationKind, ...] = get_args(OperationKind)
+OPERATION_STATES: tuple[OperationState, ...] = get_args(OperationState)
+RESERVATION_STATES: tuple[ReservationState, ...] = get_args(ReservationState)
+
+_Choice = TypeVar("_Choice", bound=str)
+
+
+class FieldError(ValueError):
+    """A JSON document lacks a field or holds a value of the wrong type; names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field '{field}': {problem}")
+        self.field = field
+
+
+def format_at(at: datetime) -> str:
+    """An aware timestamp as ISO 8601 UTC with ``Z``."""
+    if at.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _kind_of(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+class Fields:
+    """Typed access to the fields of one JSON object; every error names the field's path."""
+
+    def __init__(self, document: object, path: str = "") -> None:
+        if not isinstance(document, dict):
+            raise FieldError(path or "body", f"expected a JSON object, got {_kind_of(document)}")
+        self._doc: dict[str, Any] = document
+        self._path = path
+
+    def _name(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def _get(self, key: str) -> Any:
+        if key not in self._doc:
+            raise FieldError(self._name(key), "missing")
+        return self._doc[key]
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not value:
+            raise FieldError(self._name(key), f"expected a non-empty string, got {_kind_of(value)}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._doc.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise FieldError(self._name(key), f"expected a string or null, got {_kind_of(value)}")
+        return value
+
+    def integer(self, key: str, *, minimum: int | None = None) -> int:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(self._name(key), f"expected an integer, got {_kind_of(value)}")
+        if minimum is not None and value < minimum:
+            raise FieldError(self._name(key), f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, key: str, *, minimum: float | None = None, positive: bool = False) -> float:
+        return _number(self._get(key), self._name(key), minimum=minimum, positive=positive)
+
+    def flag(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise FieldError(self._name(key), f"expected true or false, got {_kind_of(value)}")
+        return value
+
+    def timestamp(self, key: str) -> datetime:
+        text = self.text(key)
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise FieldError(self._name(key), f"not an ISO 8601 timestamp: {text!r}") from exc
+        if value.tzinfo is None:
+            raise FieldError(self._name(key), f"timestamp without a time zone: {text!r}")
+        return value.astimezone(UTC)
+
+    def choice(self, key: str, choices: tuple[_Choice, ...]) -> _Choice:
+        value = self.text(key)
+        if value not in choices:
+            raise FieldError(
+                self._name(key), f"expected one of {', '.join(choices)}, got {value!r}"
+            )
+        return value
+
+    def obj(self, key: str) -> Fields:
+        return Fields(self._get(key), self._name(key))
+
+    def optional_obj(self, key: str) -> Fields | None:
+        value = self._doc.get(key)
+        return None if value is None else Fields(value, self._name(key))
+
+    def float_list(self, key: str) -> tuple[float, ...]:
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise FieldError(self._name(key), f"expected a list, got {_kind_of(value)}")
+        return tuple(_number(item, f"{self._name(key)}[{i}]") for i, item in enumerate(value))
+
+    def obj_list(self, key: str) -> list[Fields]:
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise FieldError(self._name(key), f"expected a list, got {_kind_of(value)}")
+        return [Fields(item, f"{self._name(key)}[{i}]") for i, item in enumerate(value)]
+
+
+def _number(
+    value: object, name: str, *, minimum: float | None = None, positive: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldError(name, f"expected a number, got {_kind_of(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise FieldError(name, f"expected a finite number, got {number}")
+    if positive and number <= 0:
+        raise FieldError(name, f"must be > 0, got {number}")
+    if minimum is not None and number < minimum:
+        raise FieldError(name, f"must be >= {minimum}, got {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a site needs to run a job.
+
+    gpus [-]; power_kw: IT draw while running [kW]; checkpoint_gb [GB];
+    work_remaining_gpu_h [GPU h]; migratable; flex_tier (1 = most flexible) [-].
+    """
+
+    job_id: str
+    gpus: int
+    power_kw: float
+    checkpoint_gb: float
+    work_remaining_gpu_h: float
+    migratable: bool = True
+    flex_tier: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            raise ValueError("job_id must not be empty")
+        if self.gpus < 1:
+            raise ValueError(f"job {self.job_id}: gpus must be >= 1, got {self.gpus}")
+        if self.power_kw < 0:
+            raise ValueError(f"job {self.job_id}: power_kw must be >= 0, got {self.power_kw}")
+        if self.checkpoint_gb <= 0:
+            raise ValueError(
+                f"job {self.job_id}: checkpoint_gb must be > 0, got {self.checkpoint_gb}"
+            )
+        if self.work_remaining_gpu_h < 0:
+            raise ValueError(
+                f"job {self.job_id}: work_remaining_gpu_h must be >= 0, "
+                f"got {self.work_remaining_gpu_h}"
+            )
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as a site reports it; ``work_remaining_gpu_h`` [GPU h] is 0 once finished."""
+
+    job_id: str
+    gpus: int
+    power_kw: float
+    checkpoint_gb: float
+    work_remaining_gpu_h: float
+    migratable: bool
+    flex_tier: int
+    state: JobState
+
+    def spec(self) -> JobSpec:
+        """The job as it would be restored elsewhere now."""
+        return JobSpec(
+            job_id=self.job_id,
+            gpus=self.gpus,
+            power_kw=self.power_kw,
+            checkpoint_gb=self.checkpoint_gb,
+            work_remaining_gpu_h=self.work_remaining_gpu_h,
+            migratable=self.migratable,
+            flex_tier=self.flex_tier,
+        )
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    """One site's ``GET /v1/status``.
+
+    it_power_kw: IT draw now [kW]; renewable_kw: renewable power now [kW];
+    renewable_forecast_kw[i]: expected at ``at + i * forecast_step_s`` [kW]; forecast_step_s [s].
+    """
+
+    site_id: str
+    at: datetime
+    gpus_total: int
+    gpus_free: int
+    gpus_reserved: int
+    it_power_kw: float
+    renewable_kw: float
+    forecast_step_s: float
+    renewable_forecast_kw: tuple[float, ...]
+    jobs: tuple[JobStatus, ...]
+
+    def job(self, job_id: str) -> JobStatus | None:
+        """The job of that id at this site, if listed."""
+        return next((job for job in self.jobs if job.job_id == job_id), None)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint on disk: size_gb [GB] and the sha256 of its bytes (hex)."""
+
+    size_gb: float
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A checkpoint, transfer or restore, keyed by (migration_id, kind).
+
+    done_at: when it finished, or is expected to while in progress; expected_s: planned
+    duration [s]; checkpoint: set once a checkpoint exists; error: why it failed.
+    """
+
+    migration_id: str
+    kind: OperationKind
+    job_id: str
+    state: OperationState
+    started_at: datetime
+    done_at: datetime
+    expected_s: float
+    checkpoint: Checkpoint | None
+    error: str | None
+
+
+def job_spec_from_fields(job_id: str, fields: Fields) -> JobSpec:
+    """The ``job`` object of a restore request (the job id comes from the path)."""
+    spec = JobSpec(
+        job_id=job_id,
+        gpus=fields.integer("gpus", minimum=1),
+        power_kw=fields.number("power_kw", minimum=0.0),
+        checkpoint_gb=fields.number("checkpoint_gb", positive=True),
+        work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
+        migratable=fields.flag("migratable"),
+        flex_tier=fields.integer("flex_tier"),
+    )
+    return spec
+
+
+def checkpoint_from_fields(fields: Fields) -> Checkpoint:
+    return Checkpoint(size_gb=fields.number("size_gb", positive=True), sha256=fields.text("sha256"))
+
+
+def _job_status_from_fields(fields: Fields) -> JobStatus:
+    return JobStatus(
+        job_id=fields.text("job_id"),
+        gpus=fields.integer("gpus", minimum=1),
+        power_kw=fields.number("power_kw", minimum=0.0),
+        checkpoint_gb=fields.number("checkpoint_gb", positive=True),
+        work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
+        migratable=fields.flag("migratable"),
+        flex_tier=fields.integer("flex_tier"),
+        state=fields.choice("state", JOB_STATES),
+    )
+
+
+def _operation_from_fields(fields: Fields) -> Operation:
+    checkpoint = fields.optional_obj("checkpoint")
+    return Operation(
+        migration_id=fields.text("migration_id"),
+        kind=fields.choice("kind", OPERATION_KINDS),
+        job_id=fields.text("job_id"),
+        state=fields.choice("state", OPERATION_STATES),
+        started_at=fields.timestamp("started_at"),
+        done_at=fields.timestamp("done_at"),
+        expected_s=fields.number("expected_s", minimum=0.0),
+        checkpoint=None if checkpoint is None else checkpoint_from_fields(checkpoint),
+        error=fields.optional_text("error"),
+    )
+
+
+def _status_from_fields(fields: Fields) -> SiteStatus:
+    return SiteStatus(
+        site_id=fields.text("site_id"),
+        at=fields.timestamp("at"),
+        gpus_total=fields.integer("gpus_total", minimum=0),
+        gpus_free=fields.integer("gpus_free", minimum=0),
+        gpus_reserved=fields.integer("gpus_reserved", minimum=0),
+        it_power_kw=fields.number("it_power_kw", minimum=0.0),
+        renewable_kw=fields.number("renewable_kw", minimum=0.0),
+        forecast_step_s=fields.number("forecast_step_s", positive=True),
+        renewable_forecast_kw=fields.float_list("renewable_forecast_kw"),
+        jobs=tuple(_job_status_from_fields(job) for job in fields.obj_list("jobs")),
+    )
+
+
+def _malformed(what: str, exc: FieldError) -> SiteControllerError:
+    return SiteControllerError(f"malformed {what} from site controller: {exc}", transient=False)
+
+
+def parse_status(document: object) -> SiteStatus:
+    """A ``GET /v1/status`` answer; raises SiteControllerError(transient=False) if malformed."""
+    try:
+        return _status_from_fields(Fields(document))
+    except FieldError as exc:
+        raise _malformed("status", exc) from exc
+
+
+def parse_operation(document: object) -> Operation:
+    """An operation object; raises SiteControllerError(transient=False) if malformed."""
+    try:
+        return _operation_from_fields(Fields(document))
+    except FieldError as exc:
+        raise _malformed("operation", exc) from exc
+
+
+def parse_job_status(document: object) -> JobStatus:
+    """A job object; raises SiteControllerError(transient=False) if malformed."""
+    try:
+        return _job_status_from_fields(Fields(document))
+    except FieldError as exc:
+        raise _malformed("job", exc) from exc
+
+
+def parse_state(document: object, key: str, choices: tuple[_Choice, ...]) -> _Choice:
+    """The state field of a small answer such as ``{"migration_id", "state"}``."""
+    try:
+        return Fields(document).choice(key, choices)
+    except FieldError as exc:
+        raise _malformed("answer", exc) from exc
+
+
+def job_spec_to_wire(spec: JobSpec) -> dict[str, Any]:
+    """The ``job`` object of a restore request (without the job id, which is in the path)."""
+    return {
+        "gpus": spec.gpus,
+        "power_kw": spec.power_kw,
+        "checkpoint_gb": spec.checkpoint_gb,
+        "work_remaining_gpu_h": spec.work_remaining_gpu_h,
+        "migratable": spec.migratable,
+        "flex_tier": spec.flex_tier,
+    }
+
+
+def checkpoint_to_wire(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    return {"size_gb": checkpoint.size_gb, "sha256": checkpoint.sha256}
+
+
+def job_status_to_wire(job: JobStatus) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "gpus": job.gpus,
+        "power_kw": job.power_kw,
+        "checkpoint_gb": job.checkpoint_gb,
+        "work_remaining_gpu_h": job.work_remaining_gpu_h,
+        "migratable": job.migratable,
+        "flex_tier": job.flex_tier,
+        "state": job.state,
+    }
+
+
+def operation_to_wire(op: Operation) -> dict[str, Any]:
+    return {
+        "migration_id": op.migration_id,
+        "kind": op.kind,
+        "job_id": op.job_id,
+        "state": op.state,
+        "started_at": format_at(op.started_at),
+        "done_at": format_at(op.done_at),
+        "expected_s": op.expected_s,
+        "checkpoint": checkpoint_to_wire(op.checkpoint),
+        "error": op.error,
+    }
+
+
+def status_to_wire(status: SiteStatus) -> dict[str, Any]:
+    return {
+        "site_id": status.site_id,
+        "at": format_at(status.at),
+        "gpus_total": status.gpus_total,
+        "gpus_free": status.gpus_free,
+        "gpus_reserved": status.gpus_reserved,
+        "it_power_kw": status.it_power_kw,
+        "renewable_kw": status.renewable_kw,
+        "forecast_step_s": status.forecast_step_s,
+        "renewable_forecast_kw": list(status.renewable_forecast_kw),
+        "jobs": [job_status_to_wire(job) for job in status.jobs],
+    }

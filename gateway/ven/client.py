@@ -1,0 +1,418 @@
+"""One connection to one VTN: the owner of an ``openleadr.OpenADRClient``.
+
+It answers events (parse, store the version, ask the planner, store the answer) and offers
+telemetry of every site it serves. What it adds to openleadr (``openadr-notes.md``):
+
+- events are kept in our own store keyed by (VTN, event id, modification number); a version
+  seen again is answered from the store, without asking the planner again (pitfalls 1, 2);
+- a cancellation is stored and acknowledged with optIn, without asking the planner (pitfall 3);
+- a cancelled or completed event that the VTN sends again makes openleadr look up an answer
+  it has already forgotten; the KeyError would opt out of every event in that message. An
+  ``after_parse_xml`` hook puts our stored answer back first (pitfall 3);
+- telemetry measurements are copied before their scale is set: openleadr would otherwise
+  change the shared ``enums.MEASUREMENTS`` entry for the whole process;
+- a report with no reading at all (every value unknown) is not sent: the openleadr VTN
+  answers it with HTTP 500;
+- report granularities are checked up front: openleadr schedules them with cron and needs
+  them to divide a minute, an hour or a day (pitfall 8).
+
+Reconnection and back-off are not here yet: :meth:`VenConnection.start` raises
+:class:`GatewayError` when the VTN cannot be reached and leaves retrying to its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Literal
+
+from openleadr import OpenADRClient, enums
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway import db
+from gateway.clock import Clock
+from gateway.errors import ConfigError, GatewayError
+from gateway.events import DrEvent, Opt, OptDecision
+from gateway.settings import SiteSettings, VtnSettings
+from gateway.ven import store
+from gateway.ven.adapter import MalformedEventError, parse_event
+
+logger = logging.getLogger(__name__)
+
+Decide = Callable[[DrEvent], Awaitable[OptDecision]]
+"""The planner's answer to one event version."""
+TelemetryKw = Callable[[str], float | None]
+"""Current facility power of a site [kW], by site id; None when unknown."""
+
+CANCELLATION_ACK = OptDecision(opt="optIn", reason="cancellation acknowledged")
+EVENT_HANDLERS = ("on_event", "on_update_event")
+"""openleadr's two event handlers; both go through :meth:`VenConnection._on_event`."""
+
+TelemetrySource = Literal["power_kw"]
+
+
+@dataclass(frozen=True)
+class TelemetryPoint:
+    """One report row every site offers: what openleadr announces and where the value comes from."""
+
+    report_name: str
+    """openleadr.enums.REPORT_NAME."""
+    measurement: str
+    """A member of openleadr.enums.MEASUREMENTS."""
+    unit: str
+    scale: str
+    """openleadr.enums.SI_SCALE_CODE: ``k`` turns W into kW."""
+    source: TelemetrySource
+    """Which reader gives the value."""
+
+
+TELEMETRY: tuple[TelemetryPoint, ...] = (
+    TelemetryPoint(
+        report_name="TELEMETRY_USAGE",
+        measurement="REAL_POWER",
+        unit="W",
+        scale="k",
+        source="power_kw",
+    ),
+)
+
+_CRON_UNITS_S = ((60, 1), (3600, 60), (86400, 3600))
+"""(below this [s], count in this [s]): openleadr's cron granularity for reports."""
+
+
+class VenConnection:
+    """The gateway's VEN towards one VTN.
+
+    vtn: the VTN's settings (its URL, our VEN name, an assigned VEN id if any)
+    sites: the sites this VTN serves (each with ``vtn`` equal to ``vtn.id``)
+    clock: the injected clock; stored times and report timestamps come from it
+    session_factory: sessions of the state store
+    decide: the planner's answer to an event version
+    telemetry_kw: current facility power of a site, by site id [kW]; None when unknown
+    report_interval_s: sampling rate offered for telemetry [s]; must divide 60 s, 60 min or 24 h
+    """
+
+    def __init__(
+        self,
+        vtn: VtnSettings,
+        sites: Sequence[SiteSettings],
+        clock: Clock,
+        session_factory: sessionmaker[Session],
+        decide: Decide,
+        telemetry_kw: TelemetryKw,
+        report_interval_s: float = 10.0,
+    ) -> None:
+        self.vtn = vtn
+        self.sites = _served_sites(vtn, sites)
+        self.clock = clock
+        self._session_factory = session_factory
+        self._decide = decide
+        self._readers: Mapping[TelemetrySource, TelemetryKw] = {"power_kw": telemetry_kw}
+        self._report_granularity = _report_granularity(report_interval_s)
+        self._client: Any = None
+        self._available: bool | None = None
+        """The VTN's state as last seen: None before the first attempt."""
+        self._ven_id: str | None = vtn.ven_id
+        self._registration_id: str | None = None
+        self._answers: dict[tuple[str, int], Opt] = {}
+        """What we answered to each (event id, modification number) since start."""
+
+    @property
+    def vtn_id(self) -> str:
+        return self.vtn.id
+
+    @property
+    def ven_id(self) -> str | None:
+        """The VEN id the VTN assigned at the last successful :meth:`start` (or the configured
+        one); None before."""
+        return self._ven_id
+
+    @property
+    def registration_id(self) -> str | None:
+        """The registration id from the last successful :meth:`start`; None before."""
+        return self._registration_id
+
+    @property
+    def available(self) -> bool:
+        """True while started and registered with the VTN."""
+        return self._client is not None and self._available is True
+
+    async def start(self) -> None:
+        """Register with the VTN, offer telemetry and start polling.
+
+        Raises :class:`GatewayError` when the VTN cannot be reached or does not register us;
+        the connection is then stopped and :meth:`start` may be called again.
+        """
+        await self.stop()
+        client = self._build_client()
+        self._client = client
+        try:
+            await client.run()
+        except Exception as exc:  # openleadr raises whatever it meets; translate at the edge
+            await self.stop()
+            self._went_down(f"{type(exc).__name__}: {exc}")
+            raise GatewayError(f"VTN {self.vtn.id} at {self.vtn.url}: {exc}") from exc
+        if client.registration_id is None:
+            await self.stop()
+            self._went_down("not reachable or did not register us")
+            raise GatewayError(
+                f"VTN {self.vtn.id} at {self.vtn.url} is not reachable or did not register "
+                f"VEN {self.vtn.ven_name!r}"
+            )
+        self._ven_id = _optional_str(client.ven_id)
+        self._registration_id = _optional_str(client.registration_id)
+        self._came_up()
+
+    async def stop(self) -> None:
+        """Stop polling and reporting and close the HTTP session; safe to call twice."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        jobs = _running_jobs(client)
+        if client.scheduler.running:
+            client.scheduler.shutdown(wait=False)
+        if client.report_queue_task is not None:
+            jobs.append(client.report_queue_task)
+            client.report_queue_task.cancel()
+        if jobs:
+            await asyncio.wait(jobs, timeout=2.0)
+        if client.client_session is not None:
+            await client.client_session.close()
+
+    # -- openleadr wiring ----------------------------------------------------------------
+
+    def _build_client(self) -> Any:
+        client = OpenADRClient(
+            ven_name=self.vtn.ven_name,
+            vtn_url=str(self.vtn.url),
+            ven_id=self._ven_id,  # keep the VEN id the VTN gave us across restarts
+        )
+        for handler in EVENT_HANDLERS:
+            client.add_handler(handler, self._on_event)
+        client.add_hook("after_parse_xml", self._restore_forgotten_answers)
+        client.pending_reports = _ReportsWithReadings()
+        for site in self.sites:
+            for point in TELEMETRY:
+                self._add_report(client, site, point)
+        return client
+
+    def _add_report(self, client: Any, site: SiteSettings, point: TelemetryPoint) -> None:
+        measurement = replace(getattr(enums.MEASUREMENTS, point.measurement), scale=point.scale)
+        client.add_report(
+            callback=partial(self._read, point, site.id),
+            resource_id=site.openadr_resource_id,
+            measurement=measurement,
+            unit=point.unit,
+            scale=point.scale,
+            report_name=point.report_name,
+            report_specifier_id=f"dr-gateway-{point.report_name}",
+            r_id=f"{site.openadr_resource_id}-{point.source}",
+            sampling_rate=self._report_granularity,
+            report_duration=self._report_granularity,
+        )
+
+    def _read(self, point: TelemetryPoint, site_id: str) -> list[tuple[datetime, float]]:
+        """One reading for openleadr's report job; no reading when the value is unknown."""
+        try:
+            value = self._readers[point.source](site_id)
+        except Exception:  # a report job is a task boundary inside openleadr's scheduler
+            logger.exception("reading %s of site %s failed", point.source, site_id)
+            return []
+        if value is None:
+            return []
+        return [(self.clock.now(), float(value))]
+
+    async def _on_event(self, raw: dict[str, Any]) -> Opt:
+        """openleadr's on_event and on_update_event: the opt for one event version.
+
+        Never raises: openleadr would opt out of every event in the message.
+        """
+        key = _version_key(raw)
+        try:
+            event = parse_event(raw, self.vtn.id)
+        except MalformedEventError as exc:
+            logger.warning("VTN %s sent a malformed event, opting out: %s", self.vtn.id, exc)
+            opt: Opt = "optOut"
+        else:
+            try:
+                opt = await self._answer(event)
+            except Exception:  # task boundary: see the docstring
+                logger.exception(
+                    "VTN %s: answering event %s (modification %s) failed, opting out",
+                    self.vtn.id,
+                    event.event_id,
+                    event.modification_number,
+                )
+                opt = "optOut"
+        if key is not None:
+            self._answers[key] = opt
+        return opt
+
+    async def _answer(self, event: DrEvent) -> Opt:
+        stored = await asyncio.to_thread(self._store_version, event, self.clock.now())
+        if stored is not None:
+            logger.info(
+                "VTN %s: event %s modification %d already answered %s",
+                self.vtn.id,
+                event.event_id,
+                event.modification_number,
+                stored.opt,
+            )
+            return stored.opt
+        if event.cancelled:
+            decision = CANCELLATION_ACK
+        else:
+            if event.test_event:
+                logger.info("VTN %s: event %s is a test event", self.vtn.id, event.event_id)
+            decision = await self._decide(event)
+        await asyncio.to_thread(self._store_answer, event, decision, self.clock.now())
+        logger.info(
+            "VTN %s: event %s modification %d (%s): %s, %s",
+            self.vtn.id,
+            event.event_id,
+            event.modification_number,
+            event.status,
+            decision.opt,
+            decision.reason,
+        )
+        return decision.opt
+
+    def _store_version(self, event: DrEvent, received_at: datetime) -> OptDecision | None:
+        """Store the version; the answer already given to it when it was stored before."""
+        with db.unit_of_work(self._session_factory) as session:
+            _, created = store.save_event(session, event, received_at)
+            if created:
+                return None
+            return store.last_response(
+                session, event.vtn_id, event.event_id, event.modification_number
+            )
+
+    def _store_answer(self, event: DrEvent, decision: OptDecision, responded_at: datetime) -> None:
+        with db.unit_of_work(self._session_factory) as session:
+            row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
+            if row is None:
+                raise GatewayError(
+                    f"event {event.event_id} modification {event.modification_number} "
+                    "vanished from the store before its answer was saved"
+                )
+            store.save_response(session, row, decision, responded_at)
+
+    async def _restore_forgotten_answers(self, message_type: str, payload: Any) -> None:
+        """Put back the answers openleadr forgot, before it looks them up.
+
+        openleadr drops its answer to a cancelled or completed event; when the VTN sends that
+        same version again, ``client._on_event`` fails on the lookup and opts out of every
+        event in the message.
+        """
+        client = self._client
+        if message_type != "oadrDistributeEvent" or client is None:
+            return
+        if not isinstance(payload, Mapping):
+            return
+        for raw in payload.get("events") or ():
+            key = _version_key(raw)
+            if key is None:
+                continue
+            raw_id = raw["event_descriptor"]["event_id"]
+            if raw_id in client.responded_events:
+                continue
+            if any(_version_key(seen) == key for seen in client.received_events):
+                opt = self._answers.get(key, "optOut")
+                logger.debug("restoring answer %s to event %s for openleadr", opt, key)
+                client.responded_events[raw_id] = opt
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def _went_down(self, why: str) -> None:
+        if self._available is not False:
+            logger.warning("VTN %s at %s is unavailable: %s", self.vtn.id, self.vtn.url, why)
+        self._available = False
+
+    def _came_up(self) -> None:
+        logger.info(
+            "VTN %s at %s %s: VEN id %s, registration id %s",
+            self.vtn.id,
+            self.vtn.url,
+            "is back" if self._available is False else "registered us",
+            self.ven_id,
+            self.registration_id,
+        )
+        self._available = True
+
+
+class _ReportsWithReadings(asyncio.Queue[Any]):
+    """openleadr's outgoing report queue, minus reports without a single reading.
+
+    A report whose every value is unknown has no intervals; the openleadr VTN answers it
+    with HTTP 500 (KeyError 'intervals'). No reading, no report.
+    """
+
+    async def put(self, item: Any) -> None:
+        if not getattr(item, "intervals", None):
+            logger.debug("not sending report %s: no readings", getattr(item, "report_name", "?"))
+            return
+        await super().put(item)
+
+
+def _served_sites(vtn: VtnSettings, sites: Sequence[SiteSettings]) -> tuple[SiteSettings, ...]:
+    resource_ids: dict[str, str] = {}
+    for site in sites:
+        if site.vtn != vtn.id:
+            raise ConfigError(
+                f"site {site.id!r} is served by VTN {site.vtn!r}, not {vtn.id!r}; "
+                "pass each connection only the sites whose vtn is its id"
+            )
+        other = resource_ids.setdefault(site.openadr_resource_id, site.id)
+        if other != site.id:
+            raise ConfigError(
+                f"sites {other!r} and {site.id!r} share the OpenADR resource id "
+                f"{site.openadr_resource_id!r}; set a distinct resource_id for each"
+            )
+    return tuple(sites)
+
+
+def _report_granularity(interval_s: float) -> timedelta:
+    """The report sampling rate; openleadr schedules reports with cron (``utils.cron_config``)."""
+    for below_s, unit_s in _CRON_UNITS_S:
+        if 0 < interval_s < below_s:
+            count = interval_s / unit_s
+            if count == int(count) and (below_s // unit_s) % int(count) == 0:
+                return timedelta(seconds=interval_s)
+            break
+    if interval_s == _CRON_UNITS_S[-1][0]:
+        return timedelta(seconds=interval_s)
+    raise ConfigError(
+        f"report_interval_s = {interval_s}: expected whole seconds dividing a minute, whole "
+        "minutes dividing an hour or whole hours dividing a day (e.g. 1, 10, 60, 300, 3600)"
+    )
+
+
+def _version_key(raw: object) -> tuple[str, int] | None:
+    """(event id, modification number) of a raw event, or None when it has none."""
+    if not isinstance(raw, Mapping):
+        return None
+    descriptor = raw.get("event_descriptor")
+    if not isinstance(descriptor, Mapping):
+        return None
+    event_id = descriptor.get("event_id")
+    number = descriptor.get("modification_number")
+    if event_id is None or not isinstance(number, int):
+        return None
+    return str(event_id), number
+
+
+def _running_jobs(client: Any) -> list[asyncio.Future[Any]]:
+    """openleadr's scheduled jobs in flight (polls, reports), to await them after shutdown."""
+    with contextlib.suppress(Exception):
+        executor = client.scheduler._lookup_executor("default")
+        return [job for job in executor._pending_futures if not job.done()]
+    return []
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,232 @@
+"""Persistence of events and of the answers given to them.
+
+One row per (VTN, event id, modification number): a version is stored once, and a version
+seen again is no change (``openadr-notes.md``, pitfall 2). Every function takes the caller's
+sync :class:`~sqlalchemy.orm.Session` (one per unit of work, see :func:`gateway.db.unit_of_work`)
+and neither commits nor opens sessions itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar, get_args
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from gateway.errors import GatewayError
+from gateway.events import (
+    DrEvent,
+    EventInterval,
+    EventSignal,
+    EventStatus,
+    EventTarget,
+    Opt,
+    OptDecision,
+)
+from models import event as rows
+
+_T = TypeVar("_T")
+
+_STATUSES: dict[str, EventStatus] = {name: name for name in get_args(EventStatus)}
+_OPTS: dict[str, Opt] = {name: name for name in get_args(Opt)}
+
+
+class StoredDataError(GatewayError):
+    """A stored row holds a value the gateway does not know (a hand-edited database?)."""
+
+
+def save_event(session: Session, event: DrEvent, received_at: datetime) -> tuple[rows.Event, bool]:
+    """Store one version of an event with its signals, intervals and targets.
+
+    Returns the row and True, or the row already stored for this version and False.
+    ``received_at`` is when the gateway received it [aware UTC].
+    """
+    existing = event_row(session, event.vtn_id, event.event_id, event.modification_number)
+    if existing is not None:
+        return existing, False
+    row = rows.Event(
+        vtn_id=event.vtn_id,
+        event_id=event.event_id,
+        modification_number=event.modification_number,
+        status=event.status,
+        market_context=event.market_context,
+        priority=event.priority,
+        test_event=event.test_event,
+        response_required=event.response_required,
+        start_at=event.start_at,
+        duration_s=event.duration_s,
+        ramp_up_s=event.ramp_up_s,
+        start_after_s=event.start_after_s,
+        created_at=event.created_at,
+        received_at=received_at,
+        signals=[
+            rows.EventSignal(
+                position=position,
+                signal_id=signal.signal_id,
+                signal_name=signal.signal_name,
+                signal_type=signal.signal_type,
+                units=signal.units,
+                intervals=[
+                    rows.EventInterval(
+                        position=interval.position,
+                        uid=interval.uid,
+                        duration_s=interval.duration_s,
+                        value=interval.value,
+                    )
+                    for interval in signal.intervals
+                ],
+            )
+            for position, signal in enumerate(event.signals)
+        ],
+        targets=[rows.EventTarget(kind=t.kind, value=t.value) for t in event.targets],
+    )
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def event_row(
+    session: Session, vtn_id: str, event_id: str, modification_number: int
+) -> rows.Event | None:
+    """The stored row of one version, or None."""
+    return session.scalars(
+        _with_children(select(rows.Event)).where(
+            rows.Event.vtn_id == vtn_id,
+            rows.Event.event_id == event_id,
+            rows.Event.modification_number == modification_number,
+        )
+    ).one_or_none()
+
+
+def latest_events(session: Session, vtn_id: str | None = None) -> list[DrEvent]:
+    """The newest stored version of every event (of one VTN, or of all), by start time."""
+    newest = select(
+        rows.Event.vtn_id,
+        rows.Event.event_id,
+        func.max(rows.Event.modification_number).label("modification_number"),
+    ).group_by(rows.Event.vtn_id, rows.Event.event_id)
+    if vtn_id is not None:
+        newest = newest.where(rows.Event.vtn_id == vtn_id)
+    latest = newest.subquery()
+    query = (
+        _with_children(select(rows.Event))
+        .join(
+            latest,
+            and_(
+                rows.Event.vtn_id == latest.c.vtn_id,
+                rows.Event.event_id == latest.c.event_id,
+                rows.Event.modification_number == latest.c.modification_number,
+            ),
+        )
+        .order_by(rows.Event.start_at, rows.Event.vtn_id, rows.Event.event_id)
+    )
+    return [to_dr_event(row) for row in session.scalars(query)]
+
+
+def load_event(session: Session, vtn_id: str, event_id: str) -> DrEvent | None:
+    """The newest stored version of one event, or None."""
+    row = session.scalars(
+        _with_children(select(rows.Event))
+        .where(rows.Event.vtn_id == vtn_id, rows.Event.event_id == event_id)
+        .order_by(rows.Event.modification_number.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else to_dr_event(row)
+
+
+def save_response(
+    session: Session, event_row: rows.Event, decision: OptDecision, responded_at: datetime
+) -> rows.EventResponse:
+    """Store the answer given to one version, with its reason; ``responded_at`` [aware UTC]."""
+    response = rows.EventResponse(
+        opt=decision.opt,
+        reason=decision.reason,
+        response_code=decision.response_code,
+        responded_at=responded_at,
+    )
+    event_row.responses.append(response)
+    session.flush()
+    return response
+
+
+def last_response(
+    session: Session, vtn_id: str, event_id: str, modification_number: int
+) -> OptDecision | None:
+    """The newest answer given to one version, or None when it has not been answered."""
+    response = session.scalars(
+        select(rows.EventResponse)
+        .join(rows.Event)
+        .where(
+            rows.Event.vtn_id == vtn_id,
+            rows.Event.event_id == event_id,
+            rows.Event.modification_number == modification_number,
+        )
+        .order_by(rows.EventResponse.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if response is None:
+        return None
+    return OptDecision(
+        opt=_known(_OPTS, response.opt, "event_responses.opt"),
+        reason=response.reason,
+        response_code=response.response_code,
+    )
+
+
+def to_dr_event(row: rows.Event) -> DrEvent:
+    """A stored version as the domain record the planner reads."""
+    return DrEvent(
+        vtn_id=row.vtn_id,
+        event_id=row.event_id,
+        modification_number=row.modification_number,
+        status=_known(_STATUSES, row.status, "events.status"),
+        market_context=row.market_context,
+        start_at=row.start_at,
+        duration_s=row.duration_s,
+        signals=tuple(
+            EventSignal(
+                signal_id=signal.signal_id,
+                signal_name=signal.signal_name,
+                signal_type=signal.signal_type,
+                units=signal.units,
+                intervals=tuple(
+                    EventInterval(
+                        position=interval.position,
+                        duration_s=interval.duration_s,
+                        value=interval.value,
+                        uid=interval.uid,
+                    )
+                    for interval in signal.intervals
+                ),
+            )
+            for signal in row.signals
+        ),
+        targets=tuple(
+            EventTarget(kind=t.kind, value=t.value) for t in sorted(row.targets, key=_by_id)
+        ),
+        priority=row.priority,
+        test_event=row.test_event,
+        response_required="never" if row.response_required == "never" else "always",
+        ramp_up_s=row.ramp_up_s,
+        start_after_s=row.start_after_s,
+        created_at=row.created_at,
+    )
+
+
+def _by_id(target: rows.EventTarget) -> int:
+    return target.id
+
+
+def _with_children(query: Select[rows.Event]) -> Select[rows.Event]:
+    return query.options(
+        selectinload(rows.Event.signals).selectinload(rows.EventSignal.intervals),
+        selectinload(rows.Event.targets),
+    )
+
+
+def _known(names: dict[str, _T], value: str, column: str) -> _T:
+    try:
+        return names[value]
+    except KeyError as exc:
+        raise StoredDataError(f"{column}: unknown value {value!r}") from exc

@@ -1,0 +1,28 @@
+"""The state store: SQLAlchemy 2 tables. Alembic (``migrations/``) owns the schema."""
+
+from models.base import Base, UTCDateTime
+from models.event import Event, EventInterval, EventResponse, EventSignal, EventTarget
+from models.job import Job
+from models.ledger import LedgerRow
+from models.migration import FINAL_STATES, MIGRATION_STATES, Migration, MigrationState
+from models.offer import Offer
+from models.site import Site, SiteSample
+
+__all__ = [
+    "FINAL_STATES",
+    "MIGRATION_STATES",
+    "Base",
+    "Event",
+    "EventInterval",
+    "EventResponse",
+    "EventSignal",
+    "EventTarget",
+    "Job",
+    "LedgerRow",
+    "Migration",
+    "MigrationState",
+    "Offer",
+    "Site",
+    "SiteSample",
+    "UTCDateTime",
+]

@@ -1,0 +1,238 @@
+"""``dr-gateway demo``: a simulated utility, simulated solar sites and the real daemon.
+
+The simulators and the daemon run in one process but talk over loopback HTTP on OS-assigned
+ports, exactly as they would across machines: OpenADR 2.0b between the VTN and the VEN, the
+site-controller API (docs/site-api.md) between the dispatcher and the sites. Time is a
+ScaledClock that starts at the next UTC midnight (simulated time stays ahead of the wall, as
+openleadr judges event status on the wall clock) and runs ``speed`` times faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from gateway.clock import ScaledClock, next_midnight_utc
+from gateway.daemon import Gateway
+from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
+from gateway.errors import ConfigError
+from gateway.reporting import format_report, site_report
+from gateway.settings import Settings, load_settings
+from gateway.sites.schema import JobSpec
+from models import Event, EventResponse, Migration
+from simulators.scenario import Scenario, load_scenario
+from simulators.site_controller import SimulatedSite, start_site_server
+from simulators.traces import BUNDLED_WEATHER, TRACE_YEAR, RenewableTrace, pv_power_kw
+from simulators.vtn import ScenarioEvent, SimulatedVtn
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_H = 3.0
+
+
+def run_demo(
+    config_path: Path,
+    scenario_path: Path,
+    *,
+    hours: float | None = None,
+    speed: float | None = None,
+    keep_db: bool = False,
+) -> int:
+    settings = load_settings(config_path)
+    scenario = load_scenario(scenario_path)
+    # The simulated VTN shares openleadr's logger; its set-up advice is noise in a demo.
+    openleadr_log = logging.getLogger("openleadr")
+    openleadr_log.setLevel(max(logging.ERROR, openleadr_log.getEffectiveLevel()))
+    _check_matches(settings, scenario, config_path, scenario_path)
+    _prepare_database(settings.database.url, keep_db)
+    upgrade(settings.database.url)
+    return asyncio.run(_run(settings, scenario, hours or scenario.hours, speed or scenario.speed))
+
+
+def _check_matches(
+    settings: Settings, scenario: Scenario, config_path: Path, scenario_path: Path
+) -> None:
+    if len(settings.vtn) != 1:
+        raise ConfigError(f"{config_path}: vtn: the demo needs exactly one [[vtn]]")
+    configured = {s.id for s in settings.site}
+    for i, site in enumerate(scenario.site):
+        if site.id not in configured:
+            raise ConfigError(
+                f"{scenario_path}: site[{i}].id: {site.id!r} is not a [[site]] of {config_path}"
+            )
+    for i, site_cfg in enumerate(settings.site):
+        if site_cfg.id not in {s.id for s in scenario.site}:
+            raise ConfigError(
+                f"{config_path}: site[{i}].id: {site_cfg.id!r} has no [[site]] in {scenario_path}"
+            )
+
+
+def _prepare_database(url: str, keep_db: bool) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not keep_db:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _weather_path(name: str) -> Path:
+    return BUNDLED_WEATHER.get(name) or Path(name)
+
+
+async def _run(settings: Settings, scenario: Scenario, hours: float, speed: float) -> int:
+    start_at = next_midnight_utc(datetime.now(UTC))
+    month, day = (int(p) for p in scenario.trace_start.split("-"))
+    trace_start_at = datetime(TRACE_YEAR, month, day, tzinfo=UTC)
+    series: dict[str, pd.Series] = {
+        s.id: pv_power_kw(_weather_path(s.weather), s.pv_capacity_kw) for s in scenario.site
+    }
+    clock = ScaledClock(start_at, speed)
+    print(
+        f"demo: {hours:g} simulated hours from {start_at:%Y-%m-%d %H:%M} UTC at {speed:g}x "
+        f"(about {hours * 3600 / speed:.0f} s); weather of {scenario.trace_start} from pvlib"
+    )
+    feas = settings.feasibility
+    sites: dict[str, SimulatedSite] = {}
+    for s in scenario.site:
+        cfg = settings.site_by_id(s.id)
+        sites[s.id] = SimulatedSite(
+            site_id=s.id,
+            token=cfg.controller_token,
+            clock=clock,
+            trace=RenewableTrace(series[s.id], start_at, trace_start_at),
+            gpus_total=cfg.gpus_total,
+            it_power_max_kw=cfg.it_power_max_kw,
+            idle_kw_per_gpu=s.idle_kw_per_gpu,
+            checkpoint_write_gb_per_s=feas.checkpoint_write_gb_per_s,
+            restore_gb_per_s=feas.restore_gb_per_s,
+            efficiency=feas.efficiency,
+            jobs=[
+                JobSpec(
+                    job_id=j.id,
+                    gpus=j.gpus,
+                    power_kw=j.power_kw,
+                    checkpoint_gb=j.checkpoint_gb,
+                    work_remaining_gpu_h=j.work_gpu_h,
+                    migratable=j.migratable,
+                    flex_tier=j.flex_tier,
+                )
+                for j in scenario.job
+                if j.site == s.id
+            ],
+        )
+    runners = []
+    urls: dict[str, str] = {}
+    for site_id, site in sites.items():
+        runner, url = await start_site_server(site)
+        runners.append(runner)
+        urls[site_id] = url
+    events = [
+        ScenarioEvent(
+            issue_at=start_at + timedelta(hours=e.issue_h),
+            start_at=start_at + timedelta(hours=e.start_h),
+            duration_s=round(e.duration_h * 3600),
+            signal_name=e.signal_name,
+            signal_type=e.signal_type,
+            intervals=tuple(e.values),
+            resource_ids=tuple(settings.site_by_id(r).openadr_resource_id for r in e.resources),
+            kind=e.kind,
+        )
+        for e in scenario.event
+    ]
+    vtn = SimulatedVtn(
+        clock, vtn_id="DEMO-UTILITY", poll_interval_s=scenario.vtn_poll_interval_s, scenario=events
+    )
+    await vtn.start()
+    live = settings.model_copy(
+        update={
+            "site": [s.model_copy(update={"controller_url": urls[s.id]}) for s in settings.site],
+            "vtn": [settings.vtn[0].model_copy(update={"url": vtn.url})],
+        }
+    )
+    engine = make_engine(settings.database.url)
+    sessions = make_session_factory(engine)
+    gateway = Gateway(live, clock, sessions)
+    scenario_task: asyncio.Task[None] | None = None
+    try:
+        await gateway.start()
+        scenario_task = asyncio.create_task(vtn.run_scenario())
+        end_at = start_at + timedelta(hours=hours)
+        next_progress = start_at + timedelta(hours=PROGRESS_EVERY_H)
+        while clock.now() < end_at:
+            await asyncio.sleep(min(0.25, clock.wall_s((end_at - clock.now()).total_seconds())))
+            if clock.now() >= next_progress:
+                _progress(sessions, clock.now(), start_at, vtn)
+                next_progress += timedelta(hours=PROGRESS_EVERY_H)
+    finally:
+        if scenario_task is not None:
+            scenario_task.cancel()
+            await asyncio.gather(scenario_task, return_exceptions=True)
+        await gateway.stop()
+        await vtn.stop()
+        for runner in runners:
+            await runner.cleanup()
+    code = _summary(sessions, vtn, events)
+    engine.dispose()
+    return code
+
+
+def _progress(sessions: object, now: datetime, start_at: datetime, vtn: SimulatedVtn) -> None:
+    with unit_of_work(sessions) as session:  # type: ignore[arg-type]
+        states = Counter(
+            dict(
+                session.execute(
+                    select(Migration.state, func.count()).group_by(Migration.state)
+                ).all()
+            )
+        )
+    hours = (now - start_at).total_seconds() / 3600
+    print(
+        f"  +{hours:4.1f} h  events issued {len(vtn.issued)}, answers {len(vtn.opts)}, "
+        f"migrations completed {states.get('completed', 0)}, aborted {states.get('aborted', 0)}, "
+        f"in flight {sum(v for k, v in states.items() if k not in ('completed', 'aborted'))}"
+    )
+
+
+def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -> int:
+    with unit_of_work(sessions) as session:  # type: ignore[arg-type]
+        answers = session.execute(
+            select(
+                Event.event_id, Event.modification_number, EventResponse.opt, EventResponse.reason
+            )
+            .join(EventResponse, EventResponse.event_pk == Event.id)
+            .order_by(Event.start_at)
+        ).all()
+        completed = session.scalar(
+            select(func.count()).select_from(Migration).where(Migration.state == "completed")
+        )
+        rows = site_report(session.connection())
+    print("\nEvents (sent by the simulated VTN over OpenADR, answered by the gateway):")
+    kinds: dict[str, str] = {}
+    for issued in vtn.issued:
+        kinds[issued.event_id] = issued.spec.kind
+    for event_id, mod, opt_type, reason in answers:
+        print(f"  {kinds.get(event_id, '?'):<11} {event_id} #{mod}: {opt_type}  ({reason})")
+    print("\nPer-site report (dr-gateway report, from the site_report SQL view):")
+    print(format_report(rows, "table"), end="")
+    answered_kinds = {kinds.get(r.event_id) for r in vtn.opts}
+    problems = []
+    for kind in ("curtailment", "surplus"):
+        if any(e.kind == kind for e in events) and kind not in answered_kinds:
+            problems.append(f"no {kind} event was answered")
+    if not completed:
+        problems.append("no migration completed")
+    if problems:
+        print(f"\ndemo: FAILED: {'; '.join(problems)}")
+        return 1
+    print(f"\ndemo: OK: {len(vtn.opts)} answers reached the VTN, {completed} migrations completed")
+    return 0

@@ -1,0 +1,108 @@
+"""The demo's scenario file: sites' weather, jobs and the utility's events, validated.
+
+Same rules as the gateway's settings: unknown keys are rejected and a bad value raises
+ConfigError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.errors import ConfigError
+from gateway.settings import KeyProblem, parse_model
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioSite(_Section):
+    id: str
+    weather: str
+    """A bundled weather file key or a path to a TMY2/TMY3 file."""
+    pv_capacity_kw: PositiveFloat
+    idle_kw_per_gpu: NonNegativeFloat = 0.11
+
+
+class ScenarioJob(_Section):
+    id: Annotated[str, Field(min_length=1)]
+    site: str
+    gpus: Annotated[int, Field(gt=0)]
+    power_kw: PositiveFloat
+    checkpoint_gb: PositiveFloat
+    work_gpu_h: PositiveFloat
+    migratable: bool = True
+    flex_tier: Annotated[int, Field(ge=0)] = 1
+
+
+class ScenarioEvent(_Section):
+    kind: Literal["curtailment", "surplus"]
+    issue_h: NonNegativeFloat
+    start_h: NonNegativeFloat
+    duration_h: PositiveFloat
+    signal_name: str
+    signal_type: str
+    values: Annotated[list[float], Field(min_length=1)]
+    resources: list[str] = []
+    """Resource ids (site ids) the event targets; empty for the whole VEN."""
+
+    @model_validator(mode="after")
+    def _issued_before_start(self) -> ScenarioEvent:
+        if self.issue_h > self.start_h:
+            raise ValueError("issue_h must not be after start_h")
+        return self
+
+
+class Scenario(_Section):
+    hours: PositiveFloat = 24.0
+    speed: PositiveFloat = 1200.0
+    trace_start: str = "06-21"
+    vtn_poll_interval_s: Annotated[int, Field(ge=1)] = 1
+    site: list[ScenarioSite]
+    job: list[ScenarioJob] = []
+    event: list[ScenarioEvent] = []
+
+    @field_validator("trace_start")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        parts = value.split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError("expected MM-DD, e.g. 06-21")
+        month, day = int(parts[0]), int(parts[1])
+        if not (1 <= month <= 12 and 1 <= day <= 31):
+            raise ValueError("expected MM-DD, e.g. 06-21")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        site_ids = [s.id for s in self.site]
+        for i, job in enumerate(self.job):
+            if job.site not in site_ids:
+                raise KeyProblem(
+                    ("job", i, "site"), f"unknown site {job.site!r}; expected one of {site_ids}"
+                )
+        for i, event in enumerate(self.event):
+            for resource in event.resources:
+                if resource not in site_ids:
+                    raise KeyProblem(
+                        ("event", i, "resources"),
+                        f"unknown site {resource!r}; expected one of {site_ids}",
+                    )
+        return self
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the scenario: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_model(Scenario, data, str(path))

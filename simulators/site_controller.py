@@ -1,0 +1,735 @@
+"""A simulated site controller that speaks ``docs/site-api.md`` over real HTTP.
+
+:class:`SimulatedSite` holds one site's state (jobs, reservations, operations) and moves it
+forward lazily: every request first calls :meth:`SimulatedSite.advance`, which replays what
+happened between the last request and ``clock.now()`` (jobs progress and finish, operations
+complete at their ``done_at``). No background task runs, so a :class:`ManualClock` drives
+it exactly. :func:`build_app` wraps a site in an aiohttp application; :func:`start_site_server`
+serves it on an OS-assigned loopback port.
+
+GPUs and power. A job holds its GPUs while ``running``, ``checkpointing`` or ``restoring``;
+a ``checkpointed`` or ``finished`` job holds none. Reservations hold GPUs and power until a
+restore consumes them or they are released. The IT draw is the running jobs' ``power_kw``
+plus ``idle_kw_per_gpu`` for every other GPU. A reservation (or a resume) fits when enough
+GPUs are free and the site's committed power (every job holding GPUs and every reservation
+at full power, free GPUs at idle power) stays within ``it_power_max_kw``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal, get_args
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
+from gateway.sites.schema import (
+    OPERATION_KINDS,
+    Checkpoint,
+    FieldError,
+    Fields,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Operation,
+    OperationKind,
+    ReservationState,
+    SiteStatus,
+    checkpoint_from_fields,
+    job_spec_from_fields,
+    job_status_to_wire,
+    operation_to_wire,
+    status_to_wire,
+)
+from simulators.traces import RenewableTrace
+
+logger = logging.getLogger(__name__)
+
+FaultKind = Literal[
+    "status",
+    "reserve",
+    "release_reservation",
+    "checkpoint",
+    "transfer",
+    "restore",
+    "operation",
+    "resume",
+    "release",
+]
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+
+_GPU_HOLDING_STATES: tuple[JobState, ...] = ("running", "checkpointing", "restoring")
+_JOB_STATE_DURING: dict[OperationKind, JobState] = {
+    "checkpoint": "checkpointing",
+    "transfer": "checkpointed",
+    "restore": "restoring",
+}
+_EPSILON = 1e-9
+
+
+class SiteRequestError(Exception):
+    """A request the simulated controller refuses; becomes a JSON error answer."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def _conflict(detail: str) -> SiteRequestError:
+    return SiteRequestError(409, "conflict", detail)
+
+
+@dataclass
+class SimJob:
+    """A job as the simulated site keeps it (mutable simulator state, not a record)."""
+
+    spec: JobSpec
+    state: JobState
+    work_remaining_gpu_h: float
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def holds_gpus(self) -> bool:
+        return self.state in _GPU_HOLDING_STATES
+
+    def status(self) -> JobStatus:
+        spec = self.spec
+        return JobStatus(
+            job_id=spec.job_id,
+            gpus=spec.gpus,
+            power_kw=spec.power_kw,
+            checkpoint_gb=spec.checkpoint_gb,
+            work_remaining_gpu_h=self.work_remaining_gpu_h,
+            migratable=spec.migratable,
+            flex_tier=spec.flex_tier,
+            state=self.state,
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """GPUs [-] and power [kW] held at a target for one migration."""
+
+    migration_id: str
+    job_id: str
+    gpus: int
+    power_kw: float
+    state: ReservationState
+
+
+@dataclass(frozen=True)
+class _Fault:
+    lose_reply: bool
+
+
+class SimulatedSite:
+    """One simulated micro-datacenter and its controller's state.
+
+    gpus_total [-]; it_power_max_kw: IT power cap [kW]; idle_kw_per_gpu [kW];
+    checkpoint_write_gb_per_s, restore_gb_per_s: local disk rates [GB/s];
+    efficiency: usable share of the WAN bandwidth [-]; forecast_step_s, forecast_horizon_s:
+    shape of the renewable forecast in the status [s].
+    """
+
+    def __init__(
+        self,
+        *,
+        site_id: str,
+        token: str,
+        clock: Clock,
+        trace: RenewableTrace,
+        gpus_total: int,
+        it_power_max_kw: float,
+        idle_kw_per_gpu: float = 0.11,
+        checkpoint_write_gb_per_s: float = 0.6,
+        restore_gb_per_s: float = 1.5,
+        efficiency: float = 0.9,
+        forecast_step_s: float = 900.0,
+        forecast_horizon_s: float = 86400.0,
+        jobs: Iterable[JobSpec] = (),
+    ) -> None:
+        if not site_id or not token:
+            raise ValueError("site_id and token must not be empty")
+        if gpus_total < 0 or it_power_max_kw < 0 or idle_kw_per_gpu < 0:
+            raise ValueError("gpus_total, it_power_max_kw and idle_kw_per_gpu must be >= 0")
+        if checkpoint_write_gb_per_s <= 0 or restore_gb_per_s <= 0:
+            raise ValueError("checkpoint_write_gb_per_s and restore_gb_per_s must be > 0")
+        if not 0 < efficiency <= 1:
+            raise ValueError(f"efficiency must be in (0, 1], got {efficiency}")
+        if forecast_step_s <= 0 or forecast_horizon_s < 0:
+            raise ValueError("forecast_step_s must be > 0 and forecast_horizon_s >= 0")
+        self.site_id = site_id
+        self.token = token
+        self.clock = clock
+        self.trace = trace
+        self.gpus_total = gpus_total
+        self.it_power_max_kw = it_power_max_kw
+        self.idle_kw_per_gpu = idle_kw_per_gpu
+        self.checkpoint_write_gb_per_s = checkpoint_write_gb_per_s
+        self.restore_gb_per_s = restore_gb_per_s
+        self.efficiency = efficiency
+        self.forecast_step_s = forecast_step_s
+        self.forecast_horizon_s = forecast_horizon_s
+        self.jobs: dict[str, SimJob] = {}
+        self.reservations: dict[str, Reservation] = {}
+        self.operations: dict[tuple[str, OperationKind], Operation] = {}
+        self._operation_args: dict[tuple[str, OperationKind], tuple[object, ...]] = {}
+        self._released_unknown: set[str] = set()
+        self._resumed: set[tuple[str, str]] = set()
+        self._released_jobs: set[tuple[str, str]] = set()
+        self._faults: dict[FaultKind, list[_Fault]] = {}
+        self._advanced_to: datetime = clock.now()
+        for spec in jobs:
+            self.add_job(spec)
+
+    def __repr__(self) -> str:
+        return f"SimulatedSite(site_id={self.site_id!r}, gpus_total={self.gpus_total})"
+
+    # ---- set-up and test hooks -------------------------------------------------------
+
+    def add_job(self, spec: JobSpec) -> None:
+        """Start a job here now; raises ValueError when it does not fit."""
+        self.advance()
+        if spec.job_id in self.jobs:
+            raise ValueError(f"site {self.site_id}: job {spec.job_id} already exists")
+        if not self._fits(spec.gpus, spec.power_kw):
+            raise ValueError(f"site {self.site_id}: job {spec.job_id} does not fit")
+        self.jobs[spec.job_id] = SimJob(spec, "running", spec.work_remaining_gpu_h)
+
+    def fail_next(self, kind: FaultKind, count: int = 1, *, lose_reply: bool = False) -> None:
+        """Answer the next ``count`` calls of ``kind`` with ``503``.
+
+        With ``lose_reply`` the call takes effect first and only its answer is lost (as when a
+        connection drops after the controller acted), which exercises idempotent retries.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        self._faults.setdefault(kind, []).extend(_Fault(lose_reply) for _ in range(count))
+
+    def take_fault(self, kind: FaultKind) -> _Fault | None:
+        """The fault injected for this call of ``kind``, if any (consumes it)."""
+        pending = self._faults.get(kind)
+        return pending.pop(0) if pending else None
+
+    def job_state(self, job_id: str) -> JobState | None:
+        """The state of a job here, or None if this site does not know it."""
+        self.advance()
+        job = self.jobs.get(job_id)
+        return None if job is None else job.state
+
+    # ---- time ------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Bring the state up to ``clock.now()``, completing operations in time order."""
+        now = self.clock.now()
+        while True:
+            due = [
+                op
+                for op in self.operations.values()
+                if op.state == "in_progress" and op.done_at <= now
+            ]
+            if not due:
+                break
+            first = min(due, key=lambda op: op.done_at)
+            self._progress_jobs(first.done_at)
+            self._complete(first)
+        self._progress_jobs(now)
+
+    def _progress_jobs(self, until: datetime) -> None:
+        elapsed_h = (until - self._advanced_to).total_seconds() / 3600.0
+        if elapsed_h <= 0:
+            return
+        self._advanced_to = until
+        for job in self.jobs.values():
+            if job.state != "running":
+                continue
+            job.work_remaining_gpu_h = max(
+                0.0, job.work_remaining_gpu_h - job.spec.gpus * elapsed_h
+            )
+            if job.work_remaining_gpu_h <= _EPSILON:
+                job.work_remaining_gpu_h = 0.0
+                job.state = "finished"
+                logger.info("site %s: job %s finished", self.site_id, job.spec.job_id)
+
+    def _complete(self, op: Operation) -> None:
+        key = (op.migration_id, op.kind)
+        job = self.jobs.get(op.job_id)
+        if job is None or job.state != _JOB_STATE_DURING[op.kind]:
+            self.operations[key] = replace(op, state="failed", error="job left its state")
+            return
+        if op.kind == "checkpoint":
+            job.checkpoint = _checkpoint_of(job)
+            job.state = "checkpointed"
+            self.operations[key] = replace(op, state="done", checkpoint=job.checkpoint)
+        elif op.kind == "restore":
+            job.state = "running"
+            self.operations[key] = replace(op, state="done")
+        else:
+            self.operations[key] = replace(op, state="done")
+        logger.info(
+            "site %s: %s of job %s done (migration %s)",
+            self.site_id,
+            op.kind,
+            op.job_id,
+            op.migration_id,
+        )
+
+    # ---- capacity --------------------------------------------------------------------
+
+    def _gpus_in_use(self) -> int:
+        return sum(job.spec.gpus for job in self.jobs.values() if job.holds_gpus)
+
+    def _gpus_reserved(self) -> int:
+        return sum(r.gpus for r in self.reservations.values() if r.state == "reserved")
+
+    def _gpus_free(self) -> int:
+        return self.gpus_total - self._gpus_in_use() - self._gpus_reserved()
+
+    def it_power_kw(self) -> float:
+        """IT draw now: running jobs at power_kw, every other GPU at idle power [kW]."""
+        running = [job.spec for job in self.jobs.values() if job.state == "running"]
+        idle_gpus = self.gpus_total - sum(spec.gpus for spec in running)
+        return sum(spec.power_kw for spec in running) + self.idle_kw_per_gpu * idle_gpus
+
+    def _committed_power_kw(self) -> float:
+        jobs_kw = sum(job.spec.power_kw for job in self.jobs.values() if job.holds_gpus)
+        reserved_kw = sum(r.power_kw for r in self.reservations.values() if r.state == "reserved")
+        return jobs_kw + reserved_kw + self.idle_kw_per_gpu * max(0, self._gpus_free())
+
+    def _fits(self, gpus: int, power_kw: float) -> bool:
+        if gpus > self._gpus_free():
+            return False
+        power_after_kw = self._committed_power_kw() - self.idle_kw_per_gpu * gpus + power_kw
+        return power_after_kw <= self.it_power_max_kw + _EPSILON
+
+    def _why_not(self, gpus: int, power_kw: float) -> str:
+        return (
+            f"site {self.site_id} cannot hold {gpus} GPUs at {power_kw:g} kW: "
+            f"{self._gpus_free()} GPUs free, {self._committed_power_kw():.3f} kW committed "
+            f"of {self.it_power_max_kw:g} kW"
+        )
+
+    # ---- the API's calls -------------------------------------------------------------
+
+    def status(self) -> SiteStatus:
+        """``GET /v1/status``."""
+        self.advance()
+        now = self.clock.now()
+        return SiteStatus(
+            site_id=self.site_id,
+            at=now,
+            gpus_total=self.gpus_total,
+            gpus_free=max(0, self._gpus_free()),
+            gpus_reserved=self._gpus_reserved(),
+            it_power_kw=self.it_power_kw(),
+            renewable_kw=self.trace.kw_at(now),
+            forecast_step_s=self.forecast_step_s,
+            renewable_forecast_kw=tuple(
+                self.trace.forecast_kw(now, self.forecast_step_s, self.forecast_horizon_s)
+            ),
+            jobs=tuple(job.status() for job in self.jobs.values()),
+        )
+
+    def reserve(
+        self, migration_id: str, job_id: str, gpus: int, power_kw: float
+    ) -> ReservationState:
+        """``POST /v1/reservations``: the reservation's state after the call."""
+        self.advance()
+        existing = self.reservations.get(migration_id)
+        if existing is not None:
+            if (existing.job_id, existing.gpus, existing.power_kw) != (job_id, gpus, power_kw):
+                raise _conflict(f"migration {migration_id} reserved with other arguments")
+            return existing.state
+        if migration_id in self._released_unknown:
+            return "released"
+        if not self._fits(gpus, power_kw):
+            raise _conflict(self._why_not(gpus, power_kw))
+        self.reservations[migration_id] = Reservation(
+            migration_id, job_id, gpus, power_kw, "reserved"
+        )
+        logger.info("site %s: reserved %d GPUs for %s", self.site_id, gpus, migration_id)
+        return "reserved"
+
+    def release_reservation(self, migration_id: str) -> None:
+        """``DELETE /v1/reservations/{migration_id}``; a no-op when consumed or released."""
+        self.advance()
+        existing = self.reservations.get(migration_id)
+        if existing is None:
+            self._released_unknown.add(migration_id)
+        elif existing.state == "reserved":
+            self.reservations[migration_id] = replace(existing, state="released")
+            logger.info("site %s: released reservation %s", self.site_id, migration_id)
+
+    def operation(self, migration_id: str, kind: OperationKind) -> Operation:
+        """``GET /v1/operations/{migration_id}/{kind}``."""
+        self.advance()
+        op = self.operations.get((migration_id, kind))
+        if op is None:
+            raise SiteRequestError(404, "not_found", f"no {kind} for migration {migration_id}")
+        return op
+
+    def checkpoint(self, job_id: str, migration_id: str) -> Operation:
+        """``POST /v1/jobs/{job_id}/checkpoint``: stop a running job and write its checkpoint."""
+        self.advance()
+        key: tuple[str, OperationKind] = (migration_id, "checkpoint")
+        args: tuple[object, ...] = (job_id,)
+        previous = self._previous(key, args)
+        if previous is not None:
+            return previous
+        job = self._job(job_id)
+        if job.state != "running":
+            raise _conflict(f"job {job_id} is {job.state}, not running")
+        job.state = "checkpointing"
+        expected_s = float(
+            checkpoint_write_s(job.spec.checkpoint_gb, self.checkpoint_write_gb_per_s)
+        )
+        return self._start(key, args, job_id, expected_s, None)
+
+    def transfer(
+        self,
+        job_id: str,
+        migration_id: str,
+        target_site_id: str,
+        target_url: str,
+        bandwidth_gbps: float,
+    ) -> Operation:
+        """``POST /v1/jobs/{job_id}/transfer``: send a checkpointed job's checkpoint away."""
+        self.advance()
+        key: tuple[str, OperationKind] = (migration_id, "transfer")
+        args: tuple[object, ...] = (job_id, target_site_id, target_url, bandwidth_gbps)
+        previous = self._previous(key, args)
+        if previous is not None:
+            return previous
+        job = self._job(job_id)
+        if job.state != "checkpointed" or job.checkpoint is None:
+            raise _conflict(f"job {job_id} is {job.state}, not checkpointed")
+        expected_s = float(transfer_s(job.spec.checkpoint_gb, bandwidth_gbps, self.efficiency))
+        return self._start(key, args, job_id, expected_s, job.checkpoint)
+
+    def restore(
+        self, job: JobSpec, migration_id: str, source_site_id: str, checkpoint: Checkpoint
+    ) -> Operation:
+        """``POST /v1/jobs/{job_id}/restore``: load a checkpoint into the reserved GPUs."""
+        self.advance()
+        key: tuple[str, OperationKind] = (migration_id, "restore")
+        args: tuple[object, ...] = (job, source_site_id, checkpoint)
+        previous = self._previous(key, args)
+        if previous is not None:
+            return previous
+        reservation = self.reservations.get(migration_id)
+        if reservation is None or reservation.state != "reserved":
+            raise _conflict(f"no reservation for migration {migration_id} at {self.site_id}")
+        if reservation.job_id != job.job_id:
+            raise _conflict(f"reservation {migration_id} is for job {reservation.job_id}")
+        if job.gpus > reservation.gpus or job.power_kw > reservation.power_kw + _EPSILON:
+            raise _conflict(f"job {job.job_id} needs more than reservation {migration_id} holds")
+        if job.job_id in self.jobs:
+            raise _conflict(f"job {job.job_id} is already here ({self.jobs[job.job_id].state})")
+        self.reservations[migration_id] = replace(reservation, state="consumed")
+        self.jobs[job.job_id] = SimJob(job, "restoring", job.work_remaining_gpu_h, checkpoint)
+        expected_s = float(restore_s(job.checkpoint_gb, self.restore_gb_per_s))
+        return self._start(key, args, job.job_id, expected_s, checkpoint)
+
+    def resume(self, job_id: str, migration_id: str) -> JobStatus:
+        """``POST /v1/jobs/{job_id}/resume``: run a checkpointing or checkpointed job again."""
+        self.advance()
+        job = self._job(job_id)
+        if (migration_id, job_id) in self._resumed or job.state == "running":
+            self._resumed.add((migration_id, job_id))
+            return job.status()
+        if job.state not in ("checkpointing", "checkpointed"):
+            raise _conflict(f"job {job_id} is {job.state}; it cannot resume")
+        if job.state == "checkpointed" and not self._fits(job.spec.gpus, job.spec.power_kw):
+            raise _conflict(self._why_not(job.spec.gpus, job.spec.power_kw))
+        now = self.clock.now()
+        for key, op in list(self.operations.items()):
+            if op.job_id == job_id and op.state == "in_progress":
+                error = f"aborted: job resumed at {self.site_id} (migration {migration_id})"
+                self.operations[key] = replace(op, state="failed", done_at=now, error=error)
+        job.state = "running"
+        self._resumed.add((migration_id, job_id))
+        logger.info("site %s: job %s resumed (migration %s)", self.site_id, job_id, migration_id)
+        return job.status()
+
+    def release(self, job_id: str, migration_id: str) -> None:
+        """``POST /v1/jobs/{job_id}/release``: forget a job whose transfer completed."""
+        self.advance()
+        job = self.jobs.get(job_id)
+        if job is None or (migration_id, job_id) in self._released_jobs:
+            return
+        if job.state != "finished":
+            transfer = self.operations.get((migration_id, "transfer"))
+            if job.state != "checkpointed":
+                raise _conflict(f"job {job_id} is {job.state}; only a checkpointed job is released")
+            if transfer is None or transfer.job_id != job_id or transfer.state != "done":
+                raise _conflict(f"job {job_id} has no completed transfer for {migration_id}")
+        del self.jobs[job_id]
+        self._released_jobs.add((migration_id, job_id))
+        logger.info("site %s: released job %s (migration %s)", self.site_id, job_id, migration_id)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> SimJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise SiteRequestError(404, "not_found", f"no job {job_id} at {self.site_id}")
+        return job
+
+    def _previous(
+        self, key: tuple[str, OperationKind], args: tuple[object, ...]
+    ) -> Operation | None:
+        op = self.operations.get(key)
+        if op is None:
+            return None
+        if self._operation_args[key] != args:
+            raise _conflict(f"migration {key[0]} already started a {key[1]} with other arguments")
+        return op
+
+    def _start(
+        self,
+        key: tuple[str, OperationKind],
+        args: tuple[object, ...],
+        job_id: str,
+        expected_s: float,
+        checkpoint: Checkpoint | None,
+    ) -> Operation:
+        now = self.clock.now()
+        op = Operation(
+            migration_id=key[0],
+            kind=key[1],
+            job_id=job_id,
+            state="in_progress",
+            started_at=now,
+            done_at=now + timedelta(seconds=expected_s),
+            expected_s=expected_s,
+            checkpoint=checkpoint,
+            error=None,
+        )
+        self.operations[key] = op
+        self._operation_args[key] = args
+        logger.info(
+            "site %s: %s of job %s started (migration %s, %.1f s)",
+            self.site_id,
+            key[1],
+            job_id,
+            key[0],
+            expected_s,
+        )
+        return op
+
+
+def _checkpoint_of(job: SimJob) -> Checkpoint:
+    content = f"{job.spec.job_id}:{job.work_remaining_gpu_h!r}".encode()
+    return Checkpoint(size_gb=job.spec.checkpoint_gb, sha256=hashlib.sha256(content).hexdigest())
+
+
+# ---- HTTP ------------------------------------------------------------------------------
+
+SITE_KEY = web.AppKey("site", SimulatedSite)
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+}
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status)
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SiteRequestError as exc:
+        return _error(exc.status, exc.code, exc.detail)
+    except FieldError as exc:
+        return _error(400, "bad_request", str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, _ERROR_CODES.get(exc.status, "error"), exc.reason)
+    except Exception:
+        # Task boundary: a bug in the simulator answers 500 and keeps the server alive.
+        logger.exception("simulated controller failed on %s %s", request.method, request.path)
+        return _error(500, "internal", "the simulated site controller failed")
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    expected = request.app[SITE_KEY].token.encode()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        return _error(401, "unauthorized", "missing or wrong bearer token")
+    return await handler(request)
+
+
+async def _body(request: web.Request) -> Fields:
+    try:
+        document = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SiteRequestError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
+    return Fields(document)
+
+
+def _answer(site: SimulatedSite, kind: FaultKind, act: Callable[[], web.Response]) -> web.Response:
+    fault = site.take_fault(kind)
+    if fault is None:
+        return act()
+    if fault.lose_reply:
+        act()
+    logger.info("site %s: injected fault on %s", site.site_id, kind)
+    return _error(503, "unavailable", f"injected fault on {kind}")
+
+
+def _operation_response(op: Operation) -> web.Response:
+    return web.json_response(operation_to_wire(op), status=202)
+
+
+async def _get_status(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    return _answer(site, "status", lambda: web.json_response(status_to_wire(site.status())))
+
+
+async def _post_reservation(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    body = await _body(request)
+    migration_id = body.text("migration_id")
+    job_id = body.text("job_id")
+    gpus = body.integer("gpus", minimum=1)
+    power_kw = body.number("power_kw", minimum=0.0)
+
+    def act() -> web.Response:
+        state = site.reserve(migration_id, job_id, gpus, power_kw)
+        return web.json_response({"migration_id": migration_id, "state": state})
+
+    return _answer(site, "reserve", act)
+
+
+async def _delete_reservation(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    migration_id = request.match_info["migration_id"]
+
+    def act() -> web.Response:
+        site.release_reservation(migration_id)
+        return web.json_response({"migration_id": migration_id, "state": "released"})
+
+    return _answer(site, "release_reservation", act)
+
+
+async def _get_operation(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    migration_id = request.match_info["migration_id"]
+    kind = Fields({"kind": request.match_info["kind"]}).choice("kind", OPERATION_KINDS)
+    return _answer(
+        site,
+        "operation",
+        lambda: web.json_response(operation_to_wire(site.operation(migration_id, kind))),
+    )
+
+
+async def _post_checkpoint(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    job_id = request.match_info["job_id"]
+    migration_id = (await _body(request)).text("migration_id")
+    return _answer(
+        site, "checkpoint", lambda: _operation_response(site.checkpoint(job_id, migration_id))
+    )
+
+
+async def _post_transfer(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    job_id = request.match_info["job_id"]
+    body = await _body(request)
+    migration_id = body.text("migration_id")
+    target_site_id = body.text("target_site_id")
+    target_url = body.text("target_url")
+    bandwidth_gbps = body.number("bandwidth_gbps", positive=True)
+    return _answer(
+        site,
+        "transfer",
+        lambda: _operation_response(
+            site.transfer(job_id, migration_id, target_site_id, target_url, bandwidth_gbps)
+        ),
+    )
+
+
+async def _post_restore(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    job_id = request.match_info["job_id"]
+    body = await _body(request)
+    migration_id = body.text("migration_id")
+    source_site_id = body.text("source_site_id")
+    checkpoint = checkpoint_from_fields(body.obj("checkpoint"))
+    job = job_spec_from_fields(job_id, body.obj("job"))
+    return _answer(
+        site,
+        "restore",
+        lambda: _operation_response(site.restore(job, migration_id, source_site_id, checkpoint)),
+    )
+
+
+async def _post_resume(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    job_id = request.match_info["job_id"]
+    migration_id = (await _body(request)).text("migration_id")
+    return _answer(
+        site,
+        "resume",
+        lambda: web.json_response(job_status_to_wire(site.resume(job_id, migration_id))),
+    )
+
+
+async def _post_release(request: web.Request) -> web.Response:
+    site = request.app[SITE_KEY]
+    job_id = request.match_info["job_id"]
+    migration_id = (await _body(request)).text("migration_id")
+
+    def act() -> web.Response:
+        site.release(job_id, migration_id)
+        return web.json_response({"job_id": job_id, "state": "released"})
+
+    return _answer(site, "release", act)
+
+
+def build_app(site: SimulatedSite) -> web.Application:
+    """An aiohttp application serving ``site`` under ``/v1`` (bearer-token auth, JSON errors)."""
+    app = web.Application(middlewares=[_errors_middleware, _auth_middleware])
+    app[SITE_KEY] = site
+    app.router.add_get("/v1/status", _get_status)
+    app.router.add_post("/v1/reservations", _post_reservation)
+    app.router.add_delete("/v1/reservations/{migration_id}", _delete_reservation)
+    app.router.add_get("/v1/operations/{migration_id}/{kind}", _get_operation)
+    app.router.add_post("/v1/jobs/{job_id}/checkpoint", _post_checkpoint)
+    app.router.add_post("/v1/jobs/{job_id}/transfer", _post_transfer)
+    app.router.add_post("/v1/jobs/{job_id}/restore", _post_restore)
+    app.router.add_post("/v1/jobs/{job_id}/resume", _post_resume)
+    app.router.add_post("/v1/jobs/{job_id}/release", _post_release)
+    return app
+
+
+async def start_site_server(
+    site: SimulatedSite, host: str = "127.0.0.1"
+) -> tuple[web.AppRunner, str]:
+    """Serve ``site`` on an OS-assigned port; returns the runner (``await runner.cleanup()``
+    to stop) and the base URL, e.g. ``http://127.0.0.1:41234``."""
+    runner = web.AppRunner(build_app(site), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, 0).start()
+    bound_host, port = runner.addresses[0][:2]
+    base_url = f"http://{bound_host}:{port}"
+    logger.info("site %s serving at %s", site.site_id, base_url)
+    return runner, base_url

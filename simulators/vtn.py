@@ -1,0 +1,468 @@
+"""A simulated VTN for tests and the demo, on openleadr's ``OpenADRServer``.
+
+It registers any VEN, asks for every report a VEN offers at the offered rate and records the
+readings, issues scenario events on the injected clock and records every opt it receives.
+Readings arrive through the per-report callbacks that ``on_register_report`` returns
+(openleadr's "compact" mode: its ``oadrUpdateReport`` handler calls them with the values).
+Events are built as openleadr objects and queued with ``add_raw_event`` rather than
+``add_event``, which cannot set test events, priority, ``startafter`` or the VTN comment.
+
+Things to know (``openadr-notes.md``):
+
+- it serves plain HTTP on 127.0.0.1 with an OS-assigned port (``url`` after :meth:`start`);
+  ``server.run()`` is not used because it binds a fixed port;
+- its VTN id must be upper case (pitfall 7);
+- openleadr writes durations in whole seconds (``PT1S``) and drops fractions, so the poll
+  interval and every event duration must be whole seconds;
+- openleadr judges event status on the wall clock: an event whose end is in the wall-clock
+  past is dropped as completed and the VEN does not answer it. A simulated clock must start
+  at or after the present and run forward;
+- openleadr hands the opt of an event to its callback once; the simulator registers the
+  callback again for every modification and cancellation so each answer is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Literal
+
+from aiohttp import web
+from openleadr import OpenADRServer, objects, utils
+
+from gateway.clock import Clock, SystemClock
+from gateway.errors import GatewayError, InputError
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["curtailment", "surplus"]
+
+_WALL = SystemClock()
+"""Only to warn about events openleadr will consider completed; simulated time is ``clock``."""
+_MIN_WALL_SLEEP_S = 0.02
+_MAX_WALL_SLEEP_S = 0.5
+
+
+@dataclass(frozen=True)
+class ScenarioEvent:
+    """An event the VTN issues at ``issue_at`` (simulated time), with one signal.
+
+    issue_at, start_at: aware UTC
+    duration_s: length of the active period [s], whole seconds
+    intervals: the signal's values, one per interval
+    interval_durations_s: each interval's length [s]; empty splits ``duration_s`` equally
+    resource_ids: the sites (OpenADR resource ids) it targets; empty targets the whole VEN
+    kind: a label for the demo (sent as the VTN comment)
+    """
+
+    issue_at: datetime
+    start_at: datetime
+    duration_s: float
+    signal_name: str
+    signal_type: str
+    intervals: tuple[float, ...]
+    interval_durations_s: tuple[float, ...] = ()
+    resource_ids: tuple[str, ...] = ()
+    kind: EventKind = "curtailment"
+    market_context: str = "http://sim-vtn.example/programme"
+    priority: int = 0
+    test_event: bool = False
+    ramp_up_s: float | None = None
+    start_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("issue_at", "start_at"):
+            if getattr(self, name).tzinfo is None:
+                raise InputError(f"ScenarioEvent.{name} must be timezone-aware UTC")
+        if not self.intervals:
+            raise InputError("ScenarioEvent.intervals: at least one value is needed")
+        _whole_seconds("duration_s", self.duration_s, positive=True)
+        for name in ("ramp_up_s", "start_after_s"):
+            value = getattr(self, name)
+            if value is not None:
+                _whole_seconds(name, value, positive=False)
+        durations = self.durations_s()
+        for duration_s in durations:
+            _whole_seconds("interval_durations_s", duration_s, positive=True)
+        if sum(durations) != self.duration_s:
+            raise InputError(
+                f"ScenarioEvent.interval_durations_s add up to {sum(durations)} s, "
+                f"not duration_s = {self.duration_s} s"
+            )
+
+    def durations_s(self) -> tuple[float, ...]:
+        """Each interval's length [s]."""
+        if self.interval_durations_s:
+            if len(self.interval_durations_s) != len(self.intervals):
+                raise InputError(
+                    f"ScenarioEvent: {len(self.intervals)} interval values but "
+                    f"{len(self.interval_durations_s)} interval durations"
+                )
+            return self.interval_durations_s
+        return (self.duration_s / len(self.intervals),) * len(self.intervals)
+
+    @property
+    def end_at(self) -> datetime:
+        return self.start_at + timedelta(seconds=self.duration_s)
+
+
+@dataclass(frozen=True)
+class Registration:
+    ven_id: str
+    ven_name: str
+    registration_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedEvent:
+    ven_id: str
+    event_id: str
+    spec: ScenarioEvent
+    at: datetime
+
+
+@dataclass(frozen=True)
+class OptRecord:
+    """An opt the VTN received; ``modification_number`` is the version it answers."""
+
+    ven_id: str
+    event_id: str
+    opt_type: str
+    at: datetime
+    modification_number: int = 0
+
+
+@dataclass(frozen=True)
+class TelemetryReading:
+    """One reported value; ``at`` is the VEN's timestamp, ``unit`` e.g. ``kW``."""
+
+    resource_id: str | None
+    measurement: str
+    value: float
+    at: datetime
+    unit: str | None = None
+    ven_id: str | None = None
+
+
+@dataclass
+class _Live:
+    """An event the VTN distributes to one VEN."""
+
+    ven_id: str
+    event: Any
+    """openleadr.objects.Event."""
+
+
+class SimulatedVtn:
+    """A VTN on loopback for tests and the demo.
+
+    clock: simulated time; scenario events are issued when ``clock.now() >= issue_at``
+    vtn_id: upper case (openleadr pitfall 7)
+    poll_interval_s: the poll interval the VTN asks VENs for [wall s], whole seconds >= 1
+    scenario: events that :meth:`run_scenario` issues
+    resend_cancelled: keep distributing a cancelled event after the VEN acknowledged it,
+        like VTNs that send cancelled events until they end
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        vtn_id: str = "SIM-VTN",
+        poll_interval_s: float = 1.0,
+        scenario: Sequence[ScenarioEvent] = (),
+        *,
+        resend_cancelled: bool = False,
+    ) -> None:
+        if vtn_id != vtn_id.upper():
+            raise InputError(
+                f"vtn_id {vtn_id!r}: use upper case; openleadr VENs answer a lower-case "
+                "VTN id with code 452"
+            )
+        if poll_interval_s < 1 or poll_interval_s != int(poll_interval_s):
+            raise InputError(
+                f"poll_interval_s = {poll_interval_s}: OpenADR durations travel in whole "
+                "seconds; use 1 or more"
+            )
+        self.clock = clock
+        self.vtn_id = vtn_id
+        self.poll_interval_s = poll_interval_s
+        self.scenario = tuple(sorted(scenario, key=lambda spec: spec.issue_at))
+        self.resend_cancelled = resend_cancelled
+        self.registrations: dict[str, Registration] = {}
+        self.issued: list[IssuedEvent] = []
+        self.opts: list[OptRecord] = []
+        self.telemetry: list[TelemetryReading] = []
+        self._live: dict[str, _Live] = {}
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        with warnings.catch_warnings():
+            # openleadr keys its aiohttp app with a plain string
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            self.server: Any = OpenADRServer(
+                vtn_id=vtn_id,
+                http_host="127.0.0.1",
+                http_port=0,
+                requested_poll_freq=timedelta(seconds=poll_interval_s),
+            )
+        handlers: dict[str, Callable[..., Any]] = {
+            "on_create_party_registration": self._on_create_party_registration,
+            "on_register_report": self._on_register_report,
+        }
+        for name, handler in handlers.items():
+            self.server.add_handler(name, handler)
+
+    @property
+    def url(self) -> str:
+        """The VTN's endpoint, e.g. ``http://127.0.0.1:PORT/OpenADR2/Simple/2.0b``."""
+        if self._url is None:
+            raise GatewayError("the simulated VTN is not started; await start() first")
+        return self._url
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.server.app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}{self.server.http_path_prefix}"
+        logger.info("simulated VTN %s listening at %s", self.vtn_id, self._url)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._url = None
+
+    async def run_scenario(self) -> None:
+        """Issue every scenario event to every registered VEN once the clock reaches its
+        ``issue_at``; an event due while no VEN is registered waits for one. Returns when
+        all are issued; run it as a task and cancel it to stop early."""
+        pending = list(self.scenario)
+        while pending:
+            now = self.clock.now()
+            due = [spec for spec in pending if spec.issue_at <= now]
+            if due and self.registrations:
+                for spec in due:
+                    for ven_id in list(self.registrations):
+                        self._issue(spec, ven_id, f"EVT-{next(self._ids):04d}")
+                    pending.remove(spec)
+                continue
+            ahead_s = (pending[0].issue_at - now).total_seconds()
+            wall_s = self.clock.wall_s(ahead_s) if ahead_s > 0 else 0.0
+            await asyncio.sleep(min(max(wall_s, _MIN_WALL_SLEEP_S), _MAX_WALL_SLEEP_S))
+
+    def add_event_now(
+        self, spec: ScenarioEvent, *, ven_id: str | None = None, event_id: str | None = None
+    ) -> str:
+        """Issue ``spec`` now to ``ven_id`` (default: the only registered VEN); its id."""
+        if ven_id is None:
+            if len(self.registrations) != 1:
+                raise InputError(f"{len(self.registrations)} VENs are registered; name the ven_id")
+            (ven_id,) = self.registrations
+        elif ven_id not in self.registrations:
+            raise InputError(f"VEN {ven_id!r} is not registered")
+        return self._issue(spec, ven_id, event_id or f"EVT-{next(self._ids):04d}")
+
+    def modify(self, event_id: str, values: Sequence[float]) -> int:
+        """Give the event new interval values (same durations); its new modification number."""
+        live = self._find(event_id)
+        intervals = live.event.event_signals[0].intervals
+        if len(values) != len(intervals):
+            raise InputError(f"event {event_id} has {len(intervals)} intervals, not {len(values)}")
+        for interval, value in zip(intervals, values, strict=True):
+            interval.signal_payload = float(value)
+        number: int = utils.increment_event_modification_number(live.event)
+        live.event.event_descriptor.modification_date_time = self.clock.now()
+        self._distribute(live, event_id)
+        return number
+
+    def cancel(self, event_id: str) -> int:
+        """Cancel the event; its new modification number."""
+        live = self._find(event_id)
+        self.server.cancel_event(live.ven_id, event_id)
+        self._distribute(live, event_id)
+        return int(live.event.event_descriptor.modification_number)
+
+    def opts_for(self, event_id: str) -> list[OptRecord]:
+        return [record for record in self.opts if record.event_id == event_id]
+
+    # -- openleadr handlers ----------------------------------------------------------------
+
+    def _on_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, str]:
+        ven_name = str(payload.get("ven_name"))
+        ven_id = payload.get("ven_id") or f"VEN-{uuid.uuid4().hex[:12].upper()}"
+        registration = Registration(
+            ven_id=str(ven_id),
+            ven_name=ven_name,
+            registration_id=f"REG-{uuid.uuid4().hex[:12].upper()}",
+            at=self.clock.now(),
+        )
+        self.registrations[registration.ven_id] = registration
+        logger.info("VEN %s registered as %s", ven_name, registration.ven_id)
+        return registration.ven_id, registration.registration_id
+
+    def _on_register_report(
+        self,
+        ven_id: str,
+        resource_id: str | None,
+        measurement: str,
+        unit: str | None,
+        scale: str | None,
+        min_sampling_interval: timedelta | None,
+        max_sampling_interval: timedelta | None,
+    ) -> tuple[Callable[[list[tuple[datetime, float]]], None], timedelta] | None:
+        """Ask for every offered report at its (fastest) offered sampling rate."""
+        sampling = min_sampling_interval or max_sampling_interval
+        if sampling is None:
+            return None
+        scaled_unit = unit if scale in (None, "none") or unit is None else f"{scale}{unit}"
+        callback = partial(self._on_readings, ven_id, resource_id, measurement, scaled_unit)
+        return callback, sampling
+
+    def _on_readings(
+        self,
+        ven_id: str,
+        resource_id: str | None,
+        measurement: str,
+        unit: str | None,
+        values: list[tuple[datetime, float]],
+    ) -> None:
+        for at, value in values:
+            self.telemetry.append(
+                TelemetryReading(
+                    resource_id=resource_id,
+                    measurement=measurement,
+                    value=float(value),
+                    at=at,
+                    unit=unit,
+                    ven_id=ven_id,
+                )
+            )
+
+    def _on_opt(
+        self, ven_id: str, event_id: str, opt_type: str, *, modification_number: int
+    ) -> None:
+        self.opts.append(
+            OptRecord(
+                ven_id=ven_id,
+                event_id=event_id,
+                opt_type=opt_type,
+                at=self.clock.now(),
+                modification_number=modification_number,
+            )
+        )
+        live = self._live.get(event_id)
+        if (
+            self.resend_cancelled
+            and live is not None
+            and live.event.event_descriptor.event_status == "cancelled"
+            and live.event not in self.server.events.get(ven_id, [])
+        ):
+            # openleadr dropped it on the acknowledgement; keep it in the next distributions
+            self.server.events.setdefault(ven_id, []).append(live.event)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _issue(self, spec: ScenarioEvent, ven_id: str, event_id: str) -> str:
+        if event_id in self._live:
+            raise InputError(f"event id {event_id!r} is already in use")
+        if spec.end_at <= _WALL.now():
+            logger.warning(
+                "event %s ends at %s, before the wall-clock present: openleadr treats it as "
+                "completed and the VEN will not answer it",
+                event_id,
+                spec.end_at.isoformat(),
+            )
+        event = _openleadr_event(spec, ven_id, event_id, created_at=self.clock.now())
+        self._live[event_id] = _Live(ven_id=ven_id, event=event)
+        self.server.add_raw_event(
+            ven_id=ven_id, event=event, callback=self._opt_callback(modification_number=0)
+        )
+        self.issued.append(IssuedEvent(ven_id, event_id, spec, self.clock.now()))
+        logger.info("issued %s event %s to %s", spec.kind, event_id, ven_id)
+        return event_id
+
+    def _find(self, event_id: str) -> _Live:
+        live = self._live.get(event_id)
+        if live is None or live.event not in self.server.events.get(live.ven_id, []):
+            raise InputError(f"event {event_id!r} is not distributed by this VTN (any more)")
+        return live
+
+    def _distribute(self, live: _Live, event_id: str) -> None:
+        """Send the changed event with the next poll and record the answer to it."""
+        number = int(live.event.event_descriptor.modification_number)
+        self.server.event_callbacks[event_id] = (
+            live.event,
+            self._opt_callback(modification_number=number),
+        )
+        self.server.events_updated[live.ven_id] = True
+
+    def _opt_callback(self, *, modification_number: int) -> Callable[..., None]:
+        return partial(self._on_opt, modification_number=modification_number)
+
+
+def _openleadr_event(spec: ScenarioEvent, ven_id: str, event_id: str, created_at: datetime) -> Any:
+    intervals = []
+    start_at = spec.start_at
+    for uid, (value, duration_s) in enumerate(zip(spec.intervals, spec.durations_s(), strict=True)):
+        intervals.append(
+            objects.Interval(
+                dtstart=start_at,
+                duration=timedelta(seconds=duration_s),
+                signal_payload=float(value),
+                uid=uid,
+            )
+        )
+        start_at += timedelta(seconds=duration_s)
+    period = objects.ActivePeriod(
+        dtstart=spec.start_at,
+        duration=timedelta(seconds=spec.duration_s),
+        ramp_up_period=None if spec.ramp_up_s is None else timedelta(seconds=spec.ramp_up_s),
+        tolerance=(
+            None
+            if spec.start_after_s is None
+            else {"startafter": timedelta(seconds=spec.start_after_s)}
+        ),
+    )
+    targets = [{"resource_id": r} for r in spec.resource_ids] or [{"ven_id": ven_id}]
+    return objects.Event(
+        event_descriptor=objects.EventDescriptor(
+            event_id=event_id,
+            modification_number=0,
+            market_context=spec.market_context,
+            event_status="far",
+            created_date_time=created_at,
+            modification_date_time=created_at,
+            priority=spec.priority,
+            test_event=spec.test_event,
+            vtn_comment=spec.kind,
+        ),
+        event_signals=[
+            objects.EventSignal(
+                intervals=intervals,
+                signal_name=spec.signal_name,
+                signal_type=spec.signal_type,
+                signal_id=f"{event_id}-S0",
+            )
+        ],
+        targets=targets,
+        active_period=period,
+        response_required="always",
+    )
+
+
+def _whole_seconds(name: str, value: float, *, positive: bool) -> None:
+    if value != int(value) or value < (1 if positive else 0):
+        raise InputError(
+            f"ScenarioEvent.{name} = {value}: OpenADR durations travel in whole seconds; "
+            f"use a whole number {'>= 1' if positive else '>= 0'}"
+        )

@@ -1,0 +1,273 @@
+"""The planner's pure parts: windows, signal mapping, the feasibility-aware policy, opt answers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
+from gateway.feasibility import FeasibilityParams
+from gateway.planner import feasibility_aware, opt
+from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
+from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
+from gateway.planner.windows import window_s
+
+NOW = datetime(2026, 6, 21, 18, tzinfo=UTC)
+STEP_S = 900.0
+PARAMS = feasibility_aware.PolicyParams(
+    feasibility=FeasibilityParams(alpha=0.1, efficiency=0.9, network_kwh_per_gb=0.01, idle_kw=0.11),
+    min_residence_s=3600.0,
+    min_gain_s=1800.0,
+    max_migrations=4,
+    horizon_s=12 * 3600.0,
+    step_s=STEP_S,
+)
+SIGNALS = SignalPolicy()
+
+
+def site(
+    site_id: str,
+    forecast_kw: list[float] | float,
+    *,
+    it_power_kw: float = 0.0,
+    gpus_free: int = 16,
+    bandwidth_gbps: float = 10.0,
+) -> SiteView:
+    if isinstance(forecast_kw, float | int):
+        forecast = (float(forecast_kw),) * 48
+    else:
+        forecast = tuple(forecast_kw)
+    return SiteView(
+        site_id=site_id,
+        resource_id=site_id,
+        vtn_id="vtn",
+        gpus_total=16,
+        gpus_free=gpus_free,
+        it_power_max_kw=11.0,
+        it_power_kw=it_power_kw,
+        pue=1.0,
+        wan_bandwidth_gbps=bandwidth_gbps,
+        renewable_kw=forecast[0],
+        forecast_step_s=STEP_S,
+        renewable_forecast_kw=forecast,
+    )
+
+
+def job(job_id: str, site_id: str, *, gb: float = 5.0, power_kw: float = 1.3, age_h: float = 2.0,
+        gpus: int = 2, migratable: bool = True) -> JobView:  # fmt: skip
+    return JobView(
+        job_id=job_id,
+        site_id=site_id,
+        gpus=gpus,
+        power_kw=power_kw,
+        checkpoint_gb=gb,
+        migratable=migratable,
+        state="running",
+        arrived_at_site_at=NOW - timedelta(hours=age_h),
+    )
+
+
+def test_window_is_contiguous_cover_from_now() -> None:
+    supply = np.array([[5.0, 5.0, 1.0, 5.0], [0.0, 5.0, 5.0, 5.0], [5.0] * 4])
+    need = np.array([2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(window_s(supply, need, 900.0), [1800.0, 0.0, 3600.0])
+
+
+SIGNAL_CASES = [
+    ("SIMPLE level 2 sheds half the flexible load", "SIMPLE", "level", 2.0, "shed", 2.0),
+    ("LOAD_DISPATCH delta -3 sheds 3 kW", "LOAD_DISPATCH", "delta", -3.0, "shed", 3.0),
+    ("LOAD_DISPATCH delta +5 absorbs 5 kW", "LOAD_DISPATCH", "delta", 5.0, "absorb", 5.0),
+    ("LOAD_DISPATCH setpoint caps", "LOAD_DISPATCH", "setpoint", 6.0, "cap", 6.0),
+    ("negative price absorbs the headroom", "ELECTRICITY_PRICE", "price", -0.02, "absorb", 7.0),
+    ("LOAD_CONTROL capacity caps at a share", "LOAD_CONTROL", "x-loadControlCapacity", 0.5,
+     "cap", 5.5),
+]  # fmt: skip
+
+
+def event(
+    name: str = "LOAD_DISPATCH",
+    kind: str = "delta",
+    values: tuple[float, ...] = (-3.0,),
+    *,
+    start_in_h: float = 1.0,
+    duration_h: float = 2.0,
+    resources: tuple[str, ...] = ("a",),
+    test_event: bool = False,
+) -> DrEvent:
+    each_s = duration_h * 3600.0 / len(values)
+    return DrEvent(
+        vtn_id="vtn",
+        event_id="e1",
+        modification_number=0,
+        status="far",
+        market_context="oadr://ctx",
+        start_at=NOW + timedelta(hours=start_in_h),
+        duration_s=duration_h * 3600.0,
+        signals=(
+            EventSignal(
+                "s1", name, kind, tuple(EventInterval(i, each_s, v) for i, v in enumerate(values))
+            ),
+        ),
+        targets=tuple(EventTarget("resource_id", r) for r in resources),
+        test_event=test_event,
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "name", "kind", "value", "ask", "kw"), SIGNAL_CASES, ids=[c[0] for c in SIGNAL_CASES]
+)
+def test_signal_mapping(
+    label: str, name: str, kind: str, value: float, ask: str, kw: float
+) -> None:
+    sites = [site("a", 0.0, it_power_kw=4.0), site("b", 0.0)]
+    requests = peak_requests(event(name, kind, (value,)), sites, {"a": 4.0}, SIGNALS)
+    assert [(r.site_id, r.kind) for r in requests] == [("a", ask)]
+    assert requests[0].power_kw == pytest.approx(kw)
+
+
+def test_interval_in_force_comes_from_cumulative_durations() -> None:
+    e = event(values=(-1.0, -2.0, -3.0), start_in_h=0.0, duration_h=3.0)
+    sites = [site("a", 0.0)]
+    at = NOW + timedelta(hours=1, minutes=30)
+    assert requests_at(e, sites, {}, at, SIGNALS)[0].power_kw == 2.0
+    assert requests_at(e, sites, {}, NOW + timedelta(hours=3), SIGNALS) == []
+    assert requests_at(replace(e, test_event=True), sites, {}, at, SIGNALS) == []
+
+
+def test_follows_the_green_into_a_feasible_window() -> None:
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=1.3), site("sunny", 10.0)),
+        jobs=(job("j1", "dark"),),
+    )
+    [decision] = feasibility_aware.plan(snapshot, PARAMS)
+    assert (decision.job_id, decision.source_site_id, decision.target_site_id) == (
+        "j1", "dark", "sunny",
+    )  # fmt: skip
+    assert decision.expected_s == pytest.approx(5 / 0.6 + 8 * 5 / 9 + 5 / 1.5)
+
+
+def test_no_move_outside_the_feasibility_domain() -> None:
+    # 150 GB over 1 Gbit/s needs about 1700 s: a 4 h window (10 % = 1440 s) is too short.
+    short = [10.0] * 16 + [0.0] * 32
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=4.0, bandwidth_gbps=1.0), site("sunny", short)),
+        jobs=(job("big", "dark", gb=150.0, power_kw=4.0),),
+    )
+    assert feasibility_aware.plan(snapshot, PARAMS) == []
+    longer = [10.0] * 48
+    snapshot = replace(snapshot, sites=(snapshot.sites[0], site("sunny", longer)))
+    assert len(feasibility_aware.plan(snapshot, PARAMS)) == 1
+
+
+def test_hysteresis_and_capacity() -> None:
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=2.6), site("sunny", 10.0, gpus_free=2)),
+        jobs=(job("new", "dark", age_h=0.5), job("old", "dark", age_h=3.0)),
+    )
+    decisions = feasibility_aware.plan(snapshot, PARAMS)
+    assert [d.job_id for d in decisions] == ["old"]  # "new" arrived 30 min ago
+
+
+def test_unmigratable_and_in_flight_jobs_stay() -> None:
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=2.6), site("sunny", 10.0)),
+        jobs=(
+            job("pinned", "dark", migratable=False),
+            replace(job("moving", "dark"), in_flight=True),
+        ),
+    )
+    assert feasibility_aware.plan(snapshot, PARAMS) == []
+
+
+def test_shed_request_moves_jobs_off_until_covered() -> None:
+    request = SiteRequest(
+        "a", "shed", 3.0, NOW + timedelta(minutes=30), NOW + timedelta(hours=2), "vtn/e1"
+    )
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("a", 10.0, it_power_kw=5.2), site("b", 0.0), site("c", 0.0)),
+        jobs=(job("j1", "a"), job("j2", "a"), job("j3", "a"), job("j4", "a")),
+        requests=(request,),
+    )
+    decisions = feasibility_aware.plan(snapshot, PARAMS)
+    assert len(decisions) == 3  # 3 x 1.3 kW >= 3 kW
+    assert all(d.source_site_id == "a" and d.event_ref == "vtn/e1" for d in decisions)
+    # What earlier moves delivered counts.
+    done = replace(snapshot, delivered_kw={("vtn/e1", "a"): 2.6})
+    assert len(feasibility_aware.plan(done, PARAMS)) == 1
+
+
+def test_shedding_site_takes_no_new_jobs() -> None:
+    request = SiteRequest("sunny", "shed", 1.0, NOW, NOW + timedelta(hours=2), "vtn/e1")
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=1.3), site("sunny", 10.0)),
+        jobs=(job("j1", "dark"),),
+        requests=(request,),
+    )
+    assert feasibility_aware.plan(snapshot, PARAMS) == []
+
+
+def test_absorb_request_counts_as_green_supply() -> None:
+    request = SiteRequest("b", "absorb", 5.0, NOW, NOW + timedelta(hours=6), "vtn/e2")
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("a", 0.0, it_power_kw=1.3), site("b", 0.0)),
+        jobs=(job("j1", "a"),),
+    )
+    assert feasibility_aware.plan(snapshot, PARAMS) == []
+    [decision] = feasibility_aware.plan(replace(snapshot, requests=(request,)), PARAMS)
+    assert decision.target_site_id == "b"
+
+
+def fleet_for_opt(*, room_gpus: int = 16) -> Snapshot:
+    return Snapshot(
+        at=NOW,
+        sites=(site("a", 0.0, it_power_kw=5.2), site("b", 0.0, gpus_free=room_gpus)),
+        jobs=(job("j1", "a"), job("j2", "a"), job("j3", "a"), job("j4", "a")),
+    )
+
+
+def test_opt_in_when_the_shed_is_deliverable() -> None:
+    decision = opt.decide(event(values=(-3.0,)), fleet_for_opt(), PARAMS, SIGNALS)
+    assert decision.opt == "optIn"
+    assert "a: shed 3.0 kW asked, 3.9 kW deliverable" in decision.reason
+
+
+def test_opt_out_without_room_elsewhere() -> None:
+    decision = opt.decide(event(values=(-3.0,)), fleet_for_opt(room_gpus=2), PARAMS, SIGNALS)
+    assert decision.opt == "optOut"
+    assert "1.3 kW deliverable" in decision.reason
+
+
+def test_opt_out_when_checkpoints_cannot_be_written_by_the_start() -> None:
+    snapshot = replace(
+        fleet_for_opt(), jobs=tuple(replace(j, checkpoint_gb=3000.0) for j in fleet_for_opt().jobs)
+    )
+    decision = opt.decide(event(values=(-3.0,), start_in_h=0.5), snapshot, PARAMS, SIGNALS)
+    assert decision.opt == "optOut"
+
+
+def test_absorb_opt_counts_jobs_that_arrive_in_time() -> None:
+    e = event(values=(2.0,), resources=("b",))
+    assert opt.decide(e, fleet_for_opt(), PARAMS, SIGNALS).opt == "optIn"
+    too_much = event(values=(50.0,), resources=("b",))
+    assert opt.decide(too_much, fleet_for_opt(), PARAMS, SIGNALS).opt == "optOut"
+
+
+def test_unsupported_signal_is_refused_with_460() -> None:
+    decision = opt.decide(event("x-custom", "level", (1.0,)), fleet_for_opt(), PARAMS, SIGNALS)
+    assert (decision.opt, decision.response_code) == ("optOut", 460)
+
+
+def test_test_event_is_answered_and_says_so() -> None:
+    decision = opt.decide(event(test_event=True), fleet_for_opt(), PARAMS, SIGNALS)
+    assert decision.opt == "optIn"
+    assert decision.reason.startswith("test event, no load moves")

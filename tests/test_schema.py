@@ -1,0 +1,134 @@
+"""The schema Alembic builds: no drift against the models, the views, downgrades, timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pprint import pformat
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session, sessionmaker
+
+import models
+from gateway.db import alembic_config, current_revision, head_revision, make_engine, upgrade
+
+REPORTING_VIEWS = {"site_energy", "site_migrations", "site_events", "site_report"}
+
+
+def _drift(url: str) -> list[Any]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": True}
+            )
+            return list(compare_metadata(context, models.Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _names(url: str) -> tuple[set[str], set[str]]:
+    engine = make_engine(url)
+    try:
+        inspector = inspect(engine)
+        return set(inspector.get_table_names()), set(inspector.get_view_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_of_empty_database_matches_models(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    diff = _drift(empty_database_url)
+    assert diff == [], f"schema drift after upgrade to head:\n{pformat(diff)}"
+
+
+def test_alembic_check_finds_nothing_to_generate(database_url: str) -> None:
+    # The same comparison through migrations/env.py, as `alembic check` runs it.
+    command.check(alembic_config(database_url))
+
+
+def test_upgrade_creates_every_table_and_reporting_view(engine: Engine) -> None:
+    inspector = inspect(engine)
+    assert set(models.Base.metadata.tables) <= set(inspector.get_table_names())
+    assert set(inspector.get_view_names()) >= REPORTING_VIEWS
+    assert current_revision(engine) == head_revision()
+
+
+def test_views_are_not_part_of_the_models() -> None:
+    assert not REPORTING_VIEWS & set(models.Base.metadata.tables)
+
+
+def test_downgrade_to_base_then_upgrade_again(database_url: str) -> None:
+    command.downgrade(alembic_config(database_url), "base")
+    tables, views = _names(database_url)
+    assert tables == {"alembic_version"}
+    assert views == set()
+
+    upgrade(database_url)
+    tables, views = _names(database_url)
+    assert set(models.Base.metadata.tables) <= tables
+    assert views >= REPORTING_VIEWS
+    diff = _drift(database_url)
+    assert diff == [], f"schema drift after downgrade and upgrade:\n{pformat(diff)}"
+
+
+def _site(site_id: str, updated_at: datetime, last_status_at: datetime | None) -> models.Site:
+    return models.Site(
+        id=site_id,
+        gpus_total=8,
+        it_power_max_kw=50.0,
+        pue=1.2,
+        wan_bandwidth_gbps=10.0,
+        controller_url="http://127.0.0.1:1/",
+        vtn_id="vtn-1",
+        resource_id=f"res-{site_id}",
+        updated_at=updated_at,
+        last_status_at=last_status_at,
+    )
+
+
+def test_timestamps_round_trip_as_aware_utc(session_factory: sessionmaker[Session]) -> None:
+    cest = timezone(timedelta(hours=2))
+    updated_at = datetime(2026, 3, 29, 3, 30, 15, 123456, tzinfo=cest)
+    last_status_at = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    with session_factory.begin() as session:
+        session.add(_site("a", updated_at, last_status_at))
+        session.add(_site("b", updated_at + timedelta(seconds=1), None))
+
+    with session_factory() as session:
+        site = session.get_one(models.Site, "a")
+        for value, expected in [
+            (site.updated_at, updated_at),
+            (site.last_status_at, last_status_at),
+        ]:
+            assert value is not None
+            assert value.tzinfo is UTC
+            assert value == expected
+            assert value.microsecond == expected.microsecond
+        assert site.updated_at.hour == 1  # 03:30 at +02:00 is 01:30 UTC
+        assert session.get_one(models.Site, "b").last_status_at is None
+
+        # Comparisons in SQL see the instant, whatever zone the bound value is in.
+        same_instant = updated_at.astimezone(timezone(timedelta(hours=-5)))
+        found = session.scalars(
+            select(models.Site.id).where(models.Site.updated_at == same_instant)
+        )
+        assert list(found) == ["a"]
+        later = session.scalars(select(models.Site.id).where(models.Site.updated_at > same_instant))
+        assert list(later) == ["b"]
+
+
+def test_naive_timestamp_is_refused(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        session.add(_site("naive", datetime(2026, 1, 1, 12, 0), None))
+        with pytest.raises(StatementError) as caught:
+            session.flush()
+        assert isinstance(caught.value.orig, ValueError)
+        assert "naive datetime" in str(caught.value.orig)
+        session.rollback()
+        assert session.scalars(select(models.Site.id)).all() == []
