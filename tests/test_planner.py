@@ -271,3 +271,25 @@ def test_test_event_is_answered_and_says_so() -> None:
     decision = opt.decide(event(test_event=True), fleet_for_opt(), PARAMS, SIGNALS)
     assert decision.opt == "optIn"
     assert decision.reason.startswith("test event, no load moves")
+
+
+SHED_CASES = [
+    # label, job (power kW, checkpoint GB) list, shed IT kW, expected job ids
+    ("the quickest job that covers", [(5.4, 84.0), (1.3, 5.0), (1.2, 3.6)], 1.0, ["j2"]),
+    ("two small quick jobs beat one slow big one", [(5.4, 84.0), (1.3, 5.0), (1.2, 3.6)], 2.2,
+     ["j2", "j1"]),
+    ("one big job beats many slow small ones", [(5.4, 20.0), (1.3, 50.0), (1.3, 50.0)], 2.5,
+     ["j0"]),
+    ("nothing covers: largest first", [(1.0, 1.0), (2.0, 1.0)], 9.0, ["j1", "j0"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "specs", "shed_kw", "expected"), SHED_CASES, ids=[c[0] for c in SHED_CASES]
+)
+def test_choose_shed_jobs(
+    label: str, specs: list[tuple[float, float]], shed_kw: float, expected: list[str]
+) -> None:
+    jobs = [job(f"j{i}", "a", power_kw=kw, gb=gb) for i, (kw, gb) in enumerate(specs)]
+    chosen = feasibility_aware.choose_shed_jobs(jobs, shed_kw, 1.0, PARAMS, budget=4)
+    assert [j.job_id for j in chosen] == expected

@@ -177,10 +177,15 @@ def _shed(
             remaining_kw = request.power_kw - delivered_kw
         else:
             remaining_kw = fleet.it_power_kw[source.site_id] * source.pue - request.power_kw
-        jobs = sorted(_candidates(snapshot, source.site_id, moved), key=lambda j: -j.power_kw)
+        budget = params.max_migrations - len(decisions)
+        jobs = choose_shed_jobs(
+            _candidates(snapshot, source.site_id, moved),
+            remaining_kw / source.pue,
+            source.wan_bandwidth_gbps,
+            params,
+            budget,
+        )
         for job in jobs:
-            if remaining_kw <= 0 or len(decisions) >= params.max_migrations:
-                break
             windows = _windows_for(sites, supply, fleet, job, params.step_s)
             bandwidth = np.array(
                 [min(source.wan_bandwidth_gbps, s.wan_bandwidth_gbps) for s in sites]
@@ -217,6 +222,43 @@ def _shed(
                 )
             )
     return decisions
+
+
+def choose_shed_jobs(
+    jobs: list[JobView],
+    shed_it_kw: float,
+    bandwidth_gbps: float,
+    params: PolicyParams,
+    budget: int,
+) -> list[JobView]:
+    """The jobs to move so that ``shed_it_kw`` of IT load leaves, cheapest in migration time.
+
+    Two candidates: the quickest single job that covers the shed alone, and the quickest-first
+    set (jobs in order of migration time until covered, at most ``budget``). The one with the
+    smaller total migration time wins; when neither covers, the largest jobs go first.
+    """
+    if shed_it_kw <= 0 or budget <= 0 or not jobs:
+        return []
+    times = assess_moves(jobs, bandwidth_gbps, np.inf, params).migration_s
+    order = sorted(range(len(jobs)), key=lambda i: float(times[i]))
+    covering = [i for i in order if jobs[i].power_kw >= shed_it_kw]
+    quickest_first: list[int] = []
+    covered_kw = 0.0
+    for i in order[:budget]:
+        if covered_kw >= shed_it_kw:
+            break
+        quickest_first.append(i)
+        covered_kw += jobs[i].power_kw
+    options: list[list[int]] = []
+    if covering:
+        options.append([covering[0]])
+    if covered_kw >= shed_it_kw:
+        options.append(quickest_first)
+    if not options:
+        largest = sorted(range(len(jobs)), key=lambda i: -jobs[i].power_kw)[:budget]
+        return [jobs[i] for i in largest]
+    best = min(options, key=lambda chosen: (sum(float(times[i]) for i in chosen), len(chosen)))
+    return [jobs[i] for i in best]
 
 
 def _follow_green(
