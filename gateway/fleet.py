@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -97,19 +98,7 @@ def record_status(
         PowerSample(at=now, load_kw=load_kw, renewable_kw=status.renewable_kw),
         float(migration_kwh or 0.0),
     )
-    session.add(
-        LedgerRow(
-            site_id=entry.site_id,
-            interval_start_at=entry.interval_start_at,
-            interval_end_at=entry.interval_end_at,
-            load_kwh=entry.load_kwh,
-            renewable_kwh=entry.renewable_kwh,
-            renewable_used_kwh=entry.renewable_used_kwh,
-            grid_kwh=entry.grid_kwh,
-            curtailed_kwh=entry.curtailed_kwh,
-            migration_kwh=entry.migration_kwh,
-        )
-    )
+    session.add(LedgerRow(**asdict(entry)))
     return entry
 
 

@@ -136,11 +136,33 @@ def _fits(site: SiteView, job: JobView, fleet: _Fleet) -> bool:
     )
 
 
-def _take(fleet: _Fleet, source: str, target: str, job: JobView) -> None:
-    fleet.gpus_free[target] -= job.gpus
-    fleet.it_power_kw[target] += job.power_kw
-    fleet.gpus_free[source] += job.gpus
-    fleet.it_power_kw[source] -= job.power_kw
+def _commit_move(
+    fleet: _Fleet,
+    moved: set[str],
+    job: JobView,
+    source: SiteView,
+    target: SiteView,
+    cost: MoveCost,
+    index: int,
+    *,
+    reason: str,
+    event_ref: str | None = None,
+) -> MigrationDecision:
+    """Book the move in the working copy of the fleet and describe it."""
+    fleet.gpus_free[target.site_id] -= job.gpus
+    fleet.it_power_kw[target.site_id] += job.power_kw
+    fleet.gpus_free[source.site_id] += job.gpus
+    fleet.it_power_kw[source.site_id] -= job.power_kw
+    moved.add(job.job_id)
+    return MigrationDecision(
+        job_id=job.job_id,
+        source_site_id=source.site_id,
+        target_site_id=target.site_id,
+        reason=reason,
+        expected_s=float(cost.migration_s[index]),
+        expected_kwh=float(cost.energy_kwh[index]),
+        event_ref=event_ref,
+    )
 
 
 def _windows_for(
@@ -203,21 +225,20 @@ def _shed(
             if best is None:
                 continue
             i = best[2]
-            target = sites[i]
-            _take(fleet, source.site_id, target.site_id, job)
-            moved.add(job.job_id)
             remaining_kw -= job.power_kw * source.pue
             decisions.append(
-                MigrationDecision(
-                    job_id=job.job_id,
-                    source_site_id=source.site_id,
-                    target_site_id=target.site_id,
+                _commit_move(
+                    fleet,
+                    moved,
+                    job,
+                    source,
+                    sites[i],
+                    cost,
+                    i,
                     reason=(
                         f"shed {request.power_kw:.1f} kW for {request.source}; "
                         f"green window at target {windows[i] / 3600:.1f} h"
                     ),
-                    expected_s=float(cost.migration_s[i]),
-                    expected_kwh=float(cost.energy_kwh[i]),
                     event_ref=request.source,
                 )
             )
@@ -311,22 +332,20 @@ def _follow_green(
         best = int(np.argmax(score))
         if not np.isfinite(score[best]):
             break
-        job = pairs_job[best]
-        source, target = sites[pairs_src[best]], sites[pairs_tgt[best]]
-        _take(fleet, source.site_id, target.site_id, job)
-        moved.add(job.job_id)
         decisions.append(
-            MigrationDecision(
-                job_id=job.job_id,
-                source_site_id=source.site_id,
-                target_site_id=target.site_id,
+            _commit_move(
+                fleet,
+                moved,
+                pairs_job[best],
+                sites[pairs_src[best]],
+                sites[pairs_tgt[best]],
+                cost,
+                best,
                 reason=(
                     f"follow renewables: {window_t[best] / 3600:.1f} h green window at target, "
                     f"migration {cost.migration_s[best]:.0f} s <= "
                     f"{params.feasibility.alpha:.0%} of window"
                 ),
-                expected_s=float(cost.migration_s[best]),
-                expected_kwh=float(cost.energy_kwh[best]),
             )
         )
     return decisions
