@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, timedelta
 
@@ -51,6 +52,8 @@ class Gateway:
         self.statuses: dict[str, SiteStatus] = {}
         self.dispatcher: Dispatcher | None = None
         self.vens: list[VenConnection] = []
+        self._connecting: list[asyncio.Task[None]] = []
+        self._site_up: dict[str, bool] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._poll_lock = asyncio.Lock()
         self._plan_lock = asyncio.Lock()
@@ -98,14 +101,26 @@ class Gateway:
                     self.decide,
                     self.site_load_kw,
                 )
+                self.vens.append(connection)
                 try:
                     await connection.start()
-                except GatewayError as exc:
-                    log.error("VTN %s unavailable at start: %s", vtn.id, exc)
-                    continue
-                self.vens.append(connection)
+                except GatewayError:
+                    # Not ready at start: keep trying in the background (the connection has
+                    # logged why, once).
+                    self._connecting.append(asyncio.create_task(self._keep_connecting(connection)))
         if schedule:
             self._start_scheduler()
+
+    async def _keep_connecting(self, connection: VenConnection) -> None:
+        """Try an unreachable VTN again with exponential back-off and jitter (wall time)."""
+        delay_s = connection.vtn.reconnect_initial_s
+        while True:
+            await asyncio.sleep(delay_s * random.uniform(0.5, 1.5))
+            try:
+                await connection.start()
+                return
+            except GatewayError:
+                delay_s = min(delay_s * 2, connection.vtn.reconnect_max_s)
 
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -135,6 +150,10 @@ class Gateway:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self._scheduler = None
+        for task in self._connecting:
+            task.cancel()
+        await asyncio.gather(*self._connecting, return_exceptions=True)
+        self._connecting = []
         # Let a round in progress finish so that what it holds is committed.
         async with self._poll_lock, self._plan_lock:
             for connection in self.vens:
@@ -161,13 +180,16 @@ class Gateway:
                 for cfg, result in zip(self.settings.site, results, strict=True):
                     if isinstance(result, SiteControllerError):
                         self.statuses.pop(cfg.id, None)
-                        if fleet.mark_offline(session, cfg.id, now):
+                        fleet.mark_offline(session, cfg.id, now)
+                        if self._site_up.get(cfg.id) is not False:
                             log.warning("site %s is unreachable: %s", cfg.id, result)
+                        self._site_up[cfg.id] = False
                         continue
                     if isinstance(result, BaseException):
                         raise result
-                    if cfg.id not in self.statuses:
+                    if self._site_up.get(cfg.id) is not True:
                         log.info("site %s is online", cfg.id)
+                    self._site_up[cfg.id] = True
                     self.statuses[cfg.id] = result
                     fleet.record_status(session, cfg, result, now)
             if self.dispatcher is not None:

@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -172,7 +171,6 @@ class Dispatcher:
             source_id, target_id = m.source_site_id, m.target_site_id
             target_url, target_bandwidth = target.controller_url, target.wan_bandwidth_gbps
             sha256, checkpoint_gb = m.checkpoint_sha256, m.checkpoint_gb
-            started_at = m.checkpointing_at
             expected_s = m.expected_s
         source_client, target_client = self._clients[source_id], self._clients[target_id]
 
@@ -189,7 +187,7 @@ class Dispatcher:
             op = await source_client.operation(migration_id, "checkpoint")
             if op is None:
                 op = await source_client.checkpoint(spec.job_id, migration_id)
-            if not self._finished(migration_id, op, started_at, expected_s):
+            if not self._finished(op, expected_s):
                 return state
             assert op.checkpoint is not None
             self._transition(migration_id, "transferring", sha256=op.checkpoint.sha256)
@@ -211,7 +209,7 @@ class Dispatcher:
                     target_url,
                     self._bandwidth(source_id, target_bandwidth),
                 )
-            if not self._finished(migration_id, op, started_at, expected_s):
+            if not self._finished(op, expected_s):
                 return state
             self._transition(migration_id, "restoring")
             checkpoint = Checkpoint(size_gb=checkpoint_gb, sha256=sha256 or "")
@@ -242,10 +240,12 @@ class Dispatcher:
             assert source is not None
             return min(source.wan_bandwidth_gbps, target_bandwidth_gbps)
 
-    def _finished(
-        self, migration_id: str, op: Operation, started_at: datetime | None, expected_s: float
-    ) -> bool:
-        """True when ``op`` is done; aborts on failure or when it overruns its time."""
+    def _finished(self, op: Operation, expected_s: float) -> bool:
+        """True when ``op`` is done; aborts on failure or when it overruns its time.
+
+        No operation of a migration may take longer than the whole migration is expected to
+        (the feasibility model's ``expected_s``) times the margin, plus the slack.
+        """
         if op.state == "done":
             return True
         if op.state == "failed":
@@ -253,12 +253,11 @@ class Dispatcher:
                 f"{op.kind} failed: {op.error or 'no detail'}", transient=False
             )
         limit_s = expected_s * self._params.timeout_margin + self._params.timeout_slack_s
-        if started_at is not None:
-            elapsed_s = (self._clock.now() - started_at).total_seconds()
-            if elapsed_s > limit_s:
-                raise SiteControllerError(
-                    f"{op.kind} overran: {elapsed_s:.0f} s > {limit_s:.0f} s", transient=False
-                )
+        elapsed_s = (self._clock.now() - op.started_at).total_seconds()
+        if elapsed_s > limit_s:
+            raise SiteControllerError(
+                f"{op.kind} overran: {elapsed_s:.0f} s > {limit_s:.0f} s", transient=False
+            )
         return False
 
     # -- transitions ----------------------------------------------------------------------

@@ -121,6 +121,10 @@ class VtnSettings(_Section):
     """The name this gateway registers with."""
     ven_id: str | None = None
     """A VEN id the utility assigned out of band; empty lets the VTN assign one."""
+    reconnect_initial_s: PositiveFloat = 5.0
+    """First wait before trying an unreachable VTN again [wall s]; doubles up to the maximum."""
+    reconnect_max_s: PositiveFloat = 300.0
+    """Longest wait between attempts [wall s]."""
 
 
 class SiteSettings(_Section):

@@ -227,10 +227,11 @@ class SimulatedVtn:
             raise GatewayError("the simulated VTN is not started; await start() first")
         return self._url
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1:``port``; 0 lets the OS assign one (see :attr:`url`)."""
         runner = web.AppRunner(self.server.app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
         self._url = f"http://{host}:{port}{self.server.http_path_prefix}"

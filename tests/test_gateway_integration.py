@@ -216,3 +216,72 @@ async def test_reservation_released_when_a_migration_aborts(world: World) -> Non
         assert job is not None and (job.site_id, job.state) == ("dark", "running")
     assert sites["sunny"].reservations[planned[0]].state != "reserved"
     assert running_at(sites, "job-1") == ["dark"]
+
+
+async def test_restart_resumes_a_migration_in_flight(world: World) -> None:
+    """A gateway that stops mid-migration leaves it in the store; a new one finishes it."""
+    clock, sites, gateway = world.clock, world.sites, world.gateway
+    clock.advance(60)
+    await gateway.poll_once()
+    [migration_id] = await gateway.plan_once()
+    with unit_of_work(world.sessions) as session:
+        migration = session.get(Migration, migration_id)
+        assert migration is not None and migration.state == "checkpointing"
+    await gateway.stop()  # as after a crash: nothing more happens to the migration
+
+    clock.advance(600)  # meanwhile the checkpoint finished at the site
+    successor = Gateway(gateway.settings, clock, world.sessions)
+    await successor.start(schedule=False, connect_vens=False)
+    try:
+        for _ in range(40):
+            with unit_of_work(world.sessions) as session:
+                migration = session.get(Migration, migration_id)
+                assert migration is not None
+                if migration.state == "completed":
+                    break
+            clock.advance(30)
+            await successor.poll_once()
+        assert migration.state == "completed"
+        assert running_at(sites, "job-1") == ["sunny"]
+        # The reservation was consumed, not duplicated: the target holds the job's GPUs once.
+        assert sites["sunny"].status().gpus_free == 8 - 2
+    finally:
+        await successor.stop()
+
+
+async def test_vtn_that_comes_up_later_is_joined(
+    session_factory: sessionmaker[Session], database_url: str
+) -> None:
+    clock = ManualClock(next_midnight_utc(datetime.now(UTC)) + timedelta(days=1))
+    site = SimulatedSite(
+        site_id="dark",
+        token=TOKENS["dark"],
+        clock=clock,
+        trace=RenewableTrace.constant(0.0),
+        gpus_total=8,
+        it_power_max_kw=6.0,
+    )
+    runner, url = await start_site_server(site)
+    # A free port for the VTN, which is not listening yet.
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    vtn = SimulatedVtn(clock, vtn_id="LATE-VTN", poll_interval_s=1)
+    settings = settings_for(
+        {"dark": url}, f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b", database_url
+    )
+    settings = settings.model_copy(
+        update={"vtn": [settings.vtn[0].model_copy(update={"reconnect_initial_s": 0.2})]}
+    )
+    gateway = Gateway(settings, clock, session_factory)
+    try:
+        await gateway.start(schedule=False)
+        assert not gateway.vens[0].available
+        await vtn.start(port=port)
+        await wait_for(lambda: gateway.vens[0].available, timeout_s=20)
+        assert gateway.vens[0].ven_id in vtn.registrations
+    finally:
+        await gateway.stop()
+        await vtn.stop()
+        await runner.cleanup()
