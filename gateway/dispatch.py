@@ -324,7 +324,17 @@ class Dispatcher:
             assert m is not None
             checkpoint_started = m.checkpointing_at is not None
         if checkpoint_started:
-            await source.resume(job_id, migration_id)
+            try:
+                await source.resume(job_id, migration_id)
+            except SiteControllerError as exc:
+                if exc.transient:
+                    raise
+                # Refused: fine when the job runs or finished there anyway (it may have finished
+                # before its checkpoint); otherwise keep trying, its checkpoint stays safe there.
+                status = await source.status()
+                job = status.job(job_id)
+                if job is None or job.state not in ("running", "finished"):
+                    raise
         now = self._clock.now()
         with unit_of_work(self._sessions) as session:
             m = session.get(Migration, migration_id)

@@ -69,6 +69,9 @@ def record_status(
     site.renewable_kw = status.renewable_kw
     site.last_status_at = now
     site.updated_at = now
+    sync_jobs(session, cfg.id, status, now)
+    if previous is not None and previous.at >= now:
+        return None  # this instant is sampled already (two polls without time passing)
     running = sum(1 for j in status.jobs if j.state == "running")
     session.add(
         SiteSample(
@@ -81,8 +84,7 @@ def record_status(
             jobs_running=running,
         )
     )
-    sync_jobs(session, cfg.id, status, now)
-    if previous is None or previous.at >= now:
+    if previous is None:
         return None
     migration_kwh = session.scalar(
         select(func.coalesce(func.sum(Migration.migration_kwh), 0.0)).where(

@@ -285,3 +285,28 @@ async def test_vtn_that_comes_up_later_is_joined(
         await gateway.stop()
         await vtn.stop()
         await runner.cleanup()
+
+
+async def test_job_that_finished_before_its_checkpoint_aborts_cleanly(world: World) -> None:
+    from gateway.planner.snapshot import MigrationDecision
+
+    clock, sites, gateway = world.clock, world.sites, world.gateway
+    sites["dark"].add_job(JobSpec("short", 1, 0.6, 1.0, work_remaining_gpu_h=0.01))
+    await gateway.poll_once()  # the gateway learns of the job while it runs
+    clock.advance(3600)  # ... and it finishes before any move
+    assert gateway.dispatcher is not None
+    migration_id = gateway.dispatcher.create(
+        MigrationDecision("short", "dark", "sunny", "test", expected_s=10.0, expected_kwh=0.01)
+    )
+    assert migration_id is not None
+    await gateway.dispatcher.advance(migration_id)  # checkpoint refused: the job is finished
+    await gateway.dispatcher.advance(migration_id)  # clean-up
+    with unit_of_work(world.sessions) as session:
+        migration = session.get(Migration, migration_id)
+        assert migration is not None
+        assert migration.state == "aborted" and migration.cleaned_up_at is not None
+    assert sites["sunny"].reservations[migration_id].state == "released"
+    await gateway.poll_once()
+    with unit_of_work(world.sessions) as session:
+        job = session.get(Job, "short")
+        assert job is not None and job.state == "finished"
