@@ -331,9 +331,8 @@ class Dispatcher:
                     raise
                 # Refused: fine when the job runs or finished there anyway (it may have finished
                 # before its checkpoint); otherwise keep trying, its checkpoint stays safe there.
-                status = await source.status()
-                job = status.job(job_id)
-                if job is None or job.state not in ("running", "finished"):
+                reported = (await source.status()).job(job_id)
+                if reported is None or reported.state not in ("running", "finished"):
                     raise
         now = self._clock.now()
         with unit_of_work(self._sessions) as session:
