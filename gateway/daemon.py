@@ -27,8 +27,10 @@ from gateway.db import unit_of_work
 from gateway.dispatch import Dispatcher, DispatchParams
 from gateway.errors import GatewayError, SiteControllerError
 from gateway.events import DrEvent, OptDecision
-from gateway.planner import feasibility_aware, opt
+from gateway.planner import opt
 from gateway.planner.offers import site_offers
+from gateway.planner.params import PolicyParams
+from gateway.planner.plan import plan
 from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.settings import Settings
@@ -58,7 +60,7 @@ class Gateway:
         self._poll_lock = asyncio.Lock()
         self._plan_lock = asyncio.Lock()
         f = settings.feasibility
-        self.policy_params = feasibility_aware.PolicyParams(
+        self.policy_params = PolicyParams(
             feasibility=f.params(gpus=1),
             checkpoint_write_gb_per_s=f.checkpoint_write_gb_per_s,
             restore_gb_per_s=f.restore_gb_per_s,
@@ -203,7 +205,7 @@ class Gateway:
             now = self.clock.now()
             with unit_of_work(self._sessions) as session:
                 snapshot = self._snapshot(session)
-                decisions = feasibility_aware.plan(snapshot, self.policy_params)
+                decisions = plan(snapshot, self.policy_params, self.settings.planner.policy)
                 hour = now.replace(minute=0, second=0, microsecond=0)
                 fleet.save_offers(
                     session,

@@ -202,6 +202,7 @@ def job_views(session: Session) -> tuple[JobView, ...]:
             state="running" if j.state == "running" else "migrating",
             arrived_at_site_at=j.arrived_at_site_at,
             in_flight=j.state == "migrating",
+            work_remaining_gpu_h=j.work_remaining_gpu_h,
         )
         for j in rows
     )

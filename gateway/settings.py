@@ -71,7 +71,9 @@ class SchedulerSettings(_Section):
 
 
 class PlannerSettings(_Section):
-    policy: Literal["feasibility-aware", "static"] = "feasibility-aware"
+    policy: Literal["static", "energy-greedy", "feasibility-aware", "forecast-global"] = (
+        "forecast-global"
+    )
     max_migrations_per_plan: Annotated[int, Field(ge=0)] = 4
     min_residence_s: NonNegativeFloat = 3600.0
     """A job stays at least this long at a site before it moves again (hysteresis) [s]."""

@@ -2,6 +2,8 @@
 
 :func:`pv_power_kw` turns one TMY2 or TMY3 file into a year of hourly PV power for a plant
 of a given capacity; :class:`RenewableTrace` replays such a series against simulated time.
+:func:`load_weather` also reads EnergyPlus ``.epw`` files, and
+:func:`pv_power_from_weather_kw` runs the same PV chain on weather already read.
 
 Time labels. TMY3 files label each hour by its *end* (``01:00`` holds the irradiance
 received from 00:00 to 01:00 local standard time); pvlib's TMY2 reader already relabels
@@ -79,6 +81,38 @@ def pv_power_kw(
         raise ValueError(f"system_loss must be in [0, 1), got {system_loss}")
     path = Path(weather_path)
     weather, meta = read_weather(path)
+    ac_kw = pv_power_from_weather_kw(
+        weather,
+        meta,
+        capacity_kw,
+        tilt_deg=tilt_deg,
+        azimuth_deg=azimuth_deg,
+        system_loss=system_loss,
+    )
+    logger.debug("PV trace from %s: %.0f kWh/year", path, float(ac_kw.sum()))
+    return ac_kw
+
+
+def pv_power_from_weather_kw(
+    weather: pd.DataFrame,
+    meta: dict[str, Any],
+    capacity_kw: float,
+    *,
+    tilt_deg: float | None = None,
+    azimuth_deg: float = 180.0,
+    system_loss: float = 0.14,
+) -> pd.Series:
+    """:func:`pv_power_kw` for weather already read (by :func:`load_weather` or a reader) [kW].
+
+    weather: hourly ``ghi``, ``dni``, ``dhi`` [W/m²], ``temp_air`` [°C] and ``wind_speed``
+    [m/s], labelled by the start of each hour in UTC;
+    meta: the file's ``latitude`` [°], ``longitude`` [°] and ``altitude`` [m];
+    the other parameters as in :func:`pv_power_kw`.
+    """
+    if not capacity_kw > 0:
+        raise ValueError(f"capacity_kw must be > 0, got {capacity_kw}")
+    if not 0 <= system_loss < 1:
+        raise ValueError(f"system_loss must be in [0, 1), got {system_loss}")
     latitude_deg = float(meta["latitude"])
     location = pvlib.location.Location(
         latitude_deg, float(meta["longitude"]), tz="UTC", altitude=float(meta["altitude"])
@@ -103,7 +137,6 @@ def pv_power_kw(
     # pvwatts_dc is linear in pdc0, so a pdc0 in kW gives DC power in kW.
     dc_kw = pvlib.pvsystem.pvwatts_dc(poa_w_m2, temp_cell_c, capacity_kw, GAMMA_PDC_PER_C)
     ac_kw = (pd.Series(dc_kw, index=weather.index) * (1.0 - system_loss)).clip(0.0, capacity_kw)
-    logger.debug("PV trace from %s: %.0f kWh/year", path, float(ac_kw.sum()))
     return ac_kw.astype(np.float64).rename("renewable_kw")
 
 
@@ -126,6 +159,61 @@ def read_weather(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise InputError(f"weather file {path} cannot be read: {exc}") from exc
     _check_weather(path, frame)
     return frame, meta
+
+
+_EPW_RANGES: dict[str, tuple[float, float]] = {
+    "ghi": (0.0, 1500.0),
+    "dni": (0.0, 1500.0),
+    "dhi": (0.0, 1000.0),
+    "temp_air": (-70.0, 70.0),
+    "wind_speed": (0.0, 40.0),
+}
+"""Physical ranges of EPW columns [W/m², °C, m/s]; EPW's missing markers fall outside them."""
+
+
+def read_epw_weather(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read an EnergyPlus weather file (``.epw``) into the shape of :func:`read_weather`.
+
+    EPW files label each hour by its end (hour 1 holds 00:00 to 01:00 local standard time);
+    pvlib's reader already relabels them by their start, so only the year is coerced (to
+    :data:`TRACE_YEAR`) and the index converted to UTC. EPW marks missing values with 9999,
+    999 or 99.9; any value outside a physical range is rejected with :class:`InputError`.
+    """
+    file = Path(path)
+    if file.suffix.lower() != ".epw":
+        raise InputError(f"weather file {file}: expected an EnergyPlus .epw file")
+    try:
+        data, meta = pvlib.iotools.read_epw(file, coerce_year=TRACE_YEAR)
+        frame = pd.DataFrame(
+            {col: data[col].to_numpy(dtype=np.float64) for col in _WEATHER_COLUMNS},
+            index=pd.DatetimeIndex(data.index).tz_convert(UTC),
+        )
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise InputError(f"weather file {file} cannot be read: {exc}") from exc
+    _check_weather(file, frame)
+    for col, (low, high) in _EPW_RANGES.items():
+        values = frame[col].to_numpy()
+        bad = np.flatnonzero((values < low) | (values > high))
+        if bad.size:
+            at = frame.index[bad[0]]
+            raise InputError(
+                f"weather file {file}: {col} = {values[bad[0]]:g} at {at.isoformat()} is "
+                f"missing or out of range [{low:g}, {high:g}] ({bad.size} such hours)"
+            )
+    return frame, dict(meta)
+
+
+def load_weather(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read any supported weather file by its suffix: ``.epw``, TMY3 ``.csv`` or TMY2 ``.tm2``.
+
+    Returns the frame and metadata of :func:`read_weather` (hourly, labelled by the start of
+    each hour in UTC, year :data:`TRACE_YEAR`); metadata always holds ``latitude`` [°],
+    ``longitude`` [°], ``altitude`` [m] and ``TZ`` (offset of local standard time [h]).
+    """
+    file = Path(path)
+    if file.suffix.lower() == ".epw":
+        return read_epw_weather(file)
+    return read_weather(file)
 
 
 def _read_tmy3(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -10,14 +10,17 @@ import pytest
 
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
 from gateway.feasibility import FeasibilityParams
-from gateway.planner import feasibility_aware, opt
+from gateway.planner import opt
+from gateway.planner.params import PolicyParams
+from gateway.planner.plan import fleet_arrays, plan
+from gateway.planner.policies import choose_shed_jobs
 from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
 from gateway.planner.windows import window_s
 
 NOW = datetime(2026, 6, 21, 18, tzinfo=UTC)
 STEP_S = 900.0
-PARAMS = feasibility_aware.PolicyParams(
+PARAMS = PolicyParams(
     feasibility=FeasibilityParams(alpha=0.1, efficiency=0.9, network_kwh_per_gb=0.01, idle_kw=0.11),
     min_residence_s=3600.0,
     min_gain_s=1800.0,
@@ -143,7 +146,7 @@ def test_follows_the_green_into_a_feasible_window() -> None:
         sites=(site("dark", 0.0, it_power_kw=1.3), site("sunny", 10.0)),
         jobs=(job("j1", "dark"),),
     )
-    [decision] = feasibility_aware.plan(snapshot, PARAMS)
+    [decision] = plan(snapshot, PARAMS)
     assert (decision.job_id, decision.source_site_id, decision.target_site_id) == (
         "j1", "dark", "sunny",
     )  # fmt: skip
@@ -158,10 +161,10 @@ def test_no_move_outside_the_feasibility_domain() -> None:
         sites=(site("dark", 0.0, it_power_kw=4.0, bandwidth_gbps=1.0), site("sunny", short)),
         jobs=(job("big", "dark", gb=150.0, power_kw=4.0),),
     )
-    assert feasibility_aware.plan(snapshot, PARAMS) == []
+    assert plan(snapshot, PARAMS) == []
     longer = [10.0] * 48
     snapshot = replace(snapshot, sites=(snapshot.sites[0], site("sunny", longer)))
-    assert len(feasibility_aware.plan(snapshot, PARAMS)) == 1
+    assert len(plan(snapshot, PARAMS)) == 1
 
 
 def test_hysteresis_and_capacity() -> None:
@@ -170,7 +173,7 @@ def test_hysteresis_and_capacity() -> None:
         sites=(site("dark", 0.0, it_power_kw=2.6), site("sunny", 10.0, gpus_free=2)),
         jobs=(job("new", "dark", age_h=0.5), job("old", "dark", age_h=3.0)),
     )
-    decisions = feasibility_aware.plan(snapshot, PARAMS)
+    decisions = plan(snapshot, PARAMS)
     assert [d.job_id for d in decisions] == ["old"]  # "new" arrived 30 min ago
 
 
@@ -183,7 +186,7 @@ def test_unmigratable_and_in_flight_jobs_stay() -> None:
             replace(job("moving", "dark"), in_flight=True),
         ),
     )
-    assert feasibility_aware.plan(snapshot, PARAMS) == []
+    assert plan(snapshot, PARAMS) == []
 
 
 def test_shed_request_moves_jobs_off_until_covered() -> None:
@@ -196,12 +199,12 @@ def test_shed_request_moves_jobs_off_until_covered() -> None:
         jobs=(job("j1", "a"), job("j2", "a"), job("j3", "a"), job("j4", "a")),
         requests=(request,),
     )
-    decisions = feasibility_aware.plan(snapshot, PARAMS)
+    decisions = plan(snapshot, PARAMS)
     assert len(decisions) == 3  # 3 x 1.3 kW >= 3 kW
     assert all(d.source_site_id == "a" and d.event_ref == "vtn/e1" for d in decisions)
     # What earlier moves delivered counts.
     done = replace(snapshot, delivered_kw={("vtn/e1", "a"): 2.6})
-    assert len(feasibility_aware.plan(done, PARAMS)) == 1
+    assert len(plan(done, PARAMS)) == 1
 
 
 def test_shedding_site_takes_no_new_jobs() -> None:
@@ -212,7 +215,7 @@ def test_shedding_site_takes_no_new_jobs() -> None:
         jobs=(job("j1", "dark"),),
         requests=(request,),
     )
-    assert feasibility_aware.plan(snapshot, PARAMS) == []
+    assert plan(snapshot, PARAMS) == []
 
 
 def test_absorb_request_counts_as_green_supply() -> None:
@@ -222,8 +225,8 @@ def test_absorb_request_counts_as_green_supply() -> None:
         sites=(site("a", 0.0, it_power_kw=1.3), site("b", 0.0)),
         jobs=(job("j1", "a"),),
     )
-    assert feasibility_aware.plan(snapshot, PARAMS) == []
-    [decision] = feasibility_aware.plan(replace(snapshot, requests=(request,)), PARAMS)
+    assert plan(snapshot, PARAMS) == []
+    [decision] = plan(replace(snapshot, requests=(request,)), PARAMS)
     assert decision.target_site_id == "b"
 
 
@@ -290,6 +293,10 @@ SHED_CASES = [
 def test_choose_shed_jobs(
     label: str, specs: list[tuple[float, float]], shed_kw: float, expected: list[str]
 ) -> None:
-    jobs = [job(f"j{i}", "a", power_kw=kw, gb=gb) for i, (kw, gb) in enumerate(specs)]
-    chosen = feasibility_aware.choose_shed_jobs(jobs, shed_kw, 1.0, PARAMS, budget=4)
-    assert [j.job_id for j in chosen] == expected
+    jobs = tuple(job(f"j{i}", "a", power_kw=kw, gb=gb) for i, (kw, gb) in enumerate(specs))
+    snapshot = Snapshot(
+        at=NOW, sites=(site("a", 0.0, bandwidth_gbps=1.0), site("b", 0.0)), jobs=jobs
+    )
+    given = fleet_arrays(snapshot, PARAMS)
+    chosen = choose_shed_jobs(given.fleet, np.arange(len(jobs)), shed_kw, PARAMS, budget=4)
+    assert [given.jobs[int(i)].job_id for i in chosen] == expected

@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway import feasibility as fm
 from gateway.events import DrEvent, OptDecision
-from gateway.planner.feasibility_aware import PolicyParams, assess_moves
+from gateway.planner.params import PolicyParams, move_cost
 from gateway.planner.signals import (
     SignalPolicy,
     lead_time_s,
@@ -156,7 +156,12 @@ def _absorbable_kw(
     bandwidth = np.array(
         [min(sources[j.site_id].wan_bandwidth_gbps, site.wan_bandwidth_gbps) for j in jobs]
     )
-    cost = assess_moves(jobs, bandwidth, np.inf, params)
+    cost = move_cost(
+        np.array([j.checkpoint_gb for j in jobs]),
+        np.array([j.gpus for j in jobs]),
+        bandwidth,
+        params,
+    )
     deadline_s = lead_s + params.feasibility.alpha * duration_s
     gpus_free, power_free_kw = site.gpus_free, site.it_power_max_kw - site.it_power_kw
     absorbed_kw = 0.0

@@ -45,6 +45,8 @@ class JobView:
     arrived_at_site_at: datetime
     in_flight: bool = False
     """True while a migration of this job is under way."""
+    work_remaining_gpu_h: float = float("inf")
+    """Work left [GPU h]; inf when unknown."""
 
 
 @dataclass(frozen=True)

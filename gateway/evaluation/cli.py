@@ -1,0 +1,174 @@
+"""The ``evaluate`` command: its options and what it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gateway.errors import InputError
+from gateway.evaluation.engine import EvaluationParams
+from gateway.evaluation.inputs import (
+    JobsTable,
+    Traces,
+    WorkloadParams,
+    generate_workload,
+    load_jobs,
+    load_sites,
+    load_traces,
+    parse_workload,
+    resample,
+)
+from gateway.evaluation.run import evaluate, format_table
+from gateway.feasibility import FeasibilityParams
+from gateway.planner.params import PolicyParams
+from gateway.planner.policies import POLICIES
+
+DEFAULT_SITES = "data/traces/default-sites.toml"
+DEFAULT_TRACES = "data/traces/default-traces.csv.gz"
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="replay policies over renewable traces and compare them (design section 4)",
+        description=(
+            "Runs each policy over the whole trace on a simulated clock, with the same policy "
+            "code as the daemon, and prints one row per policy. Input formats: docs/inputs.md."
+        ),
+    )
+    parser.add_argument("--sites", default=DEFAULT_SITES, metavar="FILE", help="sites TOML")
+    parser.add_argument(
+        "--traces", default=DEFAULT_TRACES, metavar="FILE", help="renewable traces CSV(.gz)"
+    )
+    jobs = parser.add_mutually_exclusive_group()
+    jobs.add_argument("--jobs", metavar="FILE", help="jobs CSV (docs/inputs.md)")
+    jobs.add_argument(
+        "--workload",
+        metavar="SPEC",
+        help="generate jobs: key=value,... (docs/inputs.md), e.g. rate_per_h=3,seed=7 "
+        "(the default when no --jobs: the generator's defaults)",
+    )
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated, from {', '.join(POLICIES)} (default: all)",
+    )
+    parser.add_argument("--step-min", type=float, default=15.0, help="simulation step [min] (15)")
+    parser.add_argument("--start", metavar="YYYY-MM-DD", help="evaluate from this day of the trace")
+    parser.add_argument("--days", type=float, help="evaluate this many days (default: to the end)")
+    parser.add_argument(
+        "--forecast-error",
+        type=float,
+        default=0.0,
+        help="relative error of the renewable forecast at 6 h lead [-] (0)",
+    )
+    parser.add_argument("--max-migrations", type=int, default=8, help="moves per step at most (8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of forecast errors (0)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the comparison as PNG")
+
+
+def _window(traces: Traces, start: str | None, days: float | None) -> Traces:
+    if start is None and days is None:
+        return traces
+    first = 0
+    if start is not None:
+        try:
+            day = datetime.strptime(start, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise InputError(f"--start {start}: expected YYYY-MM-DD") from exc
+        first = round((day - traces.start_at).total_seconds() / traces.step_s)
+        if not 0 <= first < traces.renewable_kw.shape[0] - 1:
+            raise InputError(f"--start {start}: outside the traces")
+    last = traces.renewable_kw.shape[0]
+    if days is not None:
+        if days <= 0:
+            raise InputError(f"--days {days}: must be > 0")
+        last = min(last, first + max(2, round(days * 86400 / traces.step_s)))
+    return Traces(
+        traces.start_at + timedelta(seconds=first * traces.step_s),
+        traces.step_s,
+        traces.site_ids,
+        traces.renewable_kw[first:last],
+    )
+
+
+def _policies(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown or not names:
+        raise InputError(
+            f"--policies: unknown {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(POLICIES)}"
+        )
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    policies = _policies(args.policies)
+    if not args.step_min > 0:
+        raise InputError(f"--step-min {args.step_min}: must be > 0")
+    if args.forecast_error < 0 or args.max_migrations < 0:
+        raise InputError("--forecast-error and --max-migrations must be >= 0")
+    sites = load_sites(args.sites)
+    traces = resample(load_traces(args.traces, sites), args.step_min * 60.0)
+    traces = _window(traces, args.start, args.days)
+    duration_s = traces.renewable_kw.shape[0] * traces.step_s
+    jobs: JobsTable
+    if args.jobs:
+        jobs = load_jobs(args.jobs, sites, traces.start_at)
+    else:
+        workload = parse_workload(args.workload) if args.workload else WorkloadParams()
+        # Arrivals stop a day before the end, so that most jobs can finish.
+        jobs = generate_workload(
+            workload, sites, traces.start_at, max(duration_s - 86400, duration_s / 2)
+        )
+    params = EvaluationParams(
+        policy=PolicyParams(
+            feasibility=FeasibilityParams(),
+            max_migrations=args.max_migrations,
+            step_s=traces.step_s,
+        ),
+        forecast_error=args.forecast_error,
+        seed=args.seed,
+    )
+    steps = traces.renewable_kw.shape[0]
+    with tqdm(total=steps * len(policies), unit="step", disable=None, leave=False) as bar:
+
+        def progress(name: str, k: int) -> None:
+            if k % 96 == 0:
+                bar.set_description(name)
+                bar.update(min(96, steps - k))
+
+        document = evaluate(sites, traces, jobs, policies, params, progress)
+    print(
+        f"{len(sites)} sites, {len(jobs)} jobs, {steps} steps of {traces.step_s / 60:g} min "
+        f"from {traces.start_at:%Y-%m-%d %H:%M} UTC"
+    )
+    print(format_table(document), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_jsonable(document), indent=2) + "\n")
+    if args.plot:
+        from gateway.figures import plot_policy_comparison, policy_comparison
+
+        plot_policy_comparison(policy_comparison(document), Path(args.plot))
+    return 0
+
+
+def _jsonable(value: object) -> object:
+    """NaN becomes null; numpy numbers become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
