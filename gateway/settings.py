@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.feasibility import FeasibilityParams
 
 M = TypeVar("M", bound=BaseModel)
@@ -200,10 +200,10 @@ def _format_loc(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def _explain(error: dict[str, Any]) -> str:
+def _explain(error: dict[str, Any], keys_doc: str) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        return "unknown key (check its spelling; config/example.toml lists every key)"
+        return f"unknown key (check its spelling; {keys_doc} lists every key)"
     if kind == "missing":
         return "required key is missing"
     message = str(error.get("msg", "invalid value"))
@@ -216,8 +216,15 @@ def _explain(error: dict[str, Any]) -> str:
     return message
 
 
-def parse_model(model: type[M], data: dict[str, Any], source: str) -> M:
-    """Validate ``data`` as ``model``; ``source`` names where it came from for messages."""
+def parse_model(
+    model: type[M],
+    data: dict[str, Any],
+    source: str,
+    keys_doc: str = "config/example.toml",
+    error: type[GatewayError] = ConfigError,
+) -> M:
+    """Validate ``data`` as ``model``; ``source`` names where it came from and ``keys_doc``
+    where its keys are documented, for messages; bad data raises ``error``."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -230,7 +237,7 @@ def parse_model(model: type[M], data: dict[str, Any], source: str) -> M:
         key = _format_loc(loc) or "(top level)"
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{source}: {key}: {_explain(dict(first))}{suffix}") from exc
+        raise error(f"{source}: {key}: {_explain(dict(first), keys_doc)}{suffix}") from exc
 
 
 def parse_settings(data: dict[str, Any], source: str) -> Settings:
@@ -238,15 +245,21 @@ def parse_settings(data: dict[str, Any], source: str) -> Settings:
     return parse_model(Settings, data, source)
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate a TOML settings file."""
+def read_toml(
+    path: str | Path, what: str, error: type[GatewayError] = ConfigError
+) -> dict[str, Any]:
+    """A TOML file as a mapping; ``error`` naming the file when it cannot be read or parsed."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the configuration: {exc.strerror}") from exc
+        raise error(f"{file}: cannot read the {what}: {exc.strerror}") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
-    return parse_settings(data, str(file))
+        raise error(f"{file}: not valid TOML: {exc}") from exc
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a TOML settings file."""
+    return parse_settings(read_toml(path, "configuration"), str(path))

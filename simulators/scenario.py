@@ -6,14 +6,12 @@ ConfigError naming the file and the key.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.errors import ConfigError
-from gateway.settings import KeyProblem, parse_model
+from gateway.settings import KeyProblem, parse_model, read_toml
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -99,10 +97,4 @@ class Scenario(_Section):
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the scenario: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_model(Scenario, data, str(path))
+    return parse_model(Scenario, read_toml(path, "scenario"), str(path))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import gzip
 import math
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
-from gateway.errors import ConfigError, InputError
-from gateway.settings import KeyProblem, SiteSettings, parse_model
+from gateway.errors import InputError
+from gateway.settings import KeyProblem, SiteSettings, parse_model, read_toml
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -102,20 +101,8 @@ def load_sites(path: Path | str) -> tuple[SiteSpec, ...]:
     ``controller_url``, ``controller_token``, ``vtn`` and ``resource_id`` accepted and
     ignored. Unknown keys, other top-level keys and duplicate ids are rejected.
     """
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{file}: cannot read the sites file: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{file}: not valid TOML: {exc}") from exc
-    try:
-        parsed = parse_model(_SitesFile, data, str(file))
-    except ConfigError as exc:
-        hint = "config/example.toml lists every key"
-        raise InputError(str(exc).replace(hint, "docs/inputs.md lists every key")) from exc
+    data = read_toml(path, "sites file", InputError)
+    parsed = parse_model(_SitesFile, data, str(path), "docs/inputs.md", InputError)
     return tuple(
         SiteSpec(
             id=s.id,
