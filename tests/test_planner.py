@@ -11,12 +11,12 @@ import pytest
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
 from gateway.feasibility import FeasibilityParams
 from gateway.planner import opt
+from gateway.planner.arrays import prefix_min, windows_s
 from gateway.planner.params import PolicyParams
 from gateway.planner.plan import fleet_arrays, plan
 from gateway.planner.policies import choose_shed_jobs
 from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
-from gateway.planner.windows import window_s
 
 NOW = datetime(2026, 6, 21, 18, tzinfo=UTC)
 STEP_S = 900.0
@@ -75,8 +75,14 @@ def job(job_id: str, site_id: str, *, gb: float = 5.0, power_kw: float = 1.3, ag
 
 def test_window_is_contiguous_cover_from_now() -> None:
     supply = np.array([[5.0, 5.0, 1.0, 5.0], [0.0, 5.0, 5.0, 5.0], [5.0] * 4])
-    need = np.array([2.0, 2.0, 2.0])
-    np.testing.assert_array_equal(window_s(supply, need, 900.0), [1800.0, 0.0, 3600.0])
+    need_kw = 2.0  # as headroom: supply minus the site's load
+    got = [float(windows_s(prefix_min(row - need_kw), np.zeros(1), 900.0)[0]) for row in supply]
+    assert got == [1800.0, 0.0, 3600.0]
+    # Larger jobs get shorter windows from the same running minimum.
+    row = prefix_min(np.array([5.0, 4.0, 3.0, 1.0]))
+    np.testing.assert_array_equal(
+        windows_s(row, np.array([0.5, 3.0, 4.5, 6.0]), 900.0), [3600.0, 2700.0, 900.0, 0.0]
+    )
 
 
 SIGNAL_CASES = [

@@ -1,4 +1,4 @@
-"""Renewable windows from forecasts: pure and vectorised."""
+"""Green supply forecasts per site, with what opted-in surplus events add: pure."""
 
 from __future__ import annotations
 
@@ -42,16 +42,3 @@ def supply_matrix(
             if request.start_at <= t and (request.end_at is None or t < request.end_at):
                 out[index[request.site_id], k] += request.power_kw
     return out
-
-
-def window_s(supply_kw: FloatArray, need_kw: FloatArray, step_s: float) -> FloatArray:
-    """Contiguous time from now during which supply covers need [s].
-
-    supply_kw: (pairs, steps) supply at each pair's site [kW]; need_kw: (pairs,) load to
-    cover [kW]. A pair whose supply does not cover the need now has a window of 0.
-    """
-    covered = supply_kw >= need_kw[:, None]
-    steps = covered.shape[1]
-    first_gap = np.where(covered.all(axis=1), steps, np.argmin(covered, axis=1))
-    result: FloatArray = first_gap.astype(np.float64) * step_s
-    return result
