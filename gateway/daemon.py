@@ -25,7 +25,7 @@ from gateway import fleet
 from gateway.clock import Clock
 from gateway.db import unit_of_work
 from gateway.dispatch import Dispatcher, DispatchParams
-from gateway.errors import GatewayError, SiteControllerError
+from gateway.errors import ConfigError, GatewayError, SiteControllerError
 from gateway.events import DrEvent, OptDecision
 from gateway.planner import opt
 from gateway.planner.offers import site_offers
@@ -106,6 +106,9 @@ class Gateway:
                 self.vens.append(connection)
                 try:
                     await connection.start()
+                except ConfigError as exc:
+                    # Configuration or authentication: that VTN stays stopped, the rest runs.
+                    log.error("VTN %s stopped: %s", vtn.id, exc)
                 except GatewayError:
                     # Not ready at start: keep trying in the background (the connection has
                     # logged why, once).
@@ -120,6 +123,9 @@ class Gateway:
             await asyncio.sleep(delay_s * random.uniform(0.5, 1.5))
             try:
                 await connection.start()
+                return
+            except ConfigError as exc:
+                log.error("VTN %s stopped: %s", connection.vtn.id, exc)
                 return
             except GatewayError:
                 delay_s = min(delay_s * 2, connection.vtn.reconnect_max_s)

@@ -6,6 +6,8 @@ file, the key and what is expected. ``config/example.toml`` documents every key.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -114,11 +116,19 @@ class SignalSettings(_Section):
         return value
 
 
+FINGERPRINT_PATTERN = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){9}$")
+"""A certificate fingerprint as ``openleadr.utils.certificate_fingerprint`` computes it: the
+last 10 bytes of the SHA-256 of the DER certificate, as upper-case hex pairs joined by colons."""
+TLS_KEYS = ("cert_path", "key_path", "ca_path", "vtn_fingerprint")
+"""The keys that switch a VTN to mutual TLS with signed messages: all four or none."""
+
+
 class VtnSettings(_Section):
     id: Id
     """Our name for this utility; sites refer to it."""
     url: AnyHttpUrl
-    """The VTN's OpenADR 2.0b endpoint, e.g. http://host:8080/OpenADR2/Simple/2.0b."""
+    """The VTN's OpenADR 2.0b endpoint, e.g. http://host:8080/OpenADR2/Simple/2.0b; https://
+    exactly when the TLS keys are set."""
     ven_name: Annotated[str, Field(min_length=1)]
     """The name this gateway registers with."""
     ven_id: str | None = None
@@ -127,6 +137,83 @@ class VtnSettings(_Section):
     """First wait before trying an unreachable VTN again [wall s]; doubles up to the maximum."""
     reconnect_max_s: PositiveFloat = 300.0
     """Longest wait between attempts [wall s]."""
+    cert_path: Path | None = None
+    """Our (the VEN's) PEM certificate: the TLS client certificate and the signer of our
+    messages. Relative paths are relative to the working directory."""
+    key_path: Path | None = None
+    """The PEM private key of ``cert_path``."""
+    key_passphrase_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """The name of the environment variable holding the passphrase of ``key_path``, read when
+    the connection starts; empty for an unencrypted key. Never the passphrase itself."""
+    ca_path: Path | None = None
+    """The PEM CA certificate(s) the VTN's HTTPS certificate must chain to."""
+    vtn_fingerprint: str | None = None
+    """The fingerprint of the certificate the VTN signs its messages with, as openleadr prints
+    it: 10 hex pairs such as ``AB:CD:EF:01:23:45:67:89:AB:CD``; messages signed otherwise are
+    refused."""
+    check_hostname: bool = True
+    """Check that the VTN's HTTPS certificate names the host in ``url``."""
+
+    @field_validator("cert_path", "key_path", "ca_path")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ValueError("no such file")
+        if not os.access(path, os.R_OK):
+            raise ValueError("file is not readable by this user")
+        return path
+
+    @field_validator("vtn_fingerprint")
+    @classmethod
+    def _fingerprint_format(cls, fingerprint: str | None) -> str | None:
+        if fingerprint is None:
+            return None
+        normalised = fingerprint.strip().upper()
+        if not FINGERPRINT_PATTERN.match(normalised):
+            raise ValueError(
+                "expected 10 hex pairs joined by colons, as openleadr prints a certificate "
+                "fingerprint, e.g. AB:CD:EF:01:23:45:67:89:AB:CD"
+            )
+        return normalised
+
+    @model_validator(mode="after")
+    def _tls_all_or_nothing(self) -> VtnSettings:
+        given = [key for key in TLS_KEYS if getattr(self, key) is not None]
+        scheme = self.url.scheme
+        if not given:
+            if self.key_passphrase_env is not None:
+                raise KeyProblem(
+                    ("key_passphrase_env",),
+                    "only meaningful with mutual TLS; set cert_path, key_path, ca_path and "
+                    "vtn_fingerprint too, or leave it out",
+                )
+            if scheme != "http":
+                raise KeyProblem(
+                    ("url",),
+                    f"{scheme}:// needs mutual TLS: set cert_path, key_path, ca_path and "
+                    "vtn_fingerprint, or use an http:// URL",
+                )
+            return self
+        missing = [key for key in TLS_KEYS if key not in given]
+        if missing:
+            raise KeyProblem(
+                (missing[0],),
+                f"mutual TLS needs all of {', '.join(TLS_KEYS)}; missing: {', '.join(missing)} "
+                f"(given: {', '.join(given)})",
+            )
+        if scheme != "https":
+            raise KeyProblem(
+                ("url",),
+                f"with mutual TLS configured the URL must be https://, not {scheme}://",
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when this VTN is reached over mutual TLS with signed messages."""
+        return self.cert_path is not None
 
 
 class SiteSettings(_Section):
@@ -233,7 +320,7 @@ def parse_model(
         ctx = first.get("ctx") or {}
         loc: tuple[str | int, ...] = tuple(first["loc"])
         if isinstance(ctx.get("error"), KeyProblem):
-            loc = ctx["error"].loc
+            loc = loc + ctx["error"].loc  # a nested model's problem: its key inside the model
         key = _format_loc(loc) or "(top level)"
         more = len(exc.errors()) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""

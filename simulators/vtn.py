@@ -11,6 +11,12 @@ Things to know (``openadr-notes.md``):
 
 - it serves plain HTTP on 127.0.0.1 with an OS-assigned port (``url`` after :meth:`start`);
   ``server.run()`` is not used because it binds a fixed port;
+- with ``tls`` (:class:`VtnTls`) it serves HTTPS that requires a client certificate from the
+  CA, signs its messages and checks each VEN's connection and signature against the
+  fingerprint given for its VEN name. openleadr keeps its signer and ``ven_lookup`` on the
+  ``VTNService`` class, shared by every server in the process; the simulator pins both on its
+  own service instances instead, so plain and TLS VTNs can live side by side. A VTN missing
+  any of its TLS files would silently serve plain HTTP (pitfall 11): that is an error here;
 - its VTN id must be upper case (pitfall 7);
 - openleadr writes durations in whole seconds (``PT1S``) and drops fractions, so the poll
   interval and every event duration must be whole seconds;
@@ -28,14 +34,16 @@ import itertools
 import logging
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
 from openleadr import OpenADRServer, objects, utils
+from openleadr.messaging import create_message
 
 from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError, InputError
@@ -114,6 +122,29 @@ class ScenarioEvent:
 
 
 @dataclass(frozen=True)
+class VtnTls:
+    """Mutual TLS and message signing for the simulated VTN.
+
+    cert_path, key_path: the VTN's PEM certificate and unencrypted key: the HTTPS server
+        certificate and the signer of its messages
+    ca_path: the PEM CA that VEN client certificates must chain to
+    ven_fingerprints: the certificate fingerprint of each VEN, by VEN name, as the utility
+        would receive it out of band; a VEN not in it cannot register
+    """
+
+    cert_path: Path
+    key_path: Path
+    ca_path: Path
+    ven_fingerprints: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of ``cert_path`` as openleadr computes it (the VEN's
+        ``vtn_fingerprint``)."""
+        return str(utils.certificate_fingerprint(self.cert_path.read_bytes()))
+
+
+@dataclass(frozen=True)
 class Registration:
     ven_id: str
     ven_name: str
@@ -170,6 +201,7 @@ class SimulatedVtn:
     scenario: events that :meth:`run_scenario` issues
     resend_cancelled: keep distributing a cancelled event after the VEN acknowledged it,
         like VTNs that send cancelled events until they end
+    tls: serve HTTPS with client certificates and signed messages; None for plain HTTP
     """
 
     def __init__(
@@ -180,6 +212,7 @@ class SimulatedVtn:
         scenario: Sequence[ScenarioEvent] = (),
         *,
         resend_cancelled: bool = False,
+        tls: VtnTls | None = None,
     ) -> None:
         if vtn_id != vtn_id.upper():
             raise InputError(
@@ -196,6 +229,7 @@ class SimulatedVtn:
         self.poll_interval_s = poll_interval_s
         self.scenario = tuple(sorted(scenario, key=lambda spec: spec.issue_at))
         self.resend_cancelled = resend_cancelled
+        self.tls = tls
         self.registrations: dict[str, Registration] = {}
         self.issued: list[IssuedEvent] = []
         self.opts: list[OptRecord] = []
@@ -212,7 +246,9 @@ class SimulatedVtn:
                 http_host="127.0.0.1",
                 http_port=0,
                 requested_poll_freq=timedelta(seconds=poll_interval_s),
+                **_https_options(tls),
             )
+        self._pin_services(tls)
         handlers: dict[str, Callable[..., Any]] = {
             "on_create_party_registration": self._on_create_party_registration,
             "on_register_report": self._on_register_report,
@@ -229,12 +265,14 @@ class SimulatedVtn:
 
     async def start(self, port: int = 0) -> None:
         """Listen on 127.0.0.1:``port``; 0 lets the OS assign one (see :attr:`url`)."""
+        context = self.server.ssl_context
         runner = web.AppRunner(self.server.app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}{self.server.http_path_prefix}"
+        scheme = "http" if context is None else "https"
+        self._url = f"{scheme}://{host}:{port}{self.server.http_path_prefix}"
         logger.info("simulated VTN %s listening at %s", self.vtn_id, self._url)
 
     async def stop(self) -> None:
@@ -298,8 +336,45 @@ class SimulatedVtn:
 
     # -- openleadr handlers ----------------------------------------------------------------
 
-    def _on_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, str]:
+    def _pin_services(self, tls: VtnTls | None) -> None:
+        """Give this server's services their own signer and VEN lookup (see the module notes)."""
+        if tls is not None and self.server.ssl_context is None:
+            raise GatewayError("openleadr built no TLS context: the VTN would serve plain HTTP")
+        cert = key = None
+        if tls is not None:
+            cert, key = tls.cert_path.read_bytes(), tls.key_path.read_bytes()
+        for service in self.server.services.values():
+            service._create_message = partial(create_message, cert=cert, key=key, passphrase=None)
+            if tls is not None:
+                service.ven_lookup = self._ven_lookup
+                service.verify_message_signatures = True
+
+    def _ven_lookup(self, ven_id: str | None) -> dict[str, Any] | None:
+        """openleadr's ``ven_lookup``: who the VEN is and the fingerprint it must present."""
+        registration = self.registrations.get(str(ven_id))
+        if registration is None or self.tls is None:
+            return None
+        return {
+            "ven_id": registration.ven_id,
+            "ven_name": registration.ven_name,
+            "fingerprint": self.tls.ven_fingerprints.get(registration.ven_name),
+            "registration_id": registration.registration_id,
+        }
+
+    def _on_create_party_registration(self, payload: dict[str, Any]) -> tuple[str, str] | None:
         ven_name = str(payload.get("ven_name"))
+        if self.tls is not None:
+            expected = self.tls.ven_fingerprints.get(ven_name)
+            presented = payload.get("fingerprint")
+            if expected is None or presented != expected:
+                logger.warning(
+                    "refusing VEN %s: its client certificate fingerprint %s is not the one "
+                    "given for it (%s)",
+                    ven_name,
+                    presented,
+                    expected,
+                )
+                return None
         ven_id = payload.get("ven_id") or f"VEN-{uuid.uuid4().hex[:12].upper()}"
         registration = Registration(
             ven_id=str(ven_id),
@@ -409,6 +484,22 @@ class SimulatedVtn:
 
     def _opt_callback(self, *, modification_number: int) -> Callable[..., None]:
         return partial(self._on_opt, modification_number=modification_number)
+
+
+def _https_options(tls: VtnTls | None) -> dict[str, Any]:
+    """openleadr's HTTPS keyword arguments; all three files or it serves plain HTTP."""
+    if tls is None:
+        return {}
+    for name in ("cert_path", "key_path", "ca_path"):
+        path: Path = getattr(tls, name)
+        if not path.is_file():
+            raise InputError(f"VtnTls.{name}: no such file {path}")
+    return {
+        "http_cert": str(tls.cert_path),
+        "http_key": str(tls.key_path),
+        "http_ca_file": str(tls.ca_path),
+        "show_fingerprint": False,
+    }
 
 
 def _openleadr_event(spec: ScenarioEvent, ven_id: str, event_id: str, created_at: datetime) -> Any:

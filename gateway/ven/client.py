@@ -14,7 +14,18 @@ telemetry of every site it serves. What it adds to openleadr (``openadr-notes.md
 - a report with no reading at all (every value unknown) is not sent: the openleadr VTN
   answers it with HTTP 500;
 - report granularities are checked up front: openleadr schedules them with cron and needs
-  them to divide a minute, an hour or a day (pitfall 8).
+  them to divide a minute, an hour or a day (pitfall 8);
+- with mutual TLS (``cert_path``, ``key_path``, ``ca_path``, ``vtn_fingerprint``) the material
+  is checked before openleadr sees it: the certificate and key load and match, the key is one
+  openleadr can sign with, the CA loads, and a TLS handshake shows whether the VTN's
+  certificate verifies against the CA. openleadr drops a response signed with another
+  certificate than ``vtn_fingerprint`` with a log line and carries on as if the VTN had not
+  answered; a ``before_schema_validation`` hook compares the fingerprint itself so that
+  :meth:`VenConnection.start` can say so. openleadr's fingerprint banner on stdout is off.
+
+Problems of configuration or authentication raise :class:`ConfigError` and are final for the
+connection: later :meth:`VenConnection.start` calls raise them again without contacting the
+VTN. No key material (key text, passphrase) is ever logged or put into a message.
 
 Reconnection and back-off are not here yet: :meth:`VenConnection.start` raises
 :class:`GatewayError` when the VTN cannot be reached and leaves retrying to its caller.
@@ -25,20 +36,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
+from xml.etree import ElementTree
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from openleadr import OpenADRClient, enums
+from openleadr import utils as openleadr_utils
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import db
 from gateway.clock import Clock
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import DrEvent, Opt, OptDecision
-from gateway.settings import SiteSettings, VtnSettings
+from gateway.settings import FINGERPRINT_PATTERN, SiteSettings, VtnSettings
 from gateway.ven import store
 from gateway.ven.adapter import MalformedEventError, parse_event
 
@@ -83,6 +102,35 @@ TELEMETRY: tuple[TelemetryPoint, ...] = (
 
 _CRON_UNITS_S = ((60, 1), (3600, 60), (86400, 3600))
 """(below this [s], count in this [s]): openleadr's cron granularity for reports."""
+_HANDSHAKE_TIMEOUT_S = 5.0
+"""How long the TLS check at start waits for the VTN [wall s]; openleadr's own connect timeout."""
+_XMLDSIG_CERTIFICATE = ".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate"
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """Checked mutual-TLS material for one VTN, as openleadr's client takes it."""
+
+    cert_path: str
+    key_path: str
+    ca_path: str
+    vtn_fingerprint: str
+    check_hostname: bool
+    passphrase: str | None = field(repr=False)
+    """Read from the environment at start; never logged."""
+    ssl_context: ssl.SSLContext = field(repr=False)
+    """The same TLS client context openleadr builds, for the handshake check."""
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``OpenADRClient``."""
+        return {
+            "cert": self.cert_path,
+            "key": self.key_path,
+            "passphrase": self.passphrase,
+            "ca_file": self.ca_path,
+            "vtn_fingerprint": self.vtn_fingerprint,
+            "check_hostname": self.check_hostname,
+        }
 
 
 class VenConnection:
@@ -121,6 +169,10 @@ class VenConnection:
         self._registration_id: str | None = None
         self._answers: dict[tuple[str, int], Opt] = {}
         """What we answered to each (event id, modification number) since start."""
+        self._config_problem: ConfigError | None = None
+        """Why this connection stopped for good (configuration or authentication)."""
+        self._signature_problem: str | None = None
+        """Why the last response of the VTN failed our fingerprint check; None when it passed."""
 
     @property
     def vtn_id(self) -> str:
@@ -146,10 +198,23 @@ class VenConnection:
         """Register with the VTN, offer telemetry and start polling.
 
         Raises :class:`GatewayError` when the VTN cannot be reached or does not register us;
-        the connection is then stopped and :meth:`start` may be called again.
+        the connection is then stopped and :meth:`start` may be called again. Raises
+        :class:`ConfigError` (naming the VTN and the key to fix) when the TLS material is
+        unusable, the VTN's certificate does not verify against ``ca_path`` or the VTN signs
+        with another certificate than ``vtn_fingerprint``; that is final for this connection.
         """
+        if self._config_problem is not None:
+            raise ConfigError(str(self._config_problem))
         await self.stop()
-        client = self._build_client()
+        try:
+            tls = load_tls_material(self.vtn)
+            if tls is not None:
+                await self._check_vtn_certificate(tls)
+        except ConfigError as exc:
+            self._give_up(exc)
+            raise
+        self._signature_problem = None
+        client = self._build_client(tls)
         self._client = client
         try:
             await client.run()
@@ -159,6 +224,13 @@ class VenConnection:
             raise GatewayError(f"VTN {self.vtn.id} at {self.vtn.url}: {exc}") from exc
         if client.registration_id is None:
             await self.stop()
+            if self._signature_problem is not None:
+                error = ConfigError(
+                    f"VTN {self.vtn.id} at {self.vtn.url}: {self._signature_problem}; "
+                    "openleadr ignores every message the VTN sends. Check vtn_fingerprint"
+                )
+                self._give_up(error)
+                raise error
             self._went_down("not reachable or did not register us")
             raise GatewayError(
                 f"VTN {self.vtn.id} at {self.vtn.url} is not reachable or did not register "
@@ -186,15 +258,19 @@ class VenConnection:
 
     # -- openleadr wiring ----------------------------------------------------------------
 
-    def _build_client(self) -> Any:
+    def _build_client(self, tls: TlsMaterial | None) -> Any:
         client = OpenADRClient(
             ven_name=self.vtn.ven_name,
             vtn_url=str(self.vtn.url),
             ven_id=self._ven_id,  # keep the VEN id the VTN gave us across restarts
+            show_fingerprint=False,  # openleadr would print it on stdout
+            **(tls.client_options() if tls is not None else {}),
         )
         for handler in EVENT_HANDLERS:
             client.add_handler(handler, self._on_event)
         client.add_hook("after_parse_xml", self._restore_forgotten_answers)
+        if tls is not None:
+            client.add_hook("before_schema_validation", self._check_vtn_signature)
         client.pending_reports = _ReportsWithReadings()
         for site in self.sites:
             for point in TELEMETRY:
@@ -326,7 +402,59 @@ class VenConnection:
                 logger.debug("restoring answer %s to event %s for openleadr", opt, key)
                 client.responded_events[raw_id] = opt
 
+    # -- mutual TLS ------------------------------------------------------------------------
+
+    async def _check_vtn_certificate(self, tls: TlsMaterial) -> None:
+        """One TLS handshake with the VTN: ConfigError when its certificate does not verify.
+
+        openleadr reports that as an unreachable VTN, which would be retried forever. A VTN
+        that cannot be reached now is left to openleadr's own attempt to report.
+        """
+        url = self.vtn.url
+        host = (url.host or "").strip("[]")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, url.port, ssl=tls.ssl_context),
+                timeout=_HANDSHAKE_TIMEOUT_S,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise ConfigError(
+                f"VTN {self.vtn.id} at {url}: its HTTPS certificate does not verify against "
+                f"ca_path {tls.ca_path}: {exc.verify_message}; check ca_path and, for a "
+                "host name mismatch, the url's host or check_hostname"
+            ) from exc
+        except ssl.SSLError as exc:
+            if exc.reason == "WRONG_VERSION_NUMBER":
+                raise ConfigError(
+                    f"VTN {self.vtn.id} at {url} does not speak TLS (an openleadr VTN missing "
+                    "any of its http_cert, http_key, http_ca_file serves plain HTTP)"
+                ) from exc
+            return
+        except (OSError, TimeoutError):
+            return
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+    async def _check_vtn_signature(self, content: str) -> None:
+        """openleadr's ``before_schema_validation`` hook: is the response signed with the
+        certificate of ``vtn_fingerprint``? openleadr drops it if not; this says why."""
+        expected = self.vtn.vtn_fingerprint
+        if expected is None:
+            return
+        problem = signature_problem(content, expected)
+        if problem is not None and problem != self._signature_problem:
+            logger.warning("VTN %s: %s", self.vtn.id, problem)
+        self._signature_problem = problem
+
     # -- state changes ---------------------------------------------------------------------
+
+    def _give_up(self, problem: ConfigError) -> None:
+        """Stop this connection for good: a configuration or authentication problem."""
+        if self._config_problem is None:
+            logger.error("VTN %s: stopped, fix the configuration: %s", self.vtn.id, problem)
+        self._config_problem = problem
+        self._available = False
 
     def _went_down(self, why: str) -> None:
         if self._available is not False:
@@ -416,3 +544,121 @@ def _running_jobs(client: Any) -> list[asyncio.Future[Any]]:
 
 def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def load_tls_material(vtn: VtnSettings) -> TlsMaterial | None:
+    """Check and gather the mutual-TLS material of ``vtn``; None for plain HTTP.
+
+    The passphrase comes from the environment variable ``key_passphrase_env`` names. Raises
+    :class:`ConfigError` naming the VTN and the key; no message contains key material.
+    """
+    if (
+        vtn.cert_path is None
+        or vtn.key_path is None
+        or vtn.ca_path is None
+        or vtn.vtn_fingerprint is None
+    ):
+        return None
+    where = f"VTN {vtn.id}"
+    passphrase: str | None = None
+    if vtn.key_passphrase_env is not None:
+        passphrase = os.environ.get(vtn.key_passphrase_env)
+        if not passphrase:
+            raise ConfigError(
+                f"{where}: key_passphrase_env names the environment variable "
+                f"{vtn.key_passphrase_env}, which is not set or empty"
+            )
+    cert_pem = _read_pem(where, "cert_path", vtn.cert_path)
+    key_pem = _read_pem(where, "key_path", vtn.key_path)
+    ca_pem = _read_pem(where, "ca_path", vtn.ca_path)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: cert_path {vtn.cert_path} is not a PEM certificate") from exc
+    try:
+        key = serialization.load_pem_private_key(
+            key_pem, password=passphrase.encode() if passphrase else None
+        )
+    except TypeError as exc:  # encrypted without a passphrase or the other way round
+        raise ConfigError(
+            f"{where}: key_path {vtn.key_path}: {exc}; check key_passphrase_env"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            f"{where}: key_path {vtn.key_path} is not a PEM private key or the passphrase is wrong"
+        ) from exc
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ConfigError(
+            f"{where}: key_path {vtn.key_path} is a {type(key).__name__}; openleadr signs "
+            "only with RSA or EC keys"
+        )
+    if _public_der(key.public_key()) != _public_der(cert.public_key()):
+        raise ConfigError(
+            f"{where}: key_path {vtn.key_path} is not the key of cert_path {vtn.cert_path}"
+        )
+    try:
+        x509.load_pem_x509_certificates(ca_pem)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: ca_path {vtn.ca_path} holds no PEM certificate") from exc
+    if not FINGERPRINT_PATTERN.match(vtn.vtn_fingerprint):
+        raise ConfigError(
+            f"{where}: vtn_fingerprint {vtn.vtn_fingerprint!r} is not 10 hex pairs joined by colons"
+        )
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # as openleadr's client builds it
+        context.load_verify_locations(cafile=str(vtn.ca_path))
+        context.load_cert_chain(str(vtn.cert_path), str(vtn.key_path), passphrase)
+        context.check_hostname = vtn.check_hostname
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"{where}: cert_path, key_path or ca_path unusable for TLS: {exc.reason}"
+        ) from exc
+    return TlsMaterial(
+        cert_path=str(vtn.cert_path),
+        key_path=str(vtn.key_path),
+        ca_path=str(vtn.ca_path),
+        vtn_fingerprint=vtn.vtn_fingerprint,
+        check_hostname=vtn.check_hostname,
+        passphrase=passphrase,
+        ssl_context=context,
+    )
+
+
+def signature_problem(content: str, expected_fingerprint: str) -> str | None:
+    """Why a VTN response fails the fingerprint check openleadr applies; None when it passes
+    (or is not XML at all, which openleadr reports itself)."""
+    try:
+        root = ElementTree.fromstring(content)
+    except ElementTree.ParseError:
+        return None
+    node = root.find(_XMLDSIG_CERTIFICATE)
+    if node is None or not (node.text or "").strip():
+        return "the VTN's response is not signed, though vtn_fingerprint is configured"
+    try:
+        received = str(
+            openleadr_utils.certificate_fingerprint(openleadr_utils.extract_pem_cert(root))
+        )
+    except ValueError:
+        return "the VTN's response carries an unreadable signing certificate"
+    if received != expected_fingerprint:
+        return (
+            f"the VTN signs with a certificate whose fingerprint is {received}, not the "
+            f"configured vtn_fingerprint {expected_fingerprint}"
+        )
+    return None
+
+
+def _read_pem(where: str, key: str, path: os.PathLike[str]) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {key} {path}: cannot read: {exc.strerror}") from exc
+
+
+def _public_der(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
