@@ -7,6 +7,7 @@ from models.ledger import LedgerRow
 from models.migration import FINAL_STATES, MIGRATION_STATES, Migration, MigrationState
 from models.offer import Offer
 from models.site import Site, SiteSample
+from models.ven import VenRegistration
 
 __all__ = [
     "FINAL_STATES",
@@ -25,4 +26,5 @@ __all__ = [
     "Site",
     "SiteSample",
     "UTCDateTime",
+    "VenRegistration",
 ]

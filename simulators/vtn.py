@@ -24,7 +24,12 @@ Things to know (``openadr-notes.md``):
   past is dropped as completed and the VEN does not answer it. A simulated clock must start
   at or after the present and run forward;
 - openleadr hands the opt of an event to its callback once; the simulator registers the
-  callback again for every modification and cancellation so each answer is recorded.
+  callback again for every modification and cancellation so each answer is recorded in
+  ``opts``. Every answer the VTN receives, repeats included (a restarted VEN answers the
+  events it is sent again), is in ``received_answers``;
+- a VEN that registers with a venID keeps it (a VEN the simulator registered before, or one
+  given a venID out of band); a VEN without one gets a new one. ``registration_count`` says
+  how often a venID registered.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import itertools
 import logging
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -233,6 +239,9 @@ class SimulatedVtn:
         self.registrations: dict[str, Registration] = {}
         self.issued: list[IssuedEvent] = []
         self.opts: list[OptRecord] = []
+        self.received_answers: list[OptRecord] = []
+        """Every answer in every ``oadrCreatedEvent`` received, repeats included."""
+        self._registration_counts: Counter[str] = Counter()
         self.telemetry: list[TelemetryReading] = []
         self._live: dict[str, _Live] = {}
         self._ids = itertools.count(1)
@@ -249,6 +258,7 @@ class SimulatedVtn:
                 **_https_options(tls),
             )
         self._pin_services(tls)
+        self._record_every_answer()
         handlers: dict[str, Callable[..., Any]] = {
             "on_create_party_registration": self._on_create_party_registration,
             "on_register_report": self._on_register_report,
@@ -334,6 +344,10 @@ class SimulatedVtn:
     def opts_for(self, event_id: str) -> list[OptRecord]:
         return [record for record in self.opts if record.event_id == event_id]
 
+    def registration_count(self, ven_id: str) -> int:
+        """How many times the VEN ``ven_id`` registered (its first registration included)."""
+        return self._registration_counts[ven_id]
+
     # -- openleadr handlers ----------------------------------------------------------------
 
     def _pin_services(self, tls: VtnTls | None) -> None:
@@ -348,6 +362,26 @@ class SimulatedVtn:
             if tls is not None:
                 service.ven_lookup = self._ven_lookup
                 service.verify_message_signatures = True
+
+    def _record_every_answer(self) -> None:
+        """Record each answer of each ``oadrCreatedEvent`` before openleadr handles it."""
+        service = self.server.services["event_service"]
+        handle = service.handlers["oadrCreatedEvent"]
+
+        async def created_event(payload: dict[str, Any]) -> Any:
+            for response in payload.get("event_responses") or ():
+                self.received_answers.append(
+                    OptRecord(
+                        ven_id=str(payload.get("ven_id")),
+                        event_id=str(response.get("event_id")),
+                        opt_type=str(response.get("opt_type")),
+                        at=self.clock.now(),
+                        modification_number=int(response.get("modification_number") or 0),
+                    )
+                )
+            return await handle(payload)
+
+        service.handlers["oadrCreatedEvent"] = created_event
 
     def _ven_lookup(self, ven_id: str | None) -> dict[str, Any] | None:
         """openleadr's ``ven_lookup``: who the VEN is and the fingerprint it must present."""
@@ -375,15 +409,26 @@ class SimulatedVtn:
                     expected,
                 )
                 return None
-        ven_id = payload.get("ven_id") or f"VEN-{uuid.uuid4().hex[:12].upper()}"
+        # A VEN that knows its venID keeps it; a new VEN gets one.
+        ven_id = str(payload.get("ven_id") or f"VEN-{uuid.uuid4().hex[:12].upper()}")
+        earlier = self.registrations.get(ven_id)
+        registration_id = f"REG-{uuid.uuid4().hex[:12].upper()}"
+        if earlier is not None and payload.get("registration_id") == earlier.registration_id:
+            registration_id = earlier.registration_id  # a re-registration keeps its id
         registration = Registration(
-            ven_id=str(ven_id),
+            ven_id=ven_id,
             ven_name=ven_name,
-            registration_id=f"REG-{uuid.uuid4().hex[:12].upper()}",
+            registration_id=registration_id,
             at=self.clock.now(),
         )
-        self.registrations[registration.ven_id] = registration
-        logger.info("VEN %s registered as %s", ven_name, registration.ven_id)
+        self.registrations[ven_id] = registration
+        self._registration_counts[ven_id] += 1
+        logger.info(
+            "VEN %s %s as %s",
+            ven_name,
+            "registered" if earlier is None else "registered again",
+            ven_id,
+        )
         return registration.ven_id, registration.registration_id
 
     def _on_register_report(

@@ -27,6 +27,15 @@ Problems of configuration or authentication raise :class:`ConfigError` and are f
 connection: later :meth:`VenConnection.start` calls raise them again without contacting the
 VTN. No key material (key text, passphrase) is ever logged or put into a message.
 
+The venID survives restarts: after each successful registration the venID and registrationID
+are stored (``ven_registrations``, one row per VTN), and the next :meth:`VenConnection.start`,
+in this process or after a crash, registers with the stored venID (read once the VTN has
+answered openleadr's query of registration), so that the VTN sees the same VEN and distributes
+its events again rather than registering a second VEN. A stored venID takes precedence over a
+configured ``ven_id``. openleadr does not send a registrationID when
+it registers (only its re-registration does), so the stored one is a record, not a request.
+A VTN that answers with another venID wins: that one is stored and logged once.
+
 Reconnection and back-off are not here yet: :meth:`VenConnection.start` raises
 :class:`GatewayError` when the VTN cannot be reached and leaves retrying to its caller.
 """
@@ -51,6 +60,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from openleadr import OpenADRClient, enums
 from openleadr import utils as openleadr_utils
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import db
@@ -60,6 +70,7 @@ from gateway.events import DrEvent, Opt, OptDecision
 from gateway.settings import FINGERPRINT_PATTERN, SiteSettings, VtnSettings
 from gateway.ven import store
 from gateway.ven.adapter import MalformedEventError, parse_event
+from models import VenRegistration
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +191,8 @@ class VenConnection:
 
     @property
     def ven_id(self) -> str | None:
-        """The VEN id the VTN assigned at the last successful :meth:`start` (or the configured
-        one); None before."""
+        """The VEN id the VTN assigned at the last successful :meth:`start`; before that the
+        one stored by an earlier run (once :meth:`start` has read it) or the configured one."""
         return self._ven_id
 
     @property
@@ -218,6 +229,9 @@ class VenConnection:
         self._client = client
         try:
             await client.run()
+        except GatewayError:  # the stored registration could not be read
+            await self.stop()
+            raise
         except Exception as exc:  # openleadr raises whatever it meets; translate at the edge
             await self.stop()
             self._went_down(f"{type(exc).__name__}: {exc}")
@@ -236,8 +250,7 @@ class VenConnection:
                 f"VTN {self.vtn.id} at {self.vtn.url} is not reachable or did not register "
                 f"VEN {self.vtn.ven_name!r}"
             )
-        self._ven_id = _optional_str(client.ven_id)
-        self._registration_id = _optional_str(client.registration_id)
+        await self._keep_registration(client)
         self._came_up()
 
     async def stop(self) -> None:
@@ -256,6 +269,92 @@ class VenConnection:
         if client.client_session is not None:
             await client.client_session.close()
 
+    # -- registration across restarts ----------------------------------------------------
+
+    async def _query_then_resume(self, client: Any, query: Callable[[], Awaitable[Any]]) -> Any:
+        """openleadr's ``query_registration``, then the stored venID for its registration.
+
+        openleadr's ``run`` queries the VTN, then registers with ``client.ven_id``. The store
+        is read only once the VTN has answered: a VTN that cannot be reached (or whose
+        answers are dropped) never costs a database round trip.
+        """
+        result = await query()
+        if isinstance(result, tuple) and result and result[0] is not None:
+            await self._resume_registration()
+            client.ven_id = self._ven_id
+        return result
+
+    async def _resume_registration(self) -> None:
+        """Register with the venID an earlier run stored, if any; GatewayError when the
+        store cannot be read (registering as a new VEN instead would orphan the old one)."""
+        try:
+            stored = await asyncio.to_thread(self._stored_ven_id)
+        except SQLAlchemyError as exc:
+            raise GatewayError(
+                f"VTN {self.vtn.id}: cannot read the stored registration: {exc}"
+            ) from exc
+        if stored is None or stored == self._ven_id:
+            return
+        if self._ven_id is not None:
+            logger.warning(
+                "VTN %s: registering with VEN id %s from the last registration, not %s "
+                "(the configured ven_id); delete its ven_registrations row to change it",
+                self.vtn.id,
+                stored,
+                self._ven_id,
+            )
+        self._ven_id = stored
+
+    async def _keep_registration(self, client: Any) -> None:
+        """Take the venID and registrationID the VTN gave us and store them.
+
+        Raises :class:`GatewayError` (the connection stopped) when they cannot be stored: the
+        next :meth:`start` registers again.
+        """
+        asked = self._ven_id
+        self._ven_id = _optional_str(client.ven_id)
+        self._registration_id = _optional_str(client.registration_id)
+        if asked is not None and self._ven_id != asked:
+            logger.warning(
+                "VTN %s registered us as VEN id %s, not %s as asked; keeping %s",
+                self.vtn.id,
+                self._ven_id,
+                asked,
+                self._ven_id,
+            )
+        if self._ven_id is None or self._registration_id is None:
+            return
+        try:
+            await asyncio.to_thread(
+                self._save_registration, self._ven_id, self._registration_id, self.clock.now()
+            )
+        except SQLAlchemyError as exc:
+            await self.stop()
+            self._went_down(f"cannot store the registration: {exc}")
+            raise GatewayError(
+                f"VTN {self.vtn.id}: registered as VEN id {self._ven_id}, but the "
+                f"registration could not be stored: {exc}"
+            ) from exc
+
+    def _stored_ven_id(self) -> str | None:
+        with db.unit_of_work(self._session_factory) as session:
+            row = session.get(VenRegistration, self.vtn.id)
+            return None if row is None else row.ven_id
+
+    def _save_registration(self, ven_id: str, registration_id: str, at: datetime) -> None:
+        """Insert or update this VTN's row; ``at`` is when the VTN registered us [aware UTC]."""
+        with db.unit_of_work(self._session_factory) as session:
+            row = session.get(VenRegistration, self.vtn.id)
+            if row is None:
+                row = VenRegistration(vtn_id=self.vtn.id, registered_at=at)
+                session.add(row)
+            elif row.ven_id != ven_id:
+                row.registered_at = at
+            row.ven_id = ven_id
+            row.registration_id = registration_id
+            row.vtn_url = str(self.vtn.url)
+            row.updated_at = at
+
     # -- openleadr wiring ----------------------------------------------------------------
 
     def _build_client(self, tls: TlsMaterial | None) -> Any:
@@ -265,6 +364,9 @@ class VenConnection:
             ven_id=self._ven_id,  # keep the VEN id the VTN gave us across restarts
             show_fingerprint=False,  # openleadr would print it on stdout
             **(tls.client_options() if tls is not None else {}),
+        )
+        client.query_registration = partial(
+            self._query_then_resume, client, client.query_registration
         )
         for handler in EVENT_HANDLERS:
             client.add_handler(handler, self._on_event)

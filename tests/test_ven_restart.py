@@ -1,0 +1,302 @@
+"""The VEN keeps its venID and registration across a restart and across a crash.
+
+A real simulated VTN on an OS-assigned port and a real database: a new :class:`VenConnection`
+(and a new ``dr-gateway run`` process after SIGKILL) registers with the venID the previous one
+stored, the VTN sees one VEN registering twice, and the events it sends again are answered
+from the store without asking the planner again. Conditions are awaited with bounded loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.clock import Clock, ManualClock, SystemClock
+from gateway.db import make_engine, make_session_factory, unit_of_work
+from gateway.events import DrEvent, OptDecision
+from gateway.settings import SiteSettings, VtnSettings
+from gateway.sites.schema import JobSpec
+from gateway.ven.client import VenConnection
+from models import Event, EventResponse, VenRegistration
+from simulators.site_controller import SimulatedSite, start_site_server
+from simulators.traces import RenewableTrace
+from simulators.vtn import ScenarioEvent, SimulatedVtn
+
+pytestmark = pytest.mark.integration
+
+VTN_ID = "utility-1"
+WAIT_S = 10.0
+SITES = (
+    SiteSettings(
+        id="site-a",
+        gpus_total=8,
+        it_power_max_kw=60.0,
+        wan_bandwidth_gbps=10.0,
+        controller_url="http://127.0.0.1:9/",
+        controller_token="token-for-tests",
+        vtn=VTN_ID,
+    ),
+)
+
+
+class Planner:
+    """Stands in for the planner: opts in, records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[DrEvent] = []
+
+    async def __call__(self, event: DrEvent) -> OptDecision:
+        self.calls.append(event)
+        return OptDecision("optIn", "enough flexible load")
+
+
+async def wait_for(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def event_spec(clock: Clock) -> ScenarioEvent:
+    """An hour-long SIMPLE event an hour ahead (openleadr judges status on the wall clock)."""
+    return ScenarioEvent(
+        issue_at=clock.now(),
+        start_at=clock.now() + timedelta(hours=1),
+        duration_s=3600,
+        signal_name="SIMPLE",
+        signal_type="level",
+        intervals=(1.0,),
+    )
+
+
+def count(factory: sessionmaker[Session], model: Any, event_id: str | None = None) -> int:
+    query = select(func.count()).select_from(model)
+    if model is EventResponse:
+        query = query.join(Event)
+    if event_id is not None:
+        query = query.where(Event.event_id == event_id)
+    with unit_of_work(factory) as session:
+        return int(session.scalar(query) or 0)
+
+
+def stored(factory: sessionmaker[Session]) -> VenRegistration | None:
+    with unit_of_work(factory) as session:
+        return session.get(VenRegistration, VTN_ID)
+
+
+@asynccontextmanager
+async def connected(
+    vtn: SimulatedVtn, clock: ManualClock, factory: sessionmaker[Session], planner: Planner
+) -> AsyncIterator[VenConnection]:
+    """A new VenConnection with the same settings each time, started and stopped."""
+    connection = VenConnection(
+        VtnSettings(id=VTN_ID, url=vtn.url, ven_name="dr-gateway-test"),
+        SITES,
+        clock,
+        factory,
+        planner,
+        lambda _site_id: None,
+        report_interval_s=1,
+    )
+    try:
+        await connection.start()
+        yield connection
+    finally:
+        await connection.stop()
+
+
+@pytest.fixture
+async def vtn() -> AsyncIterator[SimulatedVtn]:
+    server = SimulatedVtn(ManualClock(datetime.now(UTC)), poll_interval_s=1)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_new_connection_registers_as_the_same_ven_and_does_not_decide_again(
+    vtn: SimulatedVtn, session_factory: sessionmaker[Session]
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    planner = Planner()
+    async with connected(vtn, clock, session_factory, planner) as first:
+        ven_id = first.ven_id
+        assert ven_id is not None
+        event_id = vtn.add_event_now(event_spec(clock))
+        await wait_for(lambda: vtn.opts_for(event_id), "the answer to the event")
+    row = stored(session_factory)
+    assert row is not None
+    assert (row.ven_id, row.registration_id) == (ven_id, first.registration_id)
+    assert row.vtn_url == vtn.url
+    registered_at = row.registered_at
+    assert row.updated_at == registered_at == clock.now()
+
+    clock.advance(60)
+    async with connected(vtn, clock, session_factory, planner) as second:
+        assert second.ven_id == ven_id
+        assert list(vtn.registrations) == [ven_id], "no second VEN at the VTN"
+        assert vtn.registration_count(ven_id) == 2
+        # The VTN sends the event again to the same VEN; the answer comes from the store.
+        await wait_for(
+            lambda: len([a for a in vtn.received_answers if a.event_id == event_id]) >= 2,
+            "the answer to the event sent again",
+        )
+    assert [a.opt_type for a in vtn.received_answers] == ["optIn", "optIn"]
+    assert {a.ven_id for a in vtn.received_answers} == {ven_id}
+    assert len(planner.calls) == 1, "decided again after the restart"
+    assert count(session_factory, Event) == count(session_factory, EventResponse) == 1
+    row = stored(session_factory)
+    assert row is not None
+    assert (row.ven_id, row.registration_id) == (ven_id, second.registration_id)
+    assert (row.registered_at, row.updated_at) == (registered_at, clock.now())
+
+
+async def test_other_ven_id_from_the_vtn_is_stored_and_logged_once(
+    vtn: SimulatedVtn, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    async with connected(vtn, clock, session_factory, Planner()) as first:
+        old_ven_id = first.ven_id
+
+    # A VTN that has forgotten the VEN and gives it a new venID.
+    register = vtn.server.services["registration_service"].on_create_party_registration
+    vtn.server.add_handler(
+        "on_create_party_registration", lambda payload: register({**payload, "ven_id": None})
+    )
+    caplog.set_level(logging.WARNING, logger="gateway.ven.client")
+    async with connected(vtn, clock, session_factory, Planner()) as second:
+        new_ven_id = second.ven_id
+    assert new_ven_id is not None and new_ven_id != old_ven_id
+    row = stored(session_factory)
+    assert row is not None and row.ven_id == new_ven_id
+
+    vtn.server.add_handler("on_create_party_registration", register)
+    async with connected(vtn, clock, session_factory, Planner()) as third:
+        assert third.ven_id == new_ven_id
+    warnings = [r for r in caplog.records if r.name == "gateway.ven.client"]
+    assert len(warnings) == 1
+    assert new_ven_id in warnings[0].getMessage() and str(old_ven_id) in warnings[0].getMessage()
+
+
+# -- a crashed process ---------------------------------------------------------------------
+
+
+async def test_ven_id_and_answers_survive_sigkill_of_the_daemon(tmp_path: Path) -> None:
+    clock = SystemClock()
+    site = SimulatedSite(
+        site_id="only",
+        token="token-of-only-site",
+        clock=clock,
+        trace=RenewableTrace.constant(5.0),
+        gpus_total=4,
+        it_power_max_kw=3.0,
+        jobs=[JobSpec("job-a", 1, 0.6, 2.0, 10.0, migratable=True)],
+    )
+    runner, site_url = await start_site_server(site)
+    vtn = SimulatedVtn(clock, poll_interval_s=1)
+    await vtn.start()
+    database_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[database]
+url = "{database_url}"
+
+[scheduler]
+poll_interval_s = 0.5
+plan_interval_s = 1.0
+
+[[vtn]]
+id = "{VTN_ID}"
+url = "{vtn.url}"
+ven_name = "dr-gateway-crash-test"
+
+[[site]]
+id = "only"
+gpus_total = 4
+it_power_max_kw = 3.0
+wan_bandwidth_gbps = 1.0
+controller_url = "{site_url}"
+controller_token = "token-of-only-site"
+vtn = "{VTN_ID}"
+"""
+    )
+    log_path = tmp_path / "daemon.log"
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    process: asyncio.subprocess.Process | None = None
+
+    async def launch() -> asyncio.subprocess.Process:
+        with log_path.open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+
+    async def until(condition: Callable[[], object], what: str) -> None:
+        def met_or_exited() -> object:
+            return condition() or (process is not None and process.returncode is not None)
+
+        await wait_for(met_or_exited, what, timeout_s=15.0)
+        assert process is not None and process.returncode is None, (
+            f"the daemon exited while waiting for {what}:\n{log_path.read_text()[-3000:]}"
+        )
+
+    try:
+        process = await launch()
+        await until(lambda: vtn.registrations, "the first registration")
+        (ven_id,) = vtn.registrations
+        await until(lambda: stored(factory) is not None, "the stored registration")
+        event_id = vtn.add_event_now(event_spec(clock))
+        await until(
+            lambda: vtn.opts_for(event_id) and count(factory, EventResponse, event_id) == 1,
+            "the answer to the event, sent and stored",
+        )
+        (first_answer,) = {a.opt_type for a in vtn.received_answers}
+
+        process.kill()  # SIGKILL: no clean shutdown
+        await asyncio.wait_for(process.wait(), timeout=10)
+        answers_before = len(vtn.received_answers)
+
+        process = await launch()
+        await until(lambda: vtn.registration_count(ven_id) == 2, "the registration after restart")
+        await until(
+            lambda: len(vtn.received_answers) > answers_before, "the answer to the event sent again"
+        )
+        await until(
+            lambda: (
+                getattr(stored(factory), "registration_id", None)
+                == vtn.registrations[ven_id].registration_id
+            ),
+            "the stored registration after restart",
+        )
+    finally:
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await vtn.stop()
+        await runner.cleanup()
+
+    assert list(vtn.registrations) == [ven_id], "the VTN saw another VEN after the restart"
+    assert {a.ven_id for a in vtn.received_answers} == {ven_id}
+    assert {a.opt_type for a in vtn.received_answers} == {first_answer}
+    assert count(factory, Event, event_id) == 1
+    assert count(factory, EventResponse, event_id) == 1
+    row = stored(factory)
+    engine.dispose()
+    assert row is not None and row.ven_id == ven_id
+    assert row.registration_id == vtn.registrations[ven_id].registration_id
