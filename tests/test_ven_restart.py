@@ -25,41 +25,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock, ManualClock, SystemClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
-from gateway.events import DrEvent, OptDecision
-from gateway.settings import SiteSettings, VtnSettings
+from gateway.settings import VtnSettings
 from gateway.sites.schema import JobSpec
 from gateway.ven.client import VenConnection
 from models import Event, EventResponse, VenRegistration
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from simulators.vtn import ScenarioEvent, SimulatedVtn
+from tests.test_ven_integration import VTN_ID, Planner, site
 
 pytestmark = pytest.mark.integration
 
-VTN_ID = "utility-1"
 WAIT_S = 10.0
-SITES = (
-    SiteSettings(
-        id="site-a",
-        gpus_total=8,
-        it_power_max_kw=60.0,
-        wan_bandwidth_gbps=10.0,
-        controller_url="http://127.0.0.1:9/",
-        controller_token="token-for-tests",
-        vtn=VTN_ID,
-    ),
-)
-
-
-class Planner:
-    """Stands in for the planner: opts in, records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[DrEvent] = []
-
-    async def __call__(self, event: DrEvent) -> OptDecision:
-        self.calls.append(event)
-        return OptDecision("optIn", "enough flexible load")
+SITES = (site("site-a"),)
 
 
 async def wait_for(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:

@@ -31,11 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
-from gateway.events import DrEvent, OptDecision
 from gateway.settings import VtnSettings, parse_settings
 from gateway.ven.client import VenConnection
 from simulators.vtn import ScenarioEvent, SimulatedVtn, VtnTls
-from tests.test_ven_integration import SITES, VTN_ID, answers, versions, wait_for
+from tests.test_ven_integration import SITES, VTN_ID, Planner, answers, versions, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -181,15 +180,6 @@ def ec_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 # -- the rig -------------------------------------------------------------------------------------
-
-
-class Planner:
-    def __init__(self) -> None:
-        self.calls: list[DrEvent] = []
-
-    async def __call__(self, event: DrEvent) -> OptDecision:
-        self.calls.append(event)
-        return OptDecision("optIn", "enough flexible load")
 
 
 def vtn_tls(pki: Pki) -> VtnTls:
