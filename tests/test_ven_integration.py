@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.clock import ManualClock
+from gateway.clock import Clock, ManualClock
 from gateway.db import unit_of_work
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget, OptDecision
@@ -115,7 +115,7 @@ async def wait_for(condition: Callable[[], object], what: str, timeout_s: float 
         await asyncio.sleep(0.05)
 
 
-def event_spec(clock: ManualClock, **changes: Any) -> ScenarioEvent:
+def event_spec(clock: Clock, **changes: Any) -> ScenarioEvent:
     """An hour-long SIMPLE event an hour ahead, in two equal intervals."""
     fields: dict[str, Any] = {
         "issue_at": clock.now(),

@@ -12,10 +12,9 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.clock import Clock, ManualClock, SystemClock
+from gateway.clock import ManualClock, SystemClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.settings import VtnSettings
 from gateway.sites.schema import JobSpec
@@ -31,33 +30,12 @@ from gateway.ven.client import VenConnection
 from models import Event, EventResponse, VenRegistration
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
-from simulators.vtn import ScenarioEvent, SimulatedVtn
-from tests.test_ven_integration import VTN_ID, Planner, site
+from simulators.vtn import SimulatedVtn
+from tests.test_ven_integration import VTN_ID, Planner, event_spec, site, wait_for
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 10.0
 SITES = (site("site-a"),)
-
-
-async def wait_for(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def event_spec(clock: Clock) -> ScenarioEvent:
-    """An hour-long SIMPLE event an hour ahead (openleadr judges status on the wall clock)."""
-    return ScenarioEvent(
-        issue_at=clock.now(),
-        start_at=clock.now() + timedelta(hours=1),
-        duration_s=3600,
-        signal_name="SIMPLE",
-        signal_type="level",
-        intervals=(1.0,),
-    )
 
 
 def count(factory: sessionmaker[Session], model: Any, event_id: str | None = None) -> int:
@@ -112,7 +90,7 @@ async def test_new_connection_registers_as_the_same_ven_and_does_not_decide_agai
     async with connected(vtn, clock, session_factory, planner) as first:
         ven_id = first.ven_id
         assert ven_id is not None
-        event_id = vtn.add_event_now(event_spec(clock))
+        event_id = vtn.add_event_now(event_spec(clock, intervals=(1.0,)))
         await wait_for(lambda: vtn.opts_for(event_id), "the answer to the event")
     row = stored(session_factory)
     assert row is not None
@@ -239,7 +217,7 @@ vtn = "{VTN_ID}"
         await until(lambda: vtn.registrations, "the first registration")
         (ven_id,) = vtn.registrations
         await until(lambda: stored(factory) is not None, "the stored registration")
-        event_id = vtn.add_event_now(event_spec(clock))
+        event_id = vtn.add_event_now(event_spec(clock, intervals=(1.0,)))
         await until(
             lambda: vtn.opts_for(event_id) and count(factory, EventResponse, event_id) == 1,
             "the answer to the event, sent and stored",

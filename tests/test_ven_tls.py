@@ -33,8 +33,16 @@ from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.settings import VtnSettings, parse_settings
 from gateway.ven.client import VenConnection
-from simulators.vtn import ScenarioEvent, SimulatedVtn, VtnTls
-from tests.test_ven_integration import SITES, VTN_ID, Planner, answers, versions, wait_for
+from simulators.vtn import SimulatedVtn, VtnTls
+from tests.test_ven_integration import (
+    SITES,
+    VTN_ID,
+    Planner,
+    answers,
+    event_spec,
+    versions,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -235,17 +243,6 @@ async def tls_vtn(clock: ManualClock, pki: Pki) -> AsyncIterator[SimulatedVtn]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(datetime.now(UTC))
-
-
-def event_spec(clock: ManualClock) -> ScenarioEvent:
-    return ScenarioEvent(
-        issue_at=clock.now(),
-        start_at=clock.now() + timedelta(hours=1),
-        duration_s=3600,
-        signal_name="SIMPLE",
-        signal_type="level",
-        intervals=(1.0, 2.0),
-    )
 
 
 async def signed_session(
