@@ -19,6 +19,7 @@ import numpy as np
 from gateway import feasibility as fm
 from gateway.errors import ConfigError, GatewayError, InputError
 from gateway.evaluation import cli as evaluation_cli
+from gateway.maintenance import cli as maintenance_cli
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="data/traces", metavar="DIR", help="output directory (data/traces)"
     )
     evaluation_cli.add_parser(commands)
+    maintenance_cli.add_parser(commands, _add_config)
     return parser
 
 
@@ -368,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(args, settings)
         if args.command == "report":
             return _report(args, settings)
+        if args.command == "maintenance":
+            return maintenance_cli.run(args, settings)
         if args.command == "run":
             return asyncio.run(_run_daemon(settings))
     except (ConfigError, InputError) as exc:

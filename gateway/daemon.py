@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -27,17 +26,21 @@ from gateway.db import unit_of_work
 from gateway.dispatch import Dispatcher, DispatchParams
 from gateway.errors import ConfigError, GatewayError, SiteControllerError
 from gateway.events import DrEvent, OptDecision
+from gateway.maintenance import store as maintenance_store
+from gateway.maintenance.sender import AvailabilitySender, RoundResult
 from gateway.planner import opt
-from gateway.planner.offers import site_offers
+from gateway.planner.offers import SiteOffer, hourly_offers
 from gateway.planner.params import PolicyParams
 from gateway.planner.plan import plan
-from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
+from gateway.planner.requests import event_requests
+from gateway.planner.review import review
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.settings import Settings
 from gateway.sites.client import SiteControllerClient
 from gateway.sites.schema import SiteStatus
 from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
+from gateway.ven.reports import ResourceStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,17 @@ class Gateway:
         self._http: aiohttp.ClientSession | None = None
         self.clients: dict[str, SiteControllerClient] = {}
         self.statuses: dict[str, SiteStatus] = {}
+        self.offers: dict[str, tuple[SiteOffer, ...]] = {}
+        """The newest flexibility offers of each site, by interval start (reports read them)."""
         self.dispatcher: Dispatcher | None = None
         self.vens: list[VenConnection] = []
-        self._connecting: list[asyncio.Task[None]] = []
         self._site_up: dict[str, bool] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._poll_lock = asyncio.Lock()
         self._plan_lock = asyncio.Lock()
+        self._plan_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.availability = AvailabilitySender(settings, clock, session_factory)
         f = settings.feasibility
         self.policy_params = PolicyParams(
             feasibility=f.params(gpus=1),
@@ -69,16 +76,14 @@ class Gateway:
             max_migrations=settings.planner.max_migrations_per_plan,
             horizon_s=settings.planner.forecast_horizon_s,
         )
-        self.signal_policy = SignalPolicy(
-            simple_shed_fraction=settings.signals.simple_shed_fraction,
-            surplus_price_threshold=settings.signals.surplus_price_threshold,
-        )
+        self.signal_policy = settings.signal_policy()
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self, *, schedule: bool = True, connect_vens: bool = True) -> None:
         with unit_of_work(self._sessions) as session:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
+            maintenance_store.sync_config(session, self.settings.maintenance, self.clock.now())
         self._http = aiohttp.ClientSession()
         self.clients = {
             s.id: SiteControllerClient(
@@ -93,42 +98,41 @@ class Gateway:
             DispatchParams(efficiency=self.settings.feasibility.efficiency),
         )
         await self.poll_once()  # also resumes migrations left in flight by a previous run
+        self._load_offers()
         if connect_vens:
             for vtn in self.settings.vtn:
-                connection = VenConnection(
-                    vtn,
-                    [s for s in self.settings.site if s.vtn == vtn.id],
-                    self.clock,
-                    self._sessions,
-                    self.decide,
-                    self.site_load_kw,
+                self.vens.append(
+                    VenConnection(
+                        vtn,
+                        [s for s in self.settings.site if s.vtn == vtn.id],
+                        self.clock,
+                        self._sessions,
+                        self.decide,
+                        self.site_load_kw,
+                        vtn.report_interval_s,
+                        status=self.site_status,
+                        offers=self.site_offers,
+                        unsupported=self.signal_policy.unsupported,
+                        after_opt_in=self.plan_soon,
+                    )
                 )
-                self.vens.append(connection)
-                try:
-                    await connection.start()
-                except ConfigError as exc:
-                    # Configuration or authentication: that VTN stays stopped, the rest runs.
-                    log.error("VTN %s stopped: %s", vtn.id, exc)
-                except GatewayError:
-                    # Not ready at start: keep trying in the background (the connection has
-                    # logged why, once).
-                    self._connecting.append(asyncio.create_task(self._keep_connecting(connection)))
+            # All at once: a VTN that is slow to answer does not hold up the others.
+            await asyncio.gather(*(self._connect(connection) for connection in self.vens))
         if schedule:
             self._start_scheduler()
 
-    async def _keep_connecting(self, connection: VenConnection) -> None:
-        """Try an unreachable VTN again with exponential back-off and jitter (wall time)."""
-        delay_s = connection.vtn.reconnect_initial_s
-        while True:
-            await asyncio.sleep(delay_s * random.uniform(0.5, 1.5))
-            try:
-                await connection.start()
-                return
-            except ConfigError as exc:
-                log.error("VTN %s stopped: %s", connection.vtn.id, exc)
-                return
-            except GatewayError:
-                delay_s = min(delay_s * 2, connection.vtn.reconnect_max_s)
+    async def _connect(self, connection: VenConnection) -> None:
+        """Start one VEN connection; it keeps itself connected from then on (outages,
+        re-registration: :mod:`gateway.ven.reconnect`)."""
+        try:
+            await connection.start()
+        except ConfigError as exc:
+            # Configuration or authentication: that VTN stays stopped, the rest runs.
+            log.error("VTN %s stopped: %s", connection.vtn_id, exc)
+        except GatewayError:
+            # Not ready at start: keep trying in the background with back-off and jitter
+            # (the connection has logged why, once).
+            connection.retry_in_background()
 
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -137,6 +141,13 @@ class Gateway:
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         scheduler.add_job(self._guarded(self.poll_once), "interval", seconds=poll_s, **common)
         scheduler.add_job(self._guarded(self.plan_once), "interval", seconds=plan_s, **common)
+        scheduler.add_job(  # maintenance windows: at once, then with every poll
+            self._guarded(self.availability_once),
+            "interval",
+            seconds=poll_s,
+            next_run_time=datetime.now(UTC),
+            **common,
+        )
         scheduler.start()
         self._scheduler = scheduler
 
@@ -158,10 +169,9 @@ class Gateway:
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self._scheduler = None
-        for task in self._connecting:
-            task.cancel()
-        await asyncio.gather(*self._connecting, return_exceptions=True)
-        self._connecting = []
+        self._stopping = True
+        if self._plan_task is not None:  # an early round asked for by a VEN: let it finish
+            await asyncio.gather(self._plan_task, return_exceptions=True)
         # Let a round in progress finish so that what it holds is committed.
         async with self._poll_lock, self._plan_lock:
             for connection in self.vens:
@@ -204,26 +214,80 @@ class Gateway:
                 await self.dispatcher.advance_all()
 
     async def plan_once(self) -> list[str]:
-        """Plan and dispatch; returns the ids of the migrations planned."""
+        """Plan and dispatch the moves first (what events wait for), then refresh the
+        flexibility offers and review the opts; returns the ids of the migrations planned."""
         async with self._plan_lock:
-            if self.settings.planner.policy == "static" or self.dispatcher is None:
+            if self.dispatcher is None:
                 return []
-            now = self.clock.now()
-            with unit_of_work(self._sessions) as session:
-                snapshot = self._snapshot(session)
-                decisions = plan(snapshot, self.policy_params, self.settings.planner.policy)
-                hour = now.replace(minute=0, second=0, microsecond=0)
-                fleet.save_offers(
-                    session,
-                    site_offers(snapshot, self.settings.feasibility.checkpoint_write_gb_per_s),
-                    hour,
-                    hour + timedelta(hours=1),
-                    now,
-                )
-            planned = [m for d in decisions if (m := self.dispatcher.create(d)) is not None]
-            for migration_id in planned:
-                await self.dispatcher.advance(migration_id)
+            planned, snapshot = await self._plan_and_dispatch()
+            self._refresh_offers(snapshot)
+            await self.review_opts()
             return planned
+
+    async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot]:
+        """One planning decision and its migrations created and started."""
+        assert self.dispatcher is not None  # plan_once checked
+        with unit_of_work(self._sessions) as session:
+            snapshot = self._snapshot(session)
+        if self.settings.planner.policy == "static":
+            return [], snapshot
+        decisions = plan(snapshot, self.policy_params, self.settings.planner.policy)
+        planned = [m for d in decisions if (m := self.dispatcher.create(d)) is not None]
+        for migration_id in planned:
+            await self.dispatcher.advance(migration_id)
+        return planned, snapshot
+
+    def _refresh_offers(self, snapshot: Snapshot) -> None:
+        """Compute and store the offers for the coming hours; the VEN reports them."""
+        offers = hourly_offers(
+            snapshot,
+            self.policy_params,
+            self.settings.planner.offer_hours,
+            overridden={s.id for s in self.settings.site if s.manual_override},
+        )
+        with unit_of_work(self._sessions) as session:
+            fleet.save_offers(session, offers, self.clock.now())
+        self.offers = _by_site(offers)
+
+    async def review_opts(self) -> int:
+        """Change the opts of upcoming events where the plan changed them
+        (:mod:`gateway.planner.review`), then send any answer a VTN has not acknowledged.
+        Returns the number of opts changed."""
+        with unit_of_work(self._sessions) as session:
+            snapshot = self._snapshot(session)
+            current = event_store.participations(session)
+        connections = {c.vtn_id: c for c in self.vens}
+        changed = 0
+        for known in current:
+            connection = connections.get(known.event.vtn_id)
+            if connection is None:
+                continue
+            decision = review(
+                known.event,
+                known.opt,
+                known.response_code,
+                snapshot,
+                self.policy_params,
+                self.signal_policy,
+            )
+            if decision is not None:
+                await connection.update_opt(known.event, decision)
+                changed += 1
+        for connection in self.vens:
+            await connection.resend_unsent()
+        return changed
+
+    def plan_soon(self) -> None:
+        """Plan now rather than at the next round (a VEN opted in to an event)."""
+        if self._stopping:
+            return
+        if self._plan_task is None or self._plan_task.done():
+            self._plan_task = asyncio.create_task(self._guarded(self.plan_once)())
+
+    async def availability_once(self) -> RoundResult:
+        """Send new maintenance windows to their VTNs (EiOpt) and cancel removed ones."""
+        async with self._plan_lock:
+            return await self.availability.run_once({c.vtn_id: c for c in self.vens})
 
     # -- events ---------------------------------------------------------------------------
 
@@ -241,25 +305,14 @@ class Gateway:
 
     def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:
         """What opted-in, non-test events ask of the sites, now or soon."""
-        flexible = opt.flexible_kw(base)
-        horizon = base.at + timedelta(seconds=self.policy_params.horizon_s)
-        out: list[SiteRequest] = []
-        for event in event_store.latest_events(session):
-            if event.cancelled or event.test_event:
-                continue
-            answer = event_store.last_response(
-                session, event.vtn_id, event.event_id, event.modification_number
-            )
-            if answer is None or answer.opt != "optIn":
-                continue
-            end = event.end_at
-            if end is not None and end <= base.at:
-                continue
-            if event.start_at <= base.at:
-                out += requests_at(event, base.sites, flexible, base.at, self.signal_policy)
-            elif event.start_at <= horizon:
-                out += peak_requests(event, base.sites, flexible, self.signal_policy)
-        return out
+        return event_requests(
+            [(p.event, p.opt) for p in event_store.participations(session)],
+            base.sites,
+            opt.flexible_kw(base),
+            base.at,
+            self.policy_params.horizon_s,
+            self.signal_policy,
+        )
 
     async def decide(self, event: DrEvent) -> OptDecision:
         """The VEN's question: opt in or out of this event?"""
@@ -282,3 +335,29 @@ class Gateway:
         if status is None:
             return None
         return status.it_power_kw * self.settings.site_by_id(site_id).pue
+
+    def site_status(self, site_id: str) -> ResourceStatus | None:
+        """A site's TELEMETRY_STATUS: its controller answered the last poll, and the operator's
+        ``manual_override``; None before the first poll."""
+        up = self._site_up.get(site_id)
+        if up is None:
+            return None
+        return ResourceStatus(
+            online=up, manual_override=self.settings.site_by_id(site_id).manual_override
+        )
+
+    def site_offers(self, site_id: str) -> tuple[SiteOffer, ...]:
+        """A site's newest offers, for the offers report; empty before the first plan round."""
+        return self.offers.get(site_id, ())
+
+    def _load_offers(self) -> None:
+        """The stored offers still to come, so that a restarted daemon reports them at once."""
+        with unit_of_work(self._sessions) as session:
+            self.offers = _by_site(fleet.load_offers(session, self.clock.now()))
+
+
+def _by_site(offers: list[SiteOffer]) -> dict[str, tuple[SiteOffer, ...]]:
+    out: dict[str, list[SiteOffer]] = {}
+    for offer in sorted(offers, key=lambda o: o.interval_start_at):
+        out.setdefault(offer.site_id, []).append(offer)
+    return {site_id: tuple(site_offers) for site_id, site_offers in out.items()}

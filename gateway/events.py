@@ -43,7 +43,13 @@ class EventTarget:
 
 @dataclass(frozen=True)
 class DrEvent:
-    """One version (event id, modification number) of an event from one VTN."""
+    """One version (event id, modification number) of an event from one VTN.
+
+    The first fields are what the VTN sent; the last four are what this VEN made of it
+    (``gateway/ven/rules.py``): the VEN id it was distributed to, the random delay applied to
+    the start within ``start_after_s``, and when a cancellation (sent, or implied by a
+    distribution that left the event out) takes effect here.
+    """
 
     vtn_id: str
     event_id: str
@@ -51,40 +57,67 @@ class DrEvent:
     status: EventStatus
     market_context: str
     start_at: datetime
+    """The active period's dtstart as the VTN sent it."""
     duration_s: float
     """0 means open-ended."""
     signals: tuple[EventSignal, ...]
     targets: tuple[EventTarget, ...] = ()
     priority: int = 0
+    """Lower numbers win over higher ones; 0 is the lowest priority of all."""
     test_event: bool = False
     response_required: Literal["always", "never"] = "always"
     ramp_up_s: float | None = None
     start_after_s: float | None = None
     created_at: datetime | None = None
+    ven_id: str | None = None
+    start_offset_s: float = 0.0
+    """Random delay of the start within ``start_after_s``, drawn once per version [s]."""
+    cancel_effective_at: datetime | None = None
+    """When a cancellation stops this VEN acting on the event; None while not cancelled."""
+    implied_cancel_at: datetime | None = None
+    """When a distribution without this event implied its cancellation."""
+
+    @property
+    def effective_start_at(self) -> datetime:
+        """The start this VEN acts on: dtstart plus the randomisation offset."""
+        return self.start_at + timedelta(seconds=self.start_offset_s)
 
     @property
     def end_at(self) -> datetime | None:
-        """End of the active period; None when open-ended."""
+        """End of the active period as this VEN acts on it; None when open-ended."""
         if self.duration_s <= 0:
             return None
-        return self.start_at + timedelta(seconds=self.duration_s)
+        return self.effective_start_at + timedelta(seconds=self.duration_s)
 
     @property
     def cancelled(self) -> bool:
-        return self.status == "cancelled"
+        """Cancelled by the VTN, or implied cancelled by a distribution without it."""
+        return self.status == "cancelled" or self.implied_cancel_at is not None
 
     def is_active_at(self, at: datetime) -> bool:
-        if self.cancelled or at < self.start_at:
+        """In force at ``at``: started (randomised start), not ended, and not cancelled or
+        cancelled with an effect still to come."""
+        if at < self.effective_start_at:
+            return False
+        if self.cancelled and (self.cancel_effective_at is None or at >= self.cancel_effective_at):
             return False
         end = self.end_at
         return end is None or at < end
 
+    def is_over_at(self, at: datetime) -> bool:
+        """Ended, or cancelled with the cancellation in effect, at ``at``."""
+        if self.cancelled and (self.cancel_effective_at is None or at >= self.cancel_effective_at):
+            return True
+        end = self.end_at
+        return end is not None and at >= end
+
     def interval_at(self, signal: EventSignal, at: datetime) -> EventInterval | None:
-        """The interval of ``signal`` in force at ``at``, located from the event's start plus
-        cumulative durations (never from per-interval dtstart or current_value)."""
+        """The interval of ``signal`` in force at ``at``, located from the (randomised) start
+        plus cumulative durations (never from per-interval dtstart or current_value).
+        A last interval of duration 0 lasts as long as the event."""
         if not self.is_active_at(at):
             return None
-        offset_s = (at - self.start_at).total_seconds()
+        offset_s = (at - self.effective_start_at).total_seconds()
         elapsed_s = 0.0
         for interval in signal.intervals:
             if interval.duration_s <= 0 or offset_s < elapsed_s + interval.duration_s:
@@ -93,15 +126,19 @@ class DrEvent:
         return None
 
     def targets_resource(self, resource_id: str, ven_id: str | None) -> bool:
-        """True when this event addresses ``resource_id`` or the whole VEN.
+        """True when this event addresses the resource ``resource_id`` of VEN ``ven_id``.
 
-        Resource targets name sites; a VEN target (or no target at all) addresses every
-        site behind the VEN.
+        Targets add up: the event addresses a site when it names the site's resource id or
+        the VEN's id. An event naming neither resource ids nor VEN ids (no targets, or only
+        group, party or device targets, which the VTN resolved when it chose the VEN)
+        addresses every site behind the VEN.
         """
-        resource_targets = [t.value for t in self.targets if t.kind == "resource_id"]
-        if resource_targets:
-            return resource_id in resource_targets
-        return True
+        resource_targets = {t.value for t in self.targets if t.kind == "resource_id"}
+        ven_targets = {t.value for t in self.targets if t.kind == "ven_id"}
+        if not resource_targets and not ven_targets:
+            return True
+        own_ven = ven_id if ven_id is not None else self.ven_id
+        return resource_id in resource_targets or (own_ven is not None and own_ven in ven_targets)
 
 
 @dataclass(frozen=True)

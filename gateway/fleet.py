@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.accounting import LedgerEntry, PowerSample, ledger_entry
+from gateway.maintenance.store import maintenance_by_site
 from gateway.planner.offers import SiteOffer
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
 from gateway.settings import SiteSettings
@@ -160,13 +161,19 @@ def sync_jobs(session: Session, site_id: str, status: SiteStatus, now: datetime)
 
 
 def site_views(
-    session: Session, sites: Sequence[SiteSettings], statuses: Mapping[str, SiteStatus]
+    session: Session,
+    sites: Sequence[SiteSettings],
+    statuses: Mapping[str, SiteStatus],
+    maintenance: Mapping[str, tuple[tuple[datetime, datetime], ...]] | None = None,
 ) -> tuple[SiteView, ...]:
+    """What the planner sees of each site; ``maintenance``: windows by site id."""
+    stored_online = {
+        site_id: online for site_id, online in session.execute(select(Site.id, Site.online))
+    }
     views = []
     for cfg in sites:
         status = statuses.get(cfg.id)
-        row = session.get(Site, cfg.id)
-        online = status is not None and row is not None and row.online
+        online = status is not None and stored_online.get(cfg.id, False)
         views.append(
             SiteView(
                 site_id=cfg.id,
@@ -182,6 +189,7 @@ def site_views(
                 forecast_step_s=status.forecast_step_s if status else 900.0,
                 renewable_forecast_kw=status.renewable_forecast_kw if status else (),
                 online=online,
+                maintenance=(maintenance or {}).get(cfg.id, ()),
             )
         )
     return tuple(views)
@@ -232,7 +240,7 @@ def build_snapshot(
 ) -> Snapshot:
     return Snapshot(
         at=now,
-        sites=site_views(session, sites, statuses),
+        sites=site_views(session, sites, statuses, maintenance_by_site(session, now)),
         jobs=job_views(session),
         requests=tuple(requests),
         delivered_kw=delivered_kw(session, {s.id: s.pue for s in sites}),
@@ -248,25 +256,43 @@ def in_flight_count(session: Session) -> int:
     )
 
 
-def save_offers(
-    session: Session,
-    offers: Sequence[SiteOffer],
-    interval_start_at: datetime,
-    interval_end_at: datetime,
-    now: datetime,
-) -> None:
-    """Insert or replace the offers of one interval."""
+def save_offers(session: Session, offers: Sequence[SiteOffer], now: datetime) -> None:
+    """Insert or replace offers, one row per (site, interval start); ``now`` is when they
+    were computed. One query finds the rows to replace (a round stores sites x hours)."""
+    if not offers:
+        return
+    starts = {offer.interval_start_at for offer in offers}
+    existing = {
+        (row.site_id, row.interval_start_at): row
+        for row in session.scalars(select(Offer).where(Offer.interval_start_at.in_(starts)))
+    }
     for offer in offers:
-        row = session.scalars(
-            select(Offer).where(
-                Offer.site_id == offer.site_id, Offer.interval_start_at == interval_start_at
-            )
-        ).first()
+        row = existing.get((offer.site_id, offer.interval_start_at))
         if row is None:
-            row = Offer(site_id=offer.site_id, interval_start_at=interval_start_at)
+            row = Offer(site_id=offer.site_id, interval_start_at=offer.interval_start_at)
             session.add(row)
-        row.interval_end_at = interval_end_at
+        row.interval_end_at = offer.interval_end_at
         row.shed_kw = offer.shed_kw
         row.absorb_kw = offer.absorb_kw
         row.notice_s = offer.notice_s
         row.computed_at = now
+
+
+def load_offers(session: Session, ending_after: datetime) -> list[SiteOffer]:
+    """The stored offers of intervals that end after ``ending_after``, by site and start."""
+    rows = session.scalars(
+        select(Offer)
+        .where(Offer.interval_end_at > ending_after)
+        .order_by(Offer.site_id, Offer.interval_start_at)
+    )
+    return [
+        SiteOffer(
+            site_id=row.site_id,
+            interval_start_at=row.interval_start_at,
+            interval_end_at=row.interval_end_at,
+            shed_kw=row.shed_kw,
+            absorb_kw=row.absorb_kw,
+            notice_s=row.notice_s,
+        )
+        for row in rows
+    ]

@@ -25,6 +25,15 @@ from pydantic import (
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.feasibility import FeasibilityParams
+from gateway.maintenance.window import instant_problem, span_problem
+from gateway.planner.signals import (
+    ANY_MARKET_CONTEXT,
+    Action,
+    Programme,
+    SignalPolicy,
+    SignalRule,
+    default_rules,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -83,6 +92,8 @@ class PlannerSettings(_Section):
     """A move must add at least this much green running time [s]."""
     forecast_horizon_s: PositiveFloat = 43200.0
     """How far ahead renewable windows are searched [s]."""
+    offer_hours: Annotated[int, Field(ge=0, le=168)] = 12
+    """How many coming hours each plan round offers per site (``docs/reports.md``) [h]."""
 
 
 class FeasibilitySettings(_Section):
@@ -116,6 +127,79 @@ class SignalSettings(_Section):
         return value
 
 
+class SignalRuleSettings(_Section):
+    """One row of a programme's signal mapping (``[[programme.signal]]``)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    """The OpenADR signal name: SIMPLE, LOAD_DISPATCH, ELECTRICITY_PRICE, LOAD_CONTROL, x-..."""
+    type: Annotated[str, Field(min_length=1)]
+    """The signal type: level, delta, setpoint, price, x-loadControlCapacity, ..."""
+    action: Action
+    level_fractions: tuple[Annotated[float, Field(ge=0, le=1)], ...] | None = None
+    """For shed_fraction_by_level: the share of flexible load shed at level 1, 2, ... [-]."""
+    price_threshold: float | None = None
+    """For absorb_at_or_below_price: the price at or below which the grid has surplus."""
+
+    @model_validator(mode="after")
+    def _parameters(self) -> SignalRuleSettings:
+        if self.level_fractions is not None and self.action != "shed_fraction_by_level":
+            raise KeyProblem(("level_fractions",), "only for action shed_fraction_by_level")
+        if self.level_fractions is not None and not self.level_fractions:
+            raise KeyProblem(("level_fractions",), "expected at least one fraction")
+        if self.price_threshold is not None and self.action != "absorb_at_or_below_price":
+            raise KeyProblem(("price_threshold",), "only for action absorb_at_or_below_price")
+        return self
+
+    def rule(self, signals: SignalSettings) -> SignalRule:
+        """The planner's row; parameters left out come from ``[signals]``."""
+        return SignalRule(
+            signal_name=self.name,
+            signal_type=self.type,
+            action=self.action,
+            level_fractions=self.level_fractions or signals.simple_shed_fraction,
+            price_threshold=(
+                signals.surplus_price_threshold
+                if self.price_threshold is None
+                else self.price_threshold
+            ),
+        )
+
+
+class ProgrammeSettings(_Section):
+    """A utility's programme (``[[programme]]``): its market context and signal mapping."""
+
+    market_context: Annotated[str, Field(min_length=1)]
+    """The market context URI its events carry; ``*`` for any market context not listed."""
+    signal: list[SignalRuleSettings] = []
+    """The signal mapping; empty takes the design's table (design section 7)."""
+
+    @model_validator(mode="after")
+    def _distinct_signals(self) -> ProgrammeSettings:
+        seen: list[tuple[str, str]] = []
+        for i, row in enumerate(self.signal):
+            if (row.name, row.type) in seen:
+                raise KeyProblem(("signal", i), f"signal {row.name}/{row.type} is mapped twice")
+            seen.append((row.name, row.type))
+        return self
+
+
+_CRON_UNITS_S = ((60, 1), (3600, 60), (86400, 3600))
+"""(below this [s], count in this [s]): the granularities openleadr's cron schedules allow."""
+REPORT_INTERVAL_RULE = (
+    "whole seconds dividing a minute, whole minutes dividing an hour or whole hours dividing "
+    "a day (e.g. 1, 10, 60, 300, 3600)"
+)
+
+
+def is_report_interval(interval_s: float) -> bool:
+    """True when openleadr can schedule reports every ``interval_s`` [s] (it uses cron)."""
+    for below_s, unit_s in _CRON_UNITS_S:
+        if 0 < interval_s < below_s:
+            count = interval_s / unit_s
+            return count == int(count) and (below_s // unit_s) % int(count) == 0
+    return interval_s == _CRON_UNITS_S[-1][0]
+
+
 FINGERPRINT_PATTERN = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){9}$")
 """A certificate fingerprint as ``openleadr.utils.certificate_fingerprint`` computes it: the
 last 10 bytes of the SHA-256 of the DER certificate, as upper-case hex pairs joined by colons."""
@@ -133,10 +217,21 @@ class VtnSettings(_Section):
     """The name this gateway registers with."""
     ven_id: str | None = None
     """A VEN id the utility assigned out of band; empty lets the VTN assign one."""
+    report_interval_s: PositiveFloat = 10.0
+    """How often the VEN offers to report telemetry, status and offers [s]: whole seconds
+    dividing a minute, whole minutes dividing an hour or whole hours dividing a day."""
     reconnect_initial_s: PositiveFloat = 5.0
-    """First wait before trying an unreachable VTN again [wall s]; doubles up to the maximum."""
+    """First wait before trying an unreachable or lost VTN again [wall s]; doubles with each
+    failed attempt up to the maximum, each wait varied by +-50 % (never above the maximum)."""
     reconnect_max_s: PositiveFloat = 300.0
-    """Longest wait between attempts [wall s]."""
+    """Longest wait between attempts [wall s]; at least ``reconnect_initial_s``."""
+    outage_after_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    """Polls in a row without a usable answer (no connection, timeout, HTTP error, an answer
+    not valid or not signed by the VTN), or answered "not registered" (452, 463), after which
+    the VTN counts as lost: its client is stopped and rebuilt with the back-off above."""
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """Longest wait for one answer of the VTN [wall s]; a request that takes longer failed.
+    Keep it below the VTN's poll interval."""
     cert_path: Path | None = None
     """Our (the VEN's) PEM certificate: the TLS client certificate and the signer of our
     messages. Relative paths are relative to the working directory."""
@@ -153,6 +248,16 @@ class VtnSettings(_Section):
     refused."""
     check_hostname: bool = True
     """Check that the VTN's HTTPS certificate names the host in ``url``."""
+    opt_market_context: Annotated[str, Field(min_length=1)] | None = None
+    """The market context (programme URI) our availability schedules (EiOpt) name; empty
+    sends none: the opt then applies to every programme of the VTN."""
+
+    @field_validator("report_interval_s")
+    @classmethod
+    def _cron_interval(cls, interval_s: float) -> float:
+        if not is_report_interval(interval_s):
+            raise ValueError(f"expected {REPORT_INTERVAL_RULE}")
+        return interval_s
 
     @field_validator("cert_path", "key_path", "ca_path")
     @classmethod
@@ -177,6 +282,16 @@ class VtnSettings(_Section):
                 "fingerprint, e.g. AB:CD:EF:01:23:45:67:89:AB:CD"
             )
         return normalised
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> VtnSettings:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise KeyProblem(
+                ("reconnect_max_s",),
+                f"{self.reconnect_max_s} is below reconnect_initial_s = "
+                f"{self.reconnect_initial_s}; the longest wait must be at least the first",
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_all_or_nothing(self) -> VtnSettings:
@@ -228,10 +343,39 @@ class SiteSettings(_Section):
     """Which [[vtn]] serves this site; empty for a site in no programme."""
     resource_id: Annotated[str, Field(min_length=1)] | None = None
     """The OpenADR resource id the utility uses for this site (default: the site id)."""
+    manual_override: bool = False
+    """The operator has taken this site out of automatic control: its TELEMETRY_STATUS says
+    so (``oadrManualOverride``) and its flexibility offers are zero (``docs/reports.md``)."""
 
     @property
     def openadr_resource_id(self) -> str:
         return self.resource_id or self.id
+
+
+class MaintenanceSettings(_Section):
+    """A ``[[maintenance]]`` window: the site takes part in no event and takes no job."""
+
+    site: Id
+    """The [[site]] id."""
+    start_at: datetime
+    """Aware ISO 8601 or a TOML offset date-time, whole seconds."""
+    end_at: datetime
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "maintenance"
+
+    @field_validator("start_at", "end_at")
+    @classmethod
+    def _instant(cls, value: datetime) -> datetime:
+        problem = instant_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _span(self) -> MaintenanceSettings:
+        problem = span_problem(self.start_at, self.end_at)
+        if problem is not None:
+            raise KeyProblem(("end_at",), problem)
+        return self
 
 
 class Settings(_Section):
@@ -241,8 +385,21 @@ class Settings(_Section):
     planner: PlannerSettings = PlannerSettings()
     feasibility: FeasibilitySettings = FeasibilitySettings()
     signals: SignalSettings = SignalSettings()
+    programme: list[ProgrammeSettings] = []
     vtn: list[VtnSettings] = []
     site: list[SiteSettings] = []
+    maintenance: list[MaintenanceSettings] = []
+
+    @model_validator(mode="after")
+    def _maintenance_sites(self) -> Settings:
+        site_ids = [s.id for s in self.site]
+        for i, window in enumerate(self.maintenance):
+            if window.site not in site_ids:
+                raise KeyProblem(
+                    ("maintenance", i, "site"),
+                    f"unknown site {window.site!r}; expected one of the [[site]] ids {site_ids}",
+                )
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
@@ -260,6 +417,44 @@ class Settings(_Section):
                     f"unknown VTN {site.vtn!r}; expected one of the [[vtn]] ids {vtn_ids}",
                 )
         return self
+
+    @model_validator(mode="after")
+    def _distinct_programmes(self) -> Settings:
+        contexts = [p.market_context for p in self.programme]
+        for i, context in enumerate(contexts):
+            if contexts.index(context) != i:
+                raise KeyProblem(
+                    ("programme", i, "market_context"), f"duplicate market context {context!r}"
+                )
+        return self
+
+    def signal_policy(self) -> SignalPolicy:
+        """The programmes' signal mappings for the planner; without ``[[programme]]`` one
+        programme for any market context with the design's table and ``[signals]``."""
+        if not self.programme:
+            return SignalPolicy(
+                (
+                    Programme(
+                        ANY_MARKET_CONTEXT,
+                        default_rules(
+                            self.signals.simple_shed_fraction,
+                            self.signals.surplus_price_threshold,
+                        ),
+                    ),
+                )
+            )
+        return SignalPolicy(
+            tuple(
+                Programme(
+                    p.market_context,
+                    tuple(row.rule(self.signals) for row in p.signal)
+                    or default_rules(
+                        self.signals.simple_shed_fraction, self.signals.surplus_price_threshold
+                    ),
+                )
+                for p in self.programme
+            )
+        )
 
     def site_by_id(self, site_id: str) -> SiteSettings:
         for site in self.site:

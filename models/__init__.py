@@ -1,5 +1,6 @@
 """The state store: SQLAlchemy 2 tables. Alembic (``migrations/``) owns the schema."""
 
+from models.availability import WINDOW_SOURCES, AvailabilityWindow, WindowSource
 from models.base import Base, UTCDateTime
 from models.event import Event, EventInterval, EventResponse, EventSignal, EventTarget
 from models.job import Job
@@ -12,6 +13,8 @@ from models.ven import VenRegistration
 __all__ = [
     "FINAL_STATES",
     "MIGRATION_STATES",
+    "WINDOW_SOURCES",
+    "AvailabilityWindow",
     "Base",
     "Event",
     "EventInterval",
@@ -27,4 +30,5 @@ __all__ = [
     "SiteSample",
     "UTCDateTime",
     "VenRegistration",
+    "WindowSource",
 ]

@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -43,6 +44,15 @@ class Event(Base):
     created_at: Mapped[datetime | None]
     """When the VTN created this version."""
     received_at: Mapped[datetime]
+    ven_id: Mapped[str | None] = mapped_column(String(128))
+    """The VEN id this version was distributed to (for targets naming a VEN)."""
+    start_offset_s: Mapped[float | None] = mapped_column(Float)
+    """The random delay within ``start_after_s`` this VEN applies to the start [s]."""
+    cancel_effective_at: Mapped[datetime | None]
+    """Of a cancelled version (or one implied cancelled): when this VEN stops acting on the
+    event, its receipt plus a random delay within ``start_after_s``."""
+    implied_cancel_at: Mapped[datetime | None]
+    """When a distribution from the VTN left out this (not yet ended) event."""
 
     signals: Mapped[list[EventSignal]] = relationship(
         back_populates="event", cascade="all, delete-orphan", order_by="EventSignal.position"
@@ -114,5 +124,9 @@ class EventResponse(Base):
     reason: Mapped[str] = mapped_column(Text)
     response_code: Mapped[int] = mapped_column(Integer, default=200)
     responded_at: Mapped[datetime]
+    required: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """False when the event said response_required = never: the answer is not sent."""
+    sent_at: Mapped[datetime | None]
+    """When the VTN acknowledged the oadrCreatedEvent carrying this answer; None if unsent."""
 
     event: Mapped[Event] = relationship(back_populates="responses")

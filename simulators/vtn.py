@@ -2,8 +2,15 @@
 
 It registers any VEN, asks for every report a VEN offers at the offered rate and records the
 readings, issues scenario events on the injected clock and records every opt it receives.
-Readings arrive through the per-report callbacks that ``on_register_report`` returns
-(openleadr's "compact" mode: its ``oadrUpdateReport`` handler calls them with the values).
+
+Reports: ``on_register_report`` runs in openleadr's "full" mode (it sees each report's
+descriptions: rID, reportType, readingType, measurement) and asks for every data point at the
+fastest rate the VEN offers. Readings are recorded from the whole ``oadrUpdateReport``
+(:meth:`SimulatedVtn._receive_readings`), each with what the VEN registered for its rID and
+its duration: openleadr's per-point callbacks would get bare (dtstart, value) pairs and fail
+(KeyError 'value', HTTP 500) on the 2.0b ``oadrPayloadResourceStatus`` of a TELEMETRY_STATUS
+report. Values go to ``telemetry``, statuses to ``statuses``. openleadr's VTN requests only
+reports named TELEMETRY_USAGE or TELEMETRY_STATUS.
 Events are built as openleadr objects and queued with ``add_raw_event`` rather than
 ``add_event``, which cannot set test events, priority, ``startafter`` or the VTN comment.
 
@@ -35,6 +42,7 @@ Things to know (``openadr-notes.md``):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import uuid
@@ -53,6 +61,7 @@ from openleadr.messaging import create_message
 
 from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError, InputError
+from simulators.eiopt import EiOptService
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +69,12 @@ EventKind = Literal["curtailment", "surplus"]
 
 _WALL = SystemClock()
 """Only to warn about events openleadr will consider completed; simulated time is ``clock``."""
+_REGISTERING_VEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "registering_ven", default=None
+)
+"""The venID of the ``oadrRegisterReport`` being handled."""
+_ReportRequest = tuple[str, Callable[[list[tuple[datetime, float]]], None], timedelta]
+"""(rID, callback, sampling interval): what openleadr's full mode asks per data point."""
 _MIN_WALL_SLEEP_S = 0.02
 _MAX_WALL_SLEEP_S = 0.5
 
@@ -179,7 +194,8 @@ class OptRecord:
 
 @dataclass(frozen=True)
 class TelemetryReading:
-    """One reported value; ``at`` is the VEN's timestamp, ``unit`` e.g. ``kW``."""
+    """One reported value; ``at`` is the VEN's timestamp (a projected reading's is in the
+    future), ``unit`` e.g. ``kW``; the rest is what the VEN registered for ``r_id``."""
 
     resource_id: str | None
     measurement: str
@@ -187,6 +203,39 @@ class TelemetryReading:
     at: datetime
     unit: str | None = None
     ven_id: str | None = None
+    report_name: str | None = None
+    """e.g. TELEMETRY_USAGE."""
+    report_type: str | None = None
+    """e.g. ``reading``, ``upRegulationCapacityAvailable``."""
+    reading_type: str | None = None
+    """e.g. ``Direct Read``, ``Projected``."""
+    r_id: str | None = None
+    duration_s: float | None = None
+    """How long the reading holds, when the VEN says [s]."""
+
+
+@dataclass(frozen=True)
+class StatusReading:
+    """One TELEMETRY_STATUS reading (``oadrPayloadResourceStatus``); ``at`` is the VEN's."""
+
+    resource_id: str | None
+    online: bool
+    manual_override: bool
+    at: datetime
+    ven_id: str
+    r_id: str
+
+
+@dataclass(frozen=True)
+class _Point:
+    """A data point a VEN registered: what its readings are."""
+
+    report_name: str
+    resource_id: str | None
+    report_type: str | None
+    reading_type: str | None
+    measurement: str
+    unit: str | None
 
 
 @dataclass
@@ -243,6 +292,11 @@ class SimulatedVtn:
         """Every answer in every ``oadrCreatedEvent`` received, repeats included."""
         self._registration_counts: Counter[str] = Counter()
         self.telemetry: list[TelemetryReading] = []
+        """Every value reported, in arrival order (see :meth:`readings`)."""
+        self.statuses: list[StatusReading] = []
+        """Every TELEMETRY_STATUS reading, in arrival order."""
+        self._points: dict[tuple[str, str], _Point] = {}
+        """What each (venID, rID) registered is."""
         self._live: dict[str, _Live] = {}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -258,7 +312,11 @@ class SimulatedVtn:
                 **_https_options(tls),
             )
         self._pin_services(tls)
+        lookup = self._ven_lookup
+        self.eiopt = EiOptService.install(self.server, clock, self.registrations, tls, lookup)
+        """The EiOpt route openleadr lacks; ``eiopt.opts`` holds the opts received."""
         self._record_every_answer()
+        self._take_over_readings()
         handlers: dict[str, Callable[..., Any]] = {
             "on_create_party_registration": self._on_create_party_registration,
             "on_register_report": self._on_register_report,
@@ -343,6 +401,22 @@ class SimulatedVtn:
 
     def opts_for(self, event_id: str) -> list[OptRecord]:
         return [record for record in self.opts if record.event_id == event_id]
+
+    def readings(
+        self,
+        *,
+        report_type: str | None = None,
+        resource_id: str | None = None,
+        reading_type: str | None = None,
+    ) -> list[TelemetryReading]:
+        """The values reported, optionally only of one report type, site or reading type."""
+        return [
+            r
+            for r in self.telemetry
+            if (report_type is None or r.report_type == report_type)
+            and (resource_id is None or r.resource_id == resource_id)
+            and (reading_type is None or r.reading_type == reading_type)
+        ]
 
     def registration_count(self, ven_id: str) -> int:
         """How many times the VEN ``ven_id`` registered (its first registration included)."""
@@ -431,43 +505,107 @@ class SimulatedVtn:
         )
         return registration.ven_id, registration.registration_id
 
-    def _on_register_report(
-        self,
-        ven_id: str,
-        resource_id: str | None,
-        measurement: str,
-        unit: str | None,
-        scale: str | None,
-        min_sampling_interval: timedelta | None,
-        max_sampling_interval: timedelta | None,
-    ) -> tuple[Callable[[list[tuple[datetime, float]]], None], timedelta] | None:
-        """Ask for every offered report at its (fastest) offered sampling rate."""
-        sampling = min_sampling_interval or max_sampling_interval
-        if sampling is None:
-            return None
-        scaled_unit = unit if scale in (None, "none") or unit is None else f"{scale}{unit}"
-        callback = partial(self._on_readings, ven_id, resource_id, measurement, scaled_unit)
-        return callback, sampling
+    def _take_over_readings(self) -> None:
+        """Record readings from whole ``oadrUpdateReport`` messages (see the module notes) and
+        know which VEN registers reports (openleadr's full mode does not say)."""
+        service = self.server.services["report_service"]
+        register = service.handlers["oadrRegisterReport"]
+        update = service.handlers["oadrUpdateReport"]
 
-    def _on_readings(
-        self,
-        ven_id: str,
-        resource_id: str | None,
-        measurement: str,
-        unit: str | None,
-        values: list[tuple[datetime, float]],
-    ) -> None:
-        for at, value in values:
-            self.telemetry.append(
-                TelemetryReading(
-                    resource_id=resource_id,
-                    measurement=measurement,
-                    value=float(value),
+        async def register_report(payload: dict[str, Any]) -> Any:
+            token = _REGISTERING_VEN.set(str(payload.get("ven_id")))
+            try:
+                return await register(payload)
+            finally:
+                _REGISTERING_VEN.reset(token)
+
+        async def update_report(payload: dict[str, Any]) -> Any:
+            self._receive_readings(payload)
+            return await update(payload)
+
+        service.handlers["oadrRegisterReport"] = register_report
+        service.handlers["oadrUpdateReport"] = update_report
+
+    def _on_register_report(self, report: dict[str, Any]) -> list[_ReportRequest]:
+        """Ask for every data point of an offered report at the fastest rate all its points
+        allow (one rate per report)."""
+        ven_id = _REGISTERING_VEN.get()
+        descriptions = report.get("report_descriptions") or []
+        fastest = [
+            rd["sampling_rate"]["min_period"]
+            for rd in descriptions
+            if (rd.get("sampling_rate") or {}).get("min_period") is not None
+        ]
+        if ven_id is None or not fastest:
+            return []
+        sampling: timedelta = max(fastest)
+        name = str(report.get("report_name", "")).removeprefix("METADATA_")
+        requests: list[_ReportRequest] = []
+        for rd in descriptions:
+            measurement = rd.get("measurement") or {}
+            unit, scale = measurement.get("unit"), measurement.get("scale")
+            self._points[ven_id, str(rd["r_id"])] = _Point(
+                report_name=name,
+                resource_id=(rd.get("report_data_source") or {}).get("resource_id"),
+                report_type=rd.get("report_type"),
+                reading_type=rd.get("reading_type"),
+                measurement=str(measurement.get("description") or "Status"),
+                unit=unit if scale in (None, "none") or unit is None else f"{scale}{unit}",
+            )
+            requests.append((str(rd["r_id"]), self._readings_taken_over, sampling))
+        return requests
+
+    def _readings_taken_over(self, values: list[tuple[datetime, float]]) -> None:
+        """The per-point callback openleadr needs to request a point; never called, since
+        :meth:`_receive_readings` takes every reading out of the message first."""
+        raise GatewayError(f"{len(values)} readings bypassed SimulatedVtn._receive_readings")
+
+    def _receive_readings(self, payload: dict[str, Any]) -> None:
+        """Record every reading of an ``oadrUpdateReport`` and take it out of the message,
+        which openleadr then only acknowledges."""
+        ven_id = str(payload.get("ven_id"))
+        for report in payload.get("reports") or ():
+            for interval in report.get("intervals") or ():
+                self._record(ven_id, interval)
+            report["intervals"] = []
+
+    def _record(self, ven_id: str, interval: dict[str, Any]) -> None:
+        body = interval.get("report_payload") or {}
+        r_id = str(body.get("r_id"))
+        point = self._points.get((ven_id, r_id))
+        if point is None:
+            logger.warning("VEN %s reported rID %s, which it did not register", ven_id, r_id)
+            return
+        at: datetime = interval["dtstart"]
+        status = body.get("payload_resource_status")
+        if isinstance(status, dict):
+            self.statuses.append(
+                StatusReading(
+                    resource_id=point.resource_id,
+                    online=bool(status.get("online")),
+                    manual_override=bool(status.get("manual_override")),
                     at=at,
-                    unit=unit,
                     ven_id=ven_id,
+                    r_id=r_id,
                 )
             )
+            return
+        duration: timedelta | None = interval.get("duration")
+        self.telemetry.append(
+            TelemetryReading(
+                resource_id=point.resource_id,
+                measurement=point.measurement,
+                value=float(body["value"]),
+                at=at,
+                unit=point.unit,
+                ven_id=ven_id,
+                report_name=point.report_name,
+                report_type=point.report_type,
+                reading_type=point.reading_type,
+                r_id=r_id,
+                duration_s=None if duration is None else duration.total_seconds(),
+            )
+        )
 
     def _on_opt(
         self, ven_id: str, event_id: str, opt_type: str, *, modification_number: int

@@ -49,7 +49,14 @@ def settings_for(urls: dict[str, str], vtn_url: str, database_url: str) -> Setti
         {
             "database": {"url": database_url},
             "planner": {"min_residence_s": 0.0},
-            "vtn": [{"id": "utility", "url": vtn_url, "ven_name": "gateway-under-test"}],
+            "vtn": [
+                {
+                    "id": "utility",
+                    "url": vtn_url,
+                    "ven_name": "gateway-under-test",
+                    "report_interval_s": 1,
+                }
+            ],
             "site": [
                 {
                     "id": site_id,
@@ -161,11 +168,13 @@ async def test_event_to_migration_to_ledger(world: World) -> None:
         ).all()
         assert response.opt == "optIn" and "dark: shed" in response.reason
 
-    # The planner sheds by moving the job to the other site.
+    # The optIn makes the daemon plan at once: it sheds by moving the job to the other site.
+    await wait_for(lambda: count(world.sessions, Migration) == 1)
+    with unit_of_work(world.sessions) as session:
+        planned = list(session.scalars(select(Migration.id)))
     clock.advance(60)
     await gateway.poll_once()
-    planned = await gateway.plan_once()
-    assert len(planned) == 1
+    assert await gateway.plan_once() == [], "planned once, not again"
     seen_states = []
     for _ in range(60):
         assert len(running_at(sites, "job-1")) <= 1, "a job ran at two sites at once"

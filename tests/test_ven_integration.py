@@ -414,11 +414,17 @@ async def test_a_version_seen_again_is_answered_from_the_store_even_after_a_rest
 ) -> None:
     planner = Planner()
     planner.answers["EVT-H"] = OptDecision("optOut", "site busy")
+
+    async def opts(connection: VenConnection) -> list[tuple[str, int]]:
+        handled = await connection._distribution.handle([raw_event()])
+        return [(a.opt, a.response_code) for a in handled.to_send]
+
     first = offline_connection(clock, session_factory, planner)
-    assert await first._on_event(raw_event()) == "optOut"
-    assert await first._on_event(raw_event()) == "optOut"
+    assert await opts(first) == [("optOut", 200)]
+    # Never acknowledged (no VTN here): the stored answer goes out again, undecided.
+    assert await opts(first) == [("optOut", 200)]
     restarted = offline_connection(clock, session_factory, planner)
-    assert await restarted._on_event(raw_event()) == "optOut"
+    assert await opts(restarted) == [("optOut", 200)]
 
     assert len(planner.calls) == 1
     assert answers(session_factory, "EVT-H") == [(0, "optOut", "site busy")]
@@ -438,15 +444,18 @@ async def test_the_handler_never_raises_into_openleadr(
 
     planner = FailingOnce()
     connection = offline_connection(clock, session_factory, planner)
-    malformed = raw_event()
+    malformed = raw_event("EVT-M")
     del malformed["active_period"]
 
-    assert await connection._on_event(malformed) == "optOut"
-    assert planner.calls == [], "a malformed event is not decided"
-    assert await connection._on_event(raw_event()) == "optOut"
-    assert answers(session_factory, "EVT-H") == [], "no answer is stored when deciding failed"
-    assert await connection._on_event(raw_event()) == "optIn", "decided again, now successfully"
-    assert answers(session_factory, "EVT-H") == [(0, "optIn", "enough flexible load")]
+    handled = await connection._distribution.handle([malformed, raw_event()])
+    assert [(a.event_id, a.opt, a.response_code) for a in handled.to_send] == [
+        ("EVT-M", "optOut", 454),
+        ("EVT-H", "optOut", 200),
+    ], "a malformed event is answered 454 and the other one still decided"
+    assert len(planner.calls) == 1, "a malformed event is not decided"
+    assert answers(session_factory, "EVT-H") == [
+        (0, "optOut", "the planner failed: RuntimeError: planner crashed")
+    ]
 
 
 # -- the store on its own ----------------------------------------------------------------------

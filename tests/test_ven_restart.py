@@ -2,8 +2,9 @@
 
 A real simulated VTN on an OS-assigned port and a real database: a new :class:`VenConnection`
 (and a new ``dr-gateway run`` process after SIGKILL) registers with the venID the previous one
-stored, the VTN sees one VEN registering twice, and the events it sends again are answered
-from the store without asking the planner again. Conditions are awaited with bounded loops.
+stored, the VTN sees one VEN registering twice, and the events it sends again are known from
+the store: not decided again and, once acknowledged, not answered again. Conditions are
+awaited with bounded loops.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from gateway.clock import ManualClock, SystemClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.settings import VtnSettings
 from gateway.sites.schema import JobSpec
+from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
 from models import Event, EventResponse, VenRegistration
 from simulators.site_controller import SimulatedSite, start_site_server
@@ -36,6 +38,18 @@ from tests.test_ven_integration import VTN_ID, Planner, event_spec, site, wait_f
 pytestmark = pytest.mark.integration
 
 SITES = (site("site-a"),)
+
+
+def sent(factory: sessionmaker[Session], event_id: str) -> int:
+    """Answers to ``event_id`` the VTN acknowledged, as the store says."""
+    query = (
+        select(func.count())
+        .select_from(EventResponse)
+        .join(Event)
+        .where(Event.event_id == event_id, EventResponse.sent_at.is_not(None))
+    )
+    with unit_of_work(factory) as session:
+        return int(session.scalar(query) or 0)
 
 
 def count(factory: sessionmaker[Session], model: Any, event_id: str | None = None) -> int:
@@ -104,12 +118,10 @@ async def test_new_connection_registers_as_the_same_ven_and_does_not_decide_agai
         assert second.ven_id == ven_id
         assert list(vtn.registrations) == [ven_id], "no second VEN at the VTN"
         assert vtn.registration_count(ven_id) == 2
-        # The VTN sends the event again to the same VEN; the answer comes from the store.
-        await wait_for(
-            lambda: len([a for a in vtn.received_answers if a.event_id == event_id]) >= 2,
-            "the answer to the event sent again",
-        )
-    assert [a.opt_type for a in vtn.received_answers] == ["optIn", "optIn"]
+        # start() returned after openleadr's oadrRequestEvent: the VTN has sent the event
+        # again, and the VEN knew it was answered and acknowledged.
+        assert vtn.server.events[ven_id], "the VTN still has the event for this VEN"
+    assert [a.opt_type for a in vtn.received_answers] == ["optIn"], "no duplicate answer"
     assert {a.ven_id for a in vtn.received_answers} == {ven_id}
     assert len(planner.calls) == 1, "decided again after the restart"
     assert count(session_factory, Event) == count(session_factory, EventResponse) == 1
@@ -149,24 +161,15 @@ async def test_other_ven_id_from_the_vtn_is_stored_and_logged_once(
 # -- a crashed process ---------------------------------------------------------------------
 
 
-async def test_ven_id_and_answers_survive_sigkill_of_the_daemon(tmp_path: Path) -> None:
-    clock = SystemClock()
-    site = SimulatedSite(
-        site_id="only",
-        token="token-of-only-site",
-        clock=clock,
-        trace=RenewableTrace.constant(5.0),
-        gpus_total=4,
-        it_power_max_kw=3.0,
-        jobs=[JobSpec("job-a", 1, 0.6, 2.0, 10.0, migratable=True)],
-    )
-    runner, site_url = await start_site_server(site)
-    vtn = SimulatedVtn(clock, poll_interval_s=1)
-    await vtn.start()
-    database_url = f"sqlite:///{tmp_path / 'gateway.db'}"
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f"""
+class Daemon:
+    """``dr-gateway run`` as a process against a simulated VTN and one simulated site."""
+
+    def __init__(self, tmp_path: Path, vtn: SimulatedVtn, site_url: str) -> None:
+        self.vtn = vtn
+        database_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+        self.config = tmp_path / "gateway.toml"
+        self.config.write_text(
+            f"""
 [database]
 url = "{database_url}"
 
@@ -188,71 +191,182 @@ controller_url = "{site_url}"
 controller_token = "token-of-only-site"
 vtn = "{VTN_ID}"
 """
-    )
-    log_path = tmp_path / "daemon.log"
-    engine = make_engine(database_url)
-    factory = make_session_factory(engine)
-    process: asyncio.subprocess.Process | None = None
+        )
+        self.log_path = tmp_path / "daemon.log"
+        self.engine = make_engine(database_url)
+        self.factory = make_session_factory(self.engine)
+        self.process: asyncio.subprocess.Process | None = None
 
-    async def launch() -> asyncio.subprocess.Process:
-        with log_path.open("ab") as log:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+    async def launch(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config),
                 stdout=log,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
 
-    async def until(condition: Callable[[], object], what: str) -> None:
+    async def kill(self) -> None:
+        """SIGKILL: no clean shutdown."""
+        assert self.process is not None
+        self.process.kill()
+        await asyncio.wait_for(self.process.wait(), timeout=10)
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        process = self.process
+
         def met_or_exited() -> object:
             return condition() or (process is not None and process.returncode is not None)
 
         await wait_for(met_or_exited, what, timeout_s=15.0)
         assert process is not None and process.returncode is None, (
-            f"the daemon exited while waiting for {what}:\n{log_path.read_text()[-3000:]}"
+            f"the daemon exited while waiting for {what}:\n{self.log_path.read_text()[-3000:]}"
         )
 
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self.engine.dispose()
+
+
+@asynccontextmanager
+async def daemon_world(tmp_path: Path) -> AsyncIterator[Daemon]:
+    clock = SystemClock()
+    site = SimulatedSite(
+        site_id="only",
+        token="token-of-only-site",
+        clock=clock,
+        trace=RenewableTrace.constant(5.0),
+        gpus_total=4,
+        it_power_max_kw=3.0,
+        jobs=[JobSpec("job-a", 1, 0.6, 2.0, 10.0, migratable=True)],
+    )
+    runner, site_url = await start_site_server(site)
+    vtn = SimulatedVtn(clock, poll_interval_s=1)
+    await vtn.start()
+    daemon = Daemon(tmp_path, vtn, site_url)
     try:
-        process = await launch()
-        await until(lambda: vtn.registrations, "the first registration")
-        (ven_id,) = vtn.registrations
-        await until(lambda: stored(factory) is not None, "the stored registration")
-        event_id = vtn.add_event_now(event_spec(clock, intervals=(1.0,)))
-        await until(
-            lambda: vtn.opts_for(event_id) and count(factory, EventResponse, event_id) == 1,
-            "the answer to the event, sent and stored",
-        )
-        (first_answer,) = {a.opt_type for a in vtn.received_answers}
-
-        process.kill()  # SIGKILL: no clean shutdown
-        await asyncio.wait_for(process.wait(), timeout=10)
-        answers_before = len(vtn.received_answers)
-
-        process = await launch()
-        await until(lambda: vtn.registration_count(ven_id) == 2, "the registration after restart")
-        await until(
-            lambda: len(vtn.received_answers) > answers_before, "the answer to the event sent again"
-        )
-        await until(
-            lambda: (
-                getattr(stored(factory), "registration_id", None)
-                == vtn.registrations[ven_id].registration_id
-            ),
-            "the stored registration after restart",
-        )
+        yield daemon
     finally:
-        if process is not None and process.returncode is None:
-            process.kill()
-            await process.wait()
+        await daemon.close()
         await vtn.stop()
         await runner.cleanup()
 
-    assert list(vtn.registrations) == [ven_id], "the VTN saw another VEN after the restart"
-    assert {a.ven_id for a in vtn.received_answers} == {ven_id}
-    assert {a.opt_type for a in vtn.received_answers} == {first_answer}
-    assert count(factory, Event, event_id) == 1
-    assert count(factory, EventResponse, event_id) == 1
-    row = stored(factory)
-    engine.dispose()
-    assert row is not None and row.ven_id == ven_id
-    assert row.registration_id == vtn.registrations[ven_id].registration_id
+
+def registered_again(daemon: Daemon, ven_id: str) -> Callable[[], bool]:
+    """The restarted daemon stored the VTN's new registration: openleadr's oadrRequestEvent
+    (the VTN sending its events again) came before it."""
+
+    def check() -> bool:
+        return bool(
+            getattr(stored(daemon.factory), "registration_id", None)
+            == daemon.vtn.registrations[ven_id].registration_id
+        )
+
+    return check
+
+
+async def test_ven_id_and_answers_survive_sigkill_of_the_daemon(tmp_path: Path) -> None:
+    async with daemon_world(tmp_path) as daemon:
+        vtn, factory = daemon.vtn, daemon.factory
+        await daemon.launch()
+        await daemon.until(lambda: vtn.registrations, "the first registration")
+        (ven_id,) = vtn.registrations
+        await daemon.until(lambda: stored(factory) is not None, "the stored registration")
+        event_id = vtn.add_event_now(event_spec(SystemClock(), intervals=(1.0,)))
+        await daemon.until(
+            lambda: vtn.opts_for(event_id) and sent(factory, event_id) == 1,
+            "the answer to the event, stored, sent and acknowledged",
+        )
+        (first_answer,) = {a.opt_type for a in vtn.received_answers}
+
+        await daemon.kill()
+        answers_before = len(vtn.received_answers)
+
+        await daemon.launch()
+        await daemon.until(
+            lambda: vtn.registration_count(ven_id) == 2, "the registration after restart"
+        )
+        await daemon.until(
+            registered_again(daemon, ven_id), "the stored registration after restart"
+        )
+
+        assert len(vtn.received_answers) == answers_before, "no duplicate answer after the restart"
+        assert list(vtn.registrations) == [ven_id], "the VTN saw another VEN after the restart"
+        assert {a.ven_id for a in vtn.received_answers} == {ven_id}
+        assert {a.opt_type for a in vtn.received_answers} == {first_answer}
+        assert count(factory, Event, event_id) == 1
+        assert count(factory, EventResponse, event_id) == 1
+        row = stored(factory)
+        assert row is not None and row.ven_id == ven_id
+        assert row.registration_id == vtn.registrations[ven_id].registration_id
+
+
+def event_state(factory: sessionmaker[Session]) -> list[tuple[str, int, str, str | None, bool]]:
+    """(event id, newest modification, status, opt in force, active now) of every event."""
+    now = SystemClock().now()
+    with unit_of_work(factory) as session:
+        return sorted(
+            (
+                p.event.event_id,
+                p.event.modification_number,
+                p.event.status,
+                p.opt,
+                p.event.is_active_at(now),
+            )
+            for p in event_store.participations(session)
+        )
+
+
+async def test_three_events_one_active_survive_sigkill_without_duplicate_answers(
+    tmp_path: Path,
+) -> None:
+    clock = SystemClock()
+    async with daemon_world(tmp_path) as daemon:
+        vtn, factory = daemon.vtn, daemon.factory
+        await daemon.launch()
+        await daemon.until(lambda: vtn.registrations, "the first registration")
+        await daemon.until(lambda: stored(factory) is not None, "the stored registration")
+        (ven_id,) = vtn.registrations
+        active = vtn.add_event_now(
+            event_spec(clock, start_at=clock.now() - timedelta(minutes=5), intervals=(1.0,))
+        )
+        soon = vtn.add_event_now(event_spec(clock, start_at=clock.now() + timedelta(hours=1)))
+        later = vtn.add_event_now(event_spec(clock, start_at=clock.now() + timedelta(hours=3)))
+        events = (active, soon, later)
+        await daemon.until(
+            lambda: all(sent(factory, e) == 1 for e in events), "three answers, acknowledged"
+        )
+        before = event_state(factory)
+        assert [e[4] for e in before] == [True, False, False], "one event active now"
+        answers_before = sorted((a.event_id, a.opt_type) for a in vtn.received_answers)
+        assert [e for e, _ in answers_before] == sorted(events)
+
+        await daemon.kill()
+        # While the gateway is down the VTN modifies one event and issues another.
+        vtn.modify(later, (2.0, 2.0))
+        missed = vtn.add_event_now(event_spec(clock, start_at=clock.now() + timedelta(hours=5)))
+
+        await daemon.launch()
+        await daemon.until(
+            registered_again(daemon, ven_id), "the stored registration after restart"
+        )
+        await daemon.until(
+            lambda: sent(factory, missed) == 1 and sent(factory, later) == 2,
+            "the answers to what changed while down",
+        )
+
+        after = event_state(factory)
+        assert [e for e in after if e[0] in (active, soon)] == [
+            e for e in before if e[0] in (active, soon)
+        ], "the same state and opts for the events that did not change"
+        assert {e[0]: e[1] for e in after}[later] == 1, "the modification is known"
+        assert {e[0] for e in after} == {*events, missed}, "no event lost"
+        answers_after = sorted(
+            (a.event_id, a.modification_number, a.opt_type) for a in vtn.received_answers
+        )
+        assert [(e, n) for e, n, _ in answers_after] == sorted(
+            [(active, 0), (soon, 0), (later, 0), (later, 1), (missed, 0)]
+        ), "each version answered exactly once, across the crash"
+        assert list(vtn.registrations) == [ven_id]

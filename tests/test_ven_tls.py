@@ -582,7 +582,7 @@ async def test_the_daemon_stops_a_misconfigured_vtn_and_does_not_retry_it(
             with caplog.at_level(logging.ERROR, logger="gateway.daemon"):
                 await gateway.start(schedule=False)
             assert not gateway.vens[0].available
-            assert gateway._connecting == [], "a configuration error is not retried"
+            assert not gateway.vens[0].supervised, "a configuration error is not retried"
             assert any(f"VTN {VTN_ID} stopped" in r.getMessage() for r in caplog.records)
         finally:
             await gateway.stop()

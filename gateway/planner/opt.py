@@ -21,13 +21,13 @@ import numpy as np
 
 from gateway import feasibility as fm
 from gateway.events import DrEvent, OptDecision
+from gateway.planner import maintenance
 from gateway.planner.params import PolicyParams, move_cost
 from gateway.planner.signals import (
     SignalPolicy,
     lead_time_s,
     peak_requests,
     targeted_sites,
-    unsupported_signals,
 )
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
 
@@ -67,7 +67,7 @@ def decide(
     event: DrEvent, snapshot: Snapshot, params: PolicyParams, signals: SignalPolicy
 ) -> OptDecision:
     prefix = "test event, no load moves: " if event.test_event else ""
-    unsupported = unsupported_signals(event)
+    unsupported = signals.unsupported(event)
     if unsupported:
         return OptDecision(
             "optOut",
@@ -77,6 +77,9 @@ def decide(
     sites = targeted_sites(event, snapshot.sites)
     if not sites:
         return OptDecision("optOut", f"{prefix}the event addresses none of our sites")
+    busy = maintenance.conflict(event, sites)
+    if busy is not None:
+        return OptDecision("optOut", f"{prefix}{busy}")
     requests = peak_requests(event, snapshot.sites, flexible_kw(snapshot), signals)
     if not requests:
         return OptDecision("optIn", f"{prefix}nothing to deliver at the targeted sites")

@@ -1,7 +1,9 @@
-"""OpenADR signals -> what they ask of each site (design section 7), one row per signal kind.
+"""OpenADR signals -> what they ask of each site (design section 7), per programme.
 
-A handler gets the signal's value in force and the site, and answers a request or None.
-Adding a signal kind means adding a row to ``HANDLERS``.
+Each programme (a market context) maps signal names and types to actions; an action is one
+row of ``ACTIONS``: it gets the signal's value in force, the site and its flexible load, and
+answers a request or None. The mapping lives in the configuration (``[[programme]]``); without
+one, every market context gets the design's table (:func:`default_rules`).
 """
 
 from __future__ import annotations
@@ -9,17 +11,115 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from gateway.events import DrEvent, EventSignal
+from gateway.planner import maintenance
 from gateway.planner.snapshot import SiteRequest, SiteView
+
+Action = Literal[
+    "shed_fraction_by_level",
+    "shed_or_absorb_kw",
+    "cap_kw",
+    "absorb_at_or_below_price",
+    "cap_fraction_of_max",
+]
+"""What a signal asks of a site; each is one row of ``ACTIONS``."""
+
+ANY_MARKET_CONTEXT = "*"
+
+
+@dataclass(frozen=True)
+class SignalRule:
+    """One row of a programme's signal mapping: a signal name and type, and its action.
+
+    level_fractions: for ``shed_fraction_by_level``, the share of flexible load to shed at
+        level 1, 2, ... (higher levels use the last) [-]
+    price_threshold: for ``absorb_at_or_below_price``, the price at or below which the grid
+        has surplus [currency/kWh]
+    """
+
+    signal_name: str
+    signal_type: str
+    action: Action
+    level_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+    price_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class Programme:
+    """A utility's programme: its market context and its signal mapping."""
+
+    market_context: str
+    """The programme's market context URI; ``*`` matches any other."""
+    rules: tuple[SignalRule, ...]
+
+    def rule_for(self, signal: EventSignal) -> SignalRule | None:
+        for rule in self.rules:
+            if (rule.signal_name, rule.signal_type) == (signal.signal_name, signal.signal_type):
+                return rule
+        return None
+
+
+def default_rules(
+    level_fractions: tuple[float, ...] = (0.25, 0.5, 1.0), price_threshold: float = 0.0
+) -> tuple[SignalRule, ...]:
+    """The mapping of design section 7, for a programme that configures none."""
+    return (
+        SignalRule("SIMPLE", "level", "shed_fraction_by_level", level_fractions=level_fractions),
+        SignalRule("simple", "level", "shed_fraction_by_level", level_fractions=level_fractions),
+        SignalRule("LOAD_DISPATCH", "delta", "shed_or_absorb_kw"),
+        SignalRule("LOAD_DISPATCH", "setpoint", "cap_kw"),
+        SignalRule(
+            "ELECTRICITY_PRICE",
+            "price",
+            "absorb_at_or_below_price",
+            price_threshold=price_threshold,
+        ),
+        SignalRule(
+            "ELECTRICITY_PRICE",
+            "priceRelative",
+            "absorb_at_or_below_price",
+            price_threshold=price_threshold,
+        ),
+        SignalRule("LOAD_CONTROL", "x-loadControlCapacity", "cap_fraction_of_max"),
+    )
 
 
 @dataclass(frozen=True)
 class SignalPolicy:
-    """The programme's constants (``[signals]`` in the configuration)."""
+    """The programmes the fleet takes part in (``[[programme]]`` in the configuration);
+    by default one programme for any market context with the design's mapping."""
 
-    simple_shed_fraction: tuple[float, float, float] = (0.25, 0.5, 1.0)
-    surplus_price_threshold: float = 0.0
+    programmes: tuple[Programme, ...] = (Programme(ANY_MARKET_CONTEXT, default_rules()),)
+
+    def programme_for(self, market_context: str) -> Programme | None:
+        """The programme of ``market_context``, else the ``*`` one, else None."""
+        fallback = None
+        for programme in self.programmes:
+            if programme.market_context == market_context:
+                return programme
+            if programme.market_context == ANY_MARKET_CONTEXT:
+                fallback = programme
+        return fallback
+
+    def rule_for(self, event: DrEvent, signal: EventSignal) -> SignalRule | None:
+        programme = self.programme_for(event.market_context)
+        return None if programme is None else programme.rule_for(signal)
+
+    def unsupported(self, event: DrEvent) -> list[str]:
+        """The event's signals that its programme's mapping cannot act on (answered 460)."""
+        if self.programme_for(event.market_context) is None:
+            return [
+                f"{s.signal_name}/{s.signal_type} (no programme for market context "
+                f"{event.market_context})"
+                for s in event.signals
+            ]
+        return [
+            f"{s.signal_name}/{s.signal_type}"
+            for s in event.signals
+            if self.rule_for(event, s) is None
+        ]
 
 
 @dataclass(frozen=True)
@@ -28,20 +128,22 @@ class Ask:
     power_kw: float
 
 
-Handler = Callable[[float, SiteView, float, SignalPolicy], Ask | None]
-"""(value, site, flexible load of the site [kW], policy) -> ask."""
+Handler = Callable[[float, SiteView, float, SignalRule], Ask | None]
+"""(value, site, flexible load of the site [kW], rule) -> ask."""
 
 
-def _simple(value: float, site: SiteView, flexible_kw: float, policy: SignalPolicy) -> Ask | None:
+def _shed_fraction_by_level(
+    value: float, site: SiteView, flexible_kw: float, rule: SignalRule
+) -> Ask | None:
     level = round(value)
-    if level <= 0:
+    if level <= 0 or not rule.level_fractions:
         return None
-    fraction = policy.simple_shed_fraction[min(level, 3) - 1]
+    fraction = rule.level_fractions[min(level, len(rule.level_fractions)) - 1]
     return Ask("shed", fraction * flexible_kw)
 
 
-def _dispatch_delta(
-    value: float, site: SiteView, flexible_kw: float, policy: SignalPolicy
+def _shed_or_absorb_kw(
+    value: float, site: SiteView, flexible_kw: float, rule: SignalRule
 ) -> Ask | None:
     if value < 0:
         return Ask("shed", -value)
@@ -50,42 +152,37 @@ def _dispatch_delta(
     return None
 
 
-def _dispatch_setpoint(
-    value: float, site: SiteView, flexible_kw: float, policy: SignalPolicy
-) -> Ask | None:
+def _cap_kw(value: float, site: SiteView, flexible_kw: float, rule: SignalRule) -> Ask | None:
     return Ask("cap", max(0.0, value))
 
 
-def _price(value: float, site: SiteView, flexible_kw: float, policy: SignalPolicy) -> Ask | None:
-    if value <= policy.surplus_price_threshold:
+def _absorb_at_or_below_price(
+    value: float, site: SiteView, flexible_kw: float, rule: SignalRule
+) -> Ask | None:
+    if value <= rule.price_threshold:
         headroom_kw = max(0.0, site.it_power_max_kw - site.it_power_kw) * site.pue
         return Ask("absorb", headroom_kw)
     return None
 
 
-def _load_capacity(
-    value: float, site: SiteView, flexible_kw: float, policy: SignalPolicy
+def _cap_fraction_of_max(
+    value: float, site: SiteView, flexible_kw: float, rule: SignalRule
 ) -> Ask | None:
     return Ask("cap", max(0.0, value) * site.it_power_max_kw * site.pue)
 
 
-HANDLERS: dict[tuple[str, str], Handler] = {
-    ("SIMPLE", "level"): _simple,
-    ("simple", "level"): _simple,
-    ("LOAD_DISPATCH", "delta"): _dispatch_delta,
-    ("LOAD_DISPATCH", "setpoint"): _dispatch_setpoint,
-    ("ELECTRICITY_PRICE", "price"): _price,
-    ("ELECTRICITY_PRICE", "priceRelative"): _price,
-    ("LOAD_CONTROL", "x-loadControlCapacity"): _load_capacity,
+ACTIONS: dict[Action, Handler] = {
+    "shed_fraction_by_level": _shed_fraction_by_level,
+    "shed_or_absorb_kw": _shed_or_absorb_kw,
+    "cap_kw": _cap_kw,
+    "absorb_at_or_below_price": _absorb_at_or_below_price,
+    "cap_fraction_of_max": _cap_fraction_of_max,
 }
 
 
-def is_supported(signal: EventSignal) -> bool:
-    return (signal.signal_name, signal.signal_type) in HANDLERS
-
-
-def unsupported_signals(event: DrEvent) -> list[str]:
-    return [f"{s.signal_name}/{s.signal_type}" for s in event.signals if not is_supported(s)]
+def unsupported_signals(event: DrEvent, policy: SignalPolicy | None = None) -> list[str]:
+    """The event's signals that ``policy`` (default: the design's mapping) cannot act on."""
+    return (policy or SignalPolicy()).unsupported(event)
 
 
 def targeted_sites(event: DrEvent, sites: Sequence[SiteView]) -> list[SiteView]:
@@ -124,18 +221,19 @@ def _requests(
 ) -> list[SiteRequest]:
     out: dict[tuple[str, str], SiteRequest] = {}
     source = f"{event.vtn_id}/{event.event_id}"
-    for site in targeted_sites(event, sites):
+    for site in maintenance.available(event, targeted_sites(event, sites)):
         for signal in event.signals:
-            handler = HANDLERS.get((signal.signal_name, signal.signal_type))
-            if handler is None:
+            rule = policy.rule_for(event, signal)
+            if rule is None:
                 continue
+            handler = ACTIONS[rule.action]
             if at is not None:
                 interval = event.interval_at(signal, at)
                 values = [] if interval is None else [interval.value]
             else:
                 values = [i.value for i in signal.intervals]
             for value in values:
-                ask = handler(value, site, flexible_kw.get(site.site_id, 0.0), policy)
+                ask = handler(value, site, flexible_kw.get(site.site_id, 0.0), rule)
                 if ask is None:
                     continue
                 key = (site.site_id, ask.kind)
@@ -151,7 +249,7 @@ def _requests(
                     site_id=site.site_id,
                     kind=ask.kind,  # type: ignore[arg-type]
                     power_kw=ask.power_kw,
-                    start_at=event.start_at,
+                    start_at=event.effective_start_at,
                     end_at=end_at,
                     source=source,
                 )
@@ -160,5 +258,5 @@ def _requests(
 
 def lead_time_s(event: DrEvent, at: datetime) -> float:
     """Seconds from ``at`` until the event starts (ramp-up included), at least 0 [s]."""
-    start = event.start_at - timedelta(seconds=event.ramp_up_s or 0.0)
+    start = event.effective_start_at - timedelta(seconds=event.ramp_up_s or 0.0)
     return max(0.0, (start - at).total_seconds())

@@ -26,11 +26,21 @@ class SiteView:
     renewable_forecast_kw: tuple[float, ...]
     """Renewable power expected at now + i * forecast_step_s; index 0 is now [kW]."""
     online: bool = True
+    maintenance: tuple[tuple[datetime, datetime], ...] = ()
+    """Maintenance windows ``[start_at, end_at)`` not yet ended: the site takes part in no
+    event and takes no job during them [aware UTC]."""
 
     @property
     def load_kw(self) -> float:
         """Facility power: IT power times PUE [kW]."""
         return self.it_power_kw * self.pue
+
+    def in_maintenance(self, start_at: datetime, end_at: datetime | None) -> bool:
+        """True when a maintenance window overlaps ``[start_at, end_at)``; ``end_at`` None
+        is open-ended."""
+        return any(
+            w_start < (end_at or w_end) and start_at < w_end for w_start, w_end in self.maintenance
+        )
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ telemetry of every site it serves. What it adds to openleadr (``openadr-notes.md
 - a cancelled or completed event that the VTN sends again makes openleadr look up an answer
   it has already forgotten; the KeyError would opt out of every event in that message. An
   ``after_parse_xml`` hook puts our stored answer back first (pitfall 3);
-- telemetry measurements are copied before their scale is set: openleadr would otherwise
-  change the shared ``enums.MEASUREMENTS`` entry for the whole process;
-- a report with no reading at all (every value unknown) is not sent: the openleadr VTN
-  answers it with HTTP 500;
+- the reports (telemetry, status and flexibility offers of every site) are rows of
+  :data:`gateway.ven.reports.REPORTS`; that module says what it changes in openleadr's
+  reporting (status payloads, one rID list per report request, durations of projected
+  readings, no report without a reading, measurements copied before their scale is set);
 - report granularities are checked up front: openleadr schedules them with cron and needs
   them to divide a minute, an hour or a day (pitfall 8);
 - with mutual TLS (``cert_path``, ``key_path``, ``ca_path``, ``vtn_fingerprint``) the material
@@ -36,8 +36,15 @@ configured ``ven_id``. openleadr does not send a registrationID when
 it registers (only its re-registration does), so the stored one is a record, not a request.
 A VTN that answers with another venID wins: that one is stored and logged once.
 
-Reconnection and back-off are not here yet: :meth:`VenConnection.start` raises
-:class:`GatewayError` when the VTN cannot be reached and leaves retrying to its caller.
+:meth:`VenConnection.start` is one attempt: it raises :class:`GatewayError` when the VTN cannot
+be reached or does not register us. Once started, or after
+:meth:`VenConnection.retry_in_background`, the connection keeps itself connected
+(:mod:`gateway.ven.reconnect`): an outage of the VTN at runtime, a lost registration (463)
+or a request to register again stops the openleadr client completely and builds and
+registers a new one, with exponential back-off and jitter between attempts, until
+:meth:`VenConnection.stop`. A VTN that refuses to register our stored venID (463, as an
+openleadr VTN with mutual TLS does after a restart that lost its registrations) is asked
+for a new registration at the next attempt; the new venID is stored.
 """
 
 from __future__ import annotations
@@ -46,19 +53,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 from xml.etree import ElementTree
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from openleadr import OpenADRClient, enums
+from openleadr import OpenADRClient
 from openleadr import utils as openleadr_utils
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -66,53 +74,33 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import db
 from gateway.clock import Clock
 from gateway.errors import ConfigError, GatewayError
-from gateway.events import DrEvent, Opt, OptDecision
-from gateway.settings import FINGERPRINT_PATTERN, SiteSettings, VtnSettings
-from gateway.ven import store
-from gateway.ven.adapter import MalformedEventError, parse_event
+from gateway.events import DrEvent, OptDecision
+from gateway.planner.signals import unsupported_signals
+from gateway.settings import (
+    FINGERPRINT_PATTERN,
+    REPORT_INTERVAL_RULE,
+    SiteSettings,
+    VtnSettings,
+    is_report_interval,
+)
+from gateway.ven import availability, reports
+from gateway.ven.distribution import Answer, Decide, DistributionHandler, Unsupported
+from gateway.ven.reconnect import Backoff, ClientWatch, Loss, Reconnector
+from gateway.ven.reports import (
+    OffersReader,
+    Readers,
+    Reading,
+    ReportPoint,
+    StatusReader,
+    TelemetryKw,
+)
 from models import VenRegistration
 
 logger = logging.getLogger(__name__)
 
-Decide = Callable[[DrEvent], Awaitable[OptDecision]]
-"""The planner's answer to one event version."""
-TelemetryKw = Callable[[str], float | None]
-"""Current facility power of a site [kW], by site id; None when unknown."""
-
-CANCELLATION_ACK = OptDecision(opt="optIn", reason="cancellation acknowledged")
-EVENT_HANDLERS = ("on_event", "on_update_event")
-"""openleadr's two event handlers; both go through :meth:`VenConnection._on_event`."""
-
-TelemetrySource = Literal["power_kw"]
-
-
-@dataclass(frozen=True)
-class TelemetryPoint:
-    """One report row every site offers: what openleadr announces and where the value comes from."""
-
-    report_name: str
-    """openleadr.enums.REPORT_NAME."""
-    measurement: str
-    """A member of openleadr.enums.MEASUREMENTS."""
-    unit: str
-    scale: str
-    """openleadr.enums.SI_SCALE_CODE: ``k`` turns W into kW."""
-    source: TelemetrySource
-    """Which reader gives the value."""
-
-
-TELEMETRY: tuple[TelemetryPoint, ...] = (
-    TelemetryPoint(
-        report_name="TELEMETRY_USAGE",
-        measurement="REAL_POWER",
-        unit="W",
-        scale="k",
-        source="power_kw",
-    ),
-)
-
-_CRON_UNITS_S = ((60, 1), (3600, 60), (86400, 3600))
-"""(below this [s], count in this [s]): openleadr's cron granularity for reports."""
+_STOP_GRACE_S = 1.0
+"""How much longer than one request stopping a client waits for its jobs in flight before
+cancelling them [wall s]."""
 _HANDSHAKE_TIMEOUT_S = 5.0
 """How long the TLS check at start waits for the VTN [wall s]; openleadr's own connect timeout."""
 _XMLDSIG_CERTIFICATE = ".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate"
@@ -153,7 +141,15 @@ class VenConnection:
     session_factory: sessions of the state store
     decide: the planner's answer to an event version
     telemetry_kw: current facility power of a site, by site id [kW]; None when unknown
-    report_interval_s: sampling rate offered for telemetry [s]; must divide 60 s, 60 min or 24 h
+    report_interval_s: sampling rate offered for every report [s]; must divide 60 s, 60 min
+        or 24 h (the offers may also be asked for hourly)
+    status: a site's TELEMETRY_STATUS (online, manual override), by site id; None offers no
+        status report
+    offers: a site's stored flexibility offers for the coming hours, by site id; None offers
+        no offers report (:mod:`gateway.ven.reports`, ``docs/reports.md``)
+    unsupported: the signals of an event version the programme's signal mapping cannot act on
+        (answered 460)
+    rng: the jitter of the reconnection back-off (seed it in tests)
     """
 
     def __init__(
@@ -165,25 +161,48 @@ class VenConnection:
         decide: Decide,
         telemetry_kw: TelemetryKw,
         report_interval_s: float = 10.0,
+        *,
+        unsupported: Unsupported = unsupported_signals,
+        after_opt_in: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+        status: StatusReader | None = None,
+        offers: OffersReader | None = None,
     ) -> None:
         self.vtn = vtn
         self.sites = _served_sites(vtn, sites)
         self.clock = clock
         self._session_factory = session_factory
         self._decide = decide
-        self._readers: Mapping[TelemetrySource, TelemetryKw] = {"power_kw": telemetry_kw}
+        self._readers = Readers(power_kw=telemetry_kw, status=status, offers=offers)
         self._report_granularity = _report_granularity(report_interval_s)
         self._client: Any = None
         self._available: bool | None = None
         """The VTN's state as last seen: None before the first attempt."""
+        self._registered = False
+        """The current client has registered (start() succeeded and it was not stopped since)."""
         self._ven_id: str | None = vtn.ven_id
         self._registration_id: str | None = None
-        self._answers: dict[tuple[str, int], Opt] = {}
-        """What we answered to each (event id, modification number) since start."""
+        self._distribution = DistributionHandler(
+            vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported
+        )
+        self._lower_case_vtn_logged = False
+        self._after_opt_in = after_opt_in
         self._config_problem: ConfigError | None = None
         """Why this connection stopped for good (configuration or authentication)."""
         self._signature_problem: str | None = None
         """Why the last response of the VTN failed our fingerprint check; None when it passed."""
+        self._watch: ClientWatch | None = None
+        """Watches the current openleadr client for a lost connection."""
+        self._refused_ven_id: str | None = None
+        """A venID the VTN refused to register (463); the next attempt registers afresh."""
+        self._reconnector = Reconnector(
+            vtn.id,
+            connect=self.start,
+            disconnect=self._stop_client,
+            lost=self._lost,
+            went_down=self._went_down,
+            backoff=Backoff(vtn.reconnect_initial_s, vtn.reconnect_max_s, rng),
+        )
 
     @property
     def vtn_id(self) -> str:
@@ -203,20 +222,29 @@ class VenConnection:
     @property
     def available(self) -> bool:
         """True while started and registered with the VTN."""
-        return self._client is not None and self._available is True
+        return self._client is not None and self._registered and self._available is True
+
+    @property
+    def supervised(self) -> bool:
+        """True while a background task keeps this connection connected (after a successful
+        :meth:`start` or :meth:`retry_in_background`, until :meth:`stop` or a final
+        configuration problem)."""
+        return self._reconnector.running
 
     async def start(self) -> None:
-        """Register with the VTN, offer telemetry and start polling.
+        """Register with the VTN, offer telemetry and start polling: one attempt.
 
         Raises :class:`GatewayError` when the VTN cannot be reached or does not register us;
-        the connection is then stopped and :meth:`start` may be called again. Raises
-        :class:`ConfigError` (naming the VTN and the key to fix) when the TLS material is
-        unusable, the VTN's certificate does not verify against ``ca_path`` or the VTN signs
-        with another certificate than ``vtn_fingerprint``; that is final for this connection.
+        the connection is then stopped and :meth:`start` (or :meth:`retry_in_background`)
+        may be called again. Raises :class:`ConfigError` (naming the VTN and the key to fix)
+        when the TLS material is unusable, the VTN's certificate does not verify against
+        ``ca_path`` or the VTN signs with another certificate than ``vtn_fingerprint``; that
+        is final for this connection. Once started, the connection keeps itself connected
+        until :meth:`stop` (:mod:`gateway.ven.reconnect`).
         """
         if self._config_problem is not None:
             raise ConfigError(str(self._config_problem))
-        await self.stop()
+        await self._stop_client()
         try:
             tls = load_tls_material(self.vtn)
             if tls is not None:
@@ -226,18 +254,19 @@ class VenConnection:
             raise
         self._signature_problem = None
         client = self._build_client(tls)
+        watch = self._watch = self._watch_client(client)
         self._client = client
         try:
             await client.run()
         except GatewayError:  # the stored registration could not be read
-            await self.stop()
+            await self._stop_client()
             raise
         except Exception as exc:  # openleadr raises whatever it meets; translate at the edge
-            await self.stop()
+            await self._stop_client()
             self._went_down(f"{type(exc).__name__}: {exc}")
             raise GatewayError(f"VTN {self.vtn.id} at {self.vtn.url}: {exc}") from exc
         if client.registration_id is None:
-            await self.stop()
+            await self._stop_client()
             if self._signature_problem is not None:
                 error = ConfigError(
                     f"VTN {self.vtn.id} at {self.vtn.url}: {self._signature_problem}; "
@@ -245,29 +274,80 @@ class VenConnection:
                 )
                 self._give_up(error)
                 raise error
+            refusal = watch.refusal
+            if refusal is not None and refusal.ven_id is not None:
+                self._refused_ven_id = refusal.ven_id
+                why = (
+                    f"refused to register VEN id {refusal.ven_id} ({refusal.code} "
+                    f"{refusal.description}); the next attempt registers as a new VEN"
+                )
+                self._went_down(why)
+                raise GatewayError(f"VTN {self.vtn.id} at {self.vtn.url} {why}")
             self._went_down("not reachable or did not register us")
             raise GatewayError(
                 f"VTN {self.vtn.id} at {self.vtn.url} is not reachable or did not register "
                 f"VEN {self.vtn.ven_name!r}"
             )
         await self._keep_registration(client)
+        self._refused_ven_id = None
+        self._registered = True
         self._came_up()
+        self._reconnector.ensure_running(connected=True)
+
+    def retry_in_background(self) -> None:
+        """Keep calling :meth:`start` in a background task, with exponential back-off and
+        jitter (``reconnect_initial_s``, ``reconnect_max_s``), until the VTN registers us;
+        from then on as after a successful :meth:`start`. Ends with a configuration problem
+        or :meth:`stop`."""
+        if self._config_problem is None:
+            self._reconnector.ensure_running(connected=self.available)
 
     async def stop(self) -> None:
-        """Stop polling and reporting and close the HTTP session; safe to call twice."""
+        """Stop keeping connected, polling and reporting, and close the HTTP session; safe
+        to call twice."""
+        await self._reconnector.cancel()
+        await self._stop_client()
+
+    async def _stop_client(self) -> None:
+        """Stop the openleadr client completely: its scheduler (polls, report jobs), the
+        jobs in flight, its report queue and its HTTP session."""
         client, self._client = self._client, None
+        self._registered = False
         if client is None:
             return
-        jobs = _running_jobs(client)
         if client.scheduler.running:
-            client.scheduler.shutdown(wait=False)
+            client.scheduler.pause()  # no new polls or reports; those in flight may finish
+        current = asyncio.current_task()
+        jobs = [job for job in _running_jobs(client) if job is not current]
         if client.report_queue_task is not None:
             jobs.append(client.report_queue_task)
             client.report_queue_task.cancel()
-        if jobs:
-            await asyncio.wait(jobs, timeout=2.0)
+        if jobs:  # each request is bounded by request_timeout_s
+            await asyncio.wait(jobs, timeout=self.vtn.request_timeout_s + _STOP_GRACE_S)
+        if client.scheduler.running:
+            client.scheduler.shutdown(wait=False)  # cancels the jobs still in flight
         if client.client_session is not None:
             await client.client_session.close()
+
+    # -- outage detection and rebuilds -------------------------------------------------------
+
+    def _watch_client(self, client: Any) -> ClientWatch:
+        """Watch a new openleadr client for a lost connection (:mod:`gateway.ven.reconnect`);
+        it registers as a new VEN when the VTN refused our venID last time."""
+        return ClientWatch(
+            client,
+            self.vtn.outage_after_failures,
+            self.vtn.request_timeout_s,
+            refused_ven_id=self._refused_ven_id,
+            name=self.vtn.id,
+        )
+
+    async def _lost(self) -> Loss:
+        """Wait until the current client's connection is lost; why."""
+        watch = self._watch
+        if watch is None:
+            raise GatewayError(f"VTN {self.vtn.id}: no client has been started")
+        return await watch.lost()
 
     # -- registration across restarts ----------------------------------------------------
 
@@ -329,7 +409,7 @@ class VenConnection:
                 self._save_registration, self._ven_id, self._registration_id, self.clock.now()
             )
         except SQLAlchemyError as exc:
-            await self.stop()
+            await self._stop_client()
             self._went_down(f"cannot store the registration: {exc}")
             raise GatewayError(
                 f"VTN {self.vtn.id}: registered as VEN id {self._ven_id}, but the "
@@ -358,7 +438,8 @@ class VenConnection:
     # -- openleadr wiring ----------------------------------------------------------------
 
     def _build_client(self, tls: TlsMaterial | None) -> Any:
-        client = OpenADRClient(
+        client = _GatewayClient(
+            self._on_distribution,
             ven_name=self.vtn.ven_name,
             vtn_url=str(self.vtn.url),
             ven_id=self._ven_id,  # keep the VEN id the VTN gave us across restarts
@@ -368,141 +449,134 @@ class VenConnection:
         client.query_registration = partial(
             self._query_then_resume, client, client.query_registration
         )
-        for handler in EVENT_HANDLERS:
-            client.add_handler(handler, self._on_event)
-        client.add_hook("after_parse_xml", self._restore_forgotten_answers)
+        client.add_hook("after_parse_xml", self._on_empty_distribution)
         if tls is not None:
             client.add_hook("before_schema_validation", self._check_vtn_signature)
-        client.pending_reports = _ReportsWithReadings()
+        points = reports.offered(self._readers)
+        client.pending_reports = reports.OutgoingReports(
+            {
+                reports.r_id(point, site.openadr_resource_id): timedelta(
+                    seconds=point.reading_duration_s
+                )
+                for site in self.sites
+                for point in points
+                if point.reading_duration_s is not None
+            }
+        )
+        reports.own_points_only(client)
+        reports.render_status_payloads(client)
         for site in self.sites:
-            for point in TELEMETRY:
+            for point in points:
                 self._add_report(client, site, point)
         return client
 
-    def _add_report(self, client: Any, site: SiteSettings, point: TelemetryPoint) -> None:
-        measurement = replace(getattr(enums.MEASUREMENTS, point.measurement), scale=point.scale)
+    def _add_report(self, client: Any, site: SiteSettings, point: ReportPoint) -> None:
         client.add_report(
             callback=partial(self._read, point, site.id),
             resource_id=site.openadr_resource_id,
-            measurement=measurement,
+            measurement=reports.measurement(point),
             unit=point.unit,
             scale=point.scale,
             report_name=point.report_name,
-            report_specifier_id=f"dr-gateway-{point.report_name}",
-            r_id=f"{site.openadr_resource_id}-{point.source}",
-            sampling_rate=self._report_granularity,
+            report_type=point.report_type,
+            reading_type=point.reading_type,
+            report_specifier_id=point.report_specifier_id,
+            r_id=reports.r_id(point, site.openadr_resource_id),
+            sampling_rate=reports.sampling_rate(point, self._report_granularity),
             report_duration=self._report_granularity,
         )
 
-    def _read(self, point: TelemetryPoint, site_id: str) -> list[tuple[datetime, float]]:
-        """One reading for openleadr's report job; no reading when the value is unknown."""
+    def _read(self, point: ReportPoint, site_id: str) -> list[Reading]:
+        """The readings for openleadr's report job; none when the value is unknown."""
         try:
-            value = self._readers[point.source](site_id)
+            return reports.read(point, self._readers, site_id, self.clock.now())
         except Exception:  # a report job is a task boundary inside openleadr's scheduler
             logger.exception("reading %s of site %s failed", point.source, site_id)
             return []
-        if value is None:
-            return []
-        return [(self.clock.now(), float(value))]
 
-    async def _on_event(self, raw: dict[str, Any]) -> Opt:
-        """openleadr's on_event and on_update_event: the opt for one event version.
+    async def _on_distribution(self, client: Any, message: Mapping[str, Any]) -> None:
+        """One ``oadrDistributeEvent``: judged, stored and answered by our rules
+        (:mod:`gateway.ven.distribution`), then one ``oadrCreatedEvent`` with the answers the
+        VTN asked for and has not had yet."""
+        events = message.get("events") or []
+        if isinstance(events, Mapping):
+            events = [events]
+        vtn_id = message.get("vtn_id")
+        if isinstance(vtn_id, str) and vtn_id.islower() and not self._lower_case_vtn_logged:
+            # openleadr would answer 452 to every event (pitfall 7); the id is the VTN's.
+            logger.info("VTN %s uses a lower-case VTN id %r; accepted", self.vtn.id, vtn_id)
+            self._lower_case_vtn_logged = True
+        handled = await self._distribution.handle(events)
+        if handled.to_send:
+            await self._send_answers(client, handled.to_send, str(message.get("request_id") or ""))
+        if handled.opted_in and self._after_opt_in is not None:
+            self._after_opt_in()
 
-        Never raises: openleadr would opt out of every event in the message.
-        """
-        key = _version_key(raw)
-        try:
-            event = parse_event(raw, self.vtn.id)
-        except MalformedEventError as exc:
-            logger.warning("VTN %s sent a malformed event, opting out: %s", self.vtn.id, exc)
-            opt: Opt = "optOut"
-        else:
-            try:
-                opt = await self._answer(event)
-            except Exception:  # task boundary: see the docstring
-                logger.exception(
-                    "VTN %s: answering event %s (modification %s) failed, opting out",
-                    self.vtn.id,
-                    event.event_id,
-                    event.modification_number,
-                )
-                opt = "optOut"
-        if key is not None:
-            self._answers[key] = opt
-        return opt
+    async def update_opt(self, event: DrEvent, decision: OptDecision) -> bool:
+        """Change the answer to the stored version ``event`` (a change of plan): store it,
+        then send it in an ``oadrCreatedEvent`` (openleadr's ``created_event`` cannot carry a
+        response code). True when the VTN acknowledged it; an unacknowledged answer stays
+        unsent and :meth:`resend_unsent` tries again."""
+        answer = await self._distribution.record(event, decision)
+        client = self._client
+        if answer is None or client is None or not self.available:
+            return False
+        return await self._send_answers(client, [answer], "")
 
-    async def _answer(self, event: DrEvent) -> Opt:
-        stored = await asyncio.to_thread(self._store_version, event, self.clock.now())
-        if stored is not None:
-            logger.info(
-                "VTN %s: event %s modification %d already answered %s",
-                self.vtn.id,
-                event.event_id,
-                event.modification_number,
-                stored.opt,
-            )
-            return stored.opt
-        if event.cancelled:
-            decision = CANCELLATION_ACK
-        else:
-            if event.test_event:
-                logger.info("VTN %s: event %s is a test event", self.vtn.id, event.event_id)
-            decision = await self._decide(event)
-        await asyncio.to_thread(self._store_answer, event, decision, self.clock.now())
-        logger.info(
-            "VTN %s: event %s modification %d (%s): %s, %s",
-            self.vtn.id,
-            event.event_id,
-            event.modification_number,
-            event.status,
-            decision.opt,
-            decision.reason,
+    async def resend_unsent(self) -> int:
+        """Send again the answers the VTN asked for but never acknowledged (of versions not
+        over yet); the number acknowledged now."""
+        client = self._client
+        if client is None or not self.available:
+            return 0
+        answers = await self._distribution.unsent()
+        if not answers or not await self._send_answers(client, answers, ""):
+            return 0
+        return len(answers)
+
+    async def _send_answers(self, client: Any, answers: Sequence[Answer], request_id: str) -> bool:
+        """Send ``answers`` in one ``oadrCreatedEvent``; record them sent once the VTN
+        acknowledged. False when it did not (they stay unsent and go out again when the VTN
+        distributes the event again)."""
+        request_id = request_id or openleadr_utils.generate_id()
+        message = client._create_message(
+            "oadrCreatedEvent",
+            response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+            event_responses=[
+                {
+                    "response_code": a.response_code,
+                    "response_description": a.description,
+                    "request_id": request_id,
+                    "event_id": a.event_id,
+                    "modification_number": a.modification_number,
+                    "opt_type": a.opt,
+                }
+                for a in answers
+            ],
+            ven_id=client.ven_id,
         )
-        return decision.opt
-
-    def _store_version(self, event: DrEvent, received_at: datetime) -> OptDecision | None:
-        """Store the version; the answer already given to it when it was stored before."""
-        with db.unit_of_work(self._session_factory) as session:
-            _, created = store.save_event(session, event, received_at)
-            if created:
-                return None
-            return store.last_response(
-                session, event.vtn_id, event.event_id, event.modification_number
+        response_type, payload = await client._perform_request("EiEvent", message)
+        code = (payload or {}).get("response", {}).get("response_code")
+        if response_type != "oadrResponse" or code != 200:
+            logger.warning(
+                "VTN %s did not acknowledge the answers to %s (%s, code %s); they stay unsent",
+                self.vtn.id,
+                ", ".join(f"{a.event_id}#{a.modification_number}" for a in answers),
+                response_type,
+                code,
             )
+            return False
+        await self._distribution.mark_sent(answers, self.clock.now())
+        return True
 
-    def _store_answer(self, event: DrEvent, decision: OptDecision, responded_at: datetime) -> None:
-        with db.unit_of_work(self._session_factory) as session:
-            row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
-            if row is None:
-                raise GatewayError(
-                    f"event {event.event_id} modification {event.modification_number} "
-                    "vanished from the store before its answer was saved"
-                )
-            store.save_response(session, row, decision, responded_at)
-
-    async def _restore_forgotten_answers(self, message_type: str, payload: Any) -> None:
-        """Put back the answers openleadr forgot, before it looks them up.
-
-        openleadr drops its answer to a cancelled or completed event; when the VTN sends that
-        same version again, ``client._on_event`` fails on the lookup and opts out of every
-        event in the message.
-        """
+    async def _on_empty_distribution(self, message_type: str, payload: Any) -> None:
+        """openleadr's ``after_parse_xml`` hook: a distribution with no events at all (which
+        openleadr does not pass on) cancels every known event by implication."""
         client = self._client
         if message_type != "oadrDistributeEvent" or client is None:
             return
-        if not isinstance(payload, Mapping):
-            return
-        for raw in payload.get("events") or ():
-            key = _version_key(raw)
-            if key is None:
-                continue
-            raw_id = raw["event_descriptor"]["event_id"]
-            if raw_id in client.responded_events:
-                continue
-            if any(_version_key(seen) == key for seen in client.received_events):
-                opt = self._answers.get(key, "optOut")
-                logger.debug("restoring answer %s to event %s for openleadr", opt, key)
-                client.responded_events[raw_id] = opt
+        if isinstance(payload, Mapping) and not payload.get("events"):
+            await self._distribution.handle([])  # nothing to answer
 
     # -- mutual TLS ------------------------------------------------------------------------
 
@@ -574,19 +648,38 @@ class VenConnection:
         )
         self._available = True
 
+    # -- availability schedules (EiOpt) ----------------------------------------------------
 
-class _ReportsWithReadings(asyncio.Queue[Any]):
-    """openleadr's outgoing report queue, minus reports without a single reading.
+    async def send_availability(self, request: availability.OptRequest) -> availability.OptAnswer:
+        """Send an availability schedule (``oadrCreateOpt``) or its cancellation to this VTN;
+        the VTN's answer. Raises :class:`GatewayError` while not registered and
+        :class:`availability.OptNotAnswered` when the VTN does not answer."""
+        client, ven_id = self._client, self.ven_id
+        if client is None or not self.available or ven_id is None:
+            raise GatewayError(f"VTN {self.vtn.id}: not registered; {request.opt_id} not sent")
+        return await availability.send(client, ven_id, request, self.clock.now())
 
-    A report whose every value is unknown has no intervals; the openleadr VTN answers it
-    with HTTP 500 (KeyError 'intervals'). No reading, no report.
+
+class _GatewayClient(OpenADRClient):  # type: ignore[misc]
+    """openleadr's client with its event handling replaced by the gateway's.
+
+    openleadr's ``_on_event`` keeps events in memory, answers repeats from a dictionary it
+    prunes (a cancelled event sent again raises KeyError and opts out of every event in the
+    message), always answers 200 (or 452 for a lower-case VTN id) and cannot answer 450. Here
+    the whole ``oadrDistributeEvent`` (from a poll or from the ``oadrRequestEvent`` at start)
+    goes to ``on_distribution``; openleadr's own ``on_event`` handlers are never called.
     """
 
-    async def put(self, item: Any) -> None:
-        if not getattr(item, "intervals", None):
-            logger.debug("not sending report %s: no readings", getattr(item, "report_name", "?"))
-            return
-        await super().put(item)
+    def __init__(
+        self,
+        on_distribution: Callable[[Any, Mapping[str, Any]], Awaitable[None]],
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._gateway_on_distribution = on_distribution
+
+    async def _on_event(self, message: Mapping[str, Any]) -> None:
+        await self._gateway_on_distribution(self, message)
 
 
 def _served_sites(vtn: VtnSettings, sites: Sequence[SiteSettings]) -> tuple[SiteSettings, ...]:
@@ -608,32 +701,9 @@ def _served_sites(vtn: VtnSettings, sites: Sequence[SiteSettings]) -> tuple[Site
 
 def _report_granularity(interval_s: float) -> timedelta:
     """The report sampling rate; openleadr schedules reports with cron (``utils.cron_config``)."""
-    for below_s, unit_s in _CRON_UNITS_S:
-        if 0 < interval_s < below_s:
-            count = interval_s / unit_s
-            if count == int(count) and (below_s // unit_s) % int(count) == 0:
-                return timedelta(seconds=interval_s)
-            break
-    if interval_s == _CRON_UNITS_S[-1][0]:
-        return timedelta(seconds=interval_s)
-    raise ConfigError(
-        f"report_interval_s = {interval_s}: expected whole seconds dividing a minute, whole "
-        "minutes dividing an hour or whole hours dividing a day (e.g. 1, 10, 60, 300, 3600)"
-    )
-
-
-def _version_key(raw: object) -> tuple[str, int] | None:
-    """(event id, modification number) of a raw event, or None when it has none."""
-    if not isinstance(raw, Mapping):
-        return None
-    descriptor = raw.get("event_descriptor")
-    if not isinstance(descriptor, Mapping):
-        return None
-    event_id = descriptor.get("event_id")
-    number = descriptor.get("modification_number")
-    if event_id is None or not isinstance(number, int):
-        return None
-    return str(event_id), number
+    if not is_report_interval(interval_s):
+        raise ConfigError(f"report_interval_s = {interval_s}: expected {REPORT_INTERVAL_RULE}")
+    return timedelta(seconds=interval_s)
 
 
 def _running_jobs(client: Any) -> list[asyncio.Future[Any]]:

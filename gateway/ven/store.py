@@ -8,10 +8,12 @@ and neither commits nor opens sessions itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar, get_args
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.errors import GatewayError
@@ -60,6 +62,10 @@ def save_event(session: Session, event: DrEvent, received_at: datetime) -> tuple
         start_after_s=event.start_after_s,
         created_at=event.created_at,
         received_at=received_at,
+        ven_id=event.ven_id,
+        start_offset_s=event.start_offset_s or None,
+        cancel_effective_at=event.cancel_effective_at,
+        implied_cancel_at=event.implied_cancel_at,
         signals=[
             rows.EventSignal(
                 position=position,
@@ -136,14 +142,24 @@ def load_event(session: Session, vtn_id: str, event_id: str) -> DrEvent | None:
 
 
 def save_response(
-    session: Session, event_row: rows.Event, decision: OptDecision, responded_at: datetime
+    session: Session,
+    event_row: rows.Event,
+    decision: OptDecision,
+    responded_at: datetime,
+    *,
+    required: bool = True,
 ) -> rows.EventResponse:
-    """Store the answer given to one version, with its reason; ``responded_at`` [aware UTC]."""
+    """Store the answer given to one version, with its reason; ``responded_at`` [aware UTC].
+
+    ``required`` is False when the version said response_required = never: the answer is
+    kept but never sent.
+    """
     response = rows.EventResponse(
         opt=decision.opt,
         reason=decision.reason,
         response_code=decision.response_code,
         responded_at=responded_at,
+        required=required,
     )
     event_row.responses.append(response)
     session.flush()
@@ -172,6 +188,112 @@ def last_response(
         reason=response.reason,
         response_code=response.response_code,
     )
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """An answer as stored: the decision, whether the VTN needs it and whether it got it."""
+
+    response_id: int
+    decision: OptDecision
+    required: bool
+    sent_at: datetime | None
+
+
+def last_answer(
+    session: Session, vtn_id: str, event_id: str, modification_number: int
+) -> StoredAnswer | None:
+    """The newest answer given to one version with its delivery state, or None."""
+    response = session.scalars(
+        select(rows.EventResponse)
+        .join(rows.Event)
+        .where(
+            rows.Event.vtn_id == vtn_id,
+            rows.Event.event_id == event_id,
+            rows.Event.modification_number == modification_number,
+        )
+        .order_by(rows.EventResponse.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if response is None:
+        return None
+    return StoredAnswer(
+        response_id=response.id,
+        decision=OptDecision(
+            opt=_known(_OPTS, response.opt, "event_responses.opt"),
+            reason=response.reason,
+            response_code=response.response_code,
+        ),
+        required=response.required,
+        sent_at=response.sent_at,
+    )
+
+
+def mark_sent(session: Session, response_ids: Sequence[int], sent_at: datetime) -> None:
+    """Record that the VTN acknowledged the answers ``response_ids`` at ``sent_at``."""
+    if not response_ids:
+        return
+    session.execute(
+        update(rows.EventResponse)
+        .where(rows.EventResponse.id.in_(response_ids))
+        .values(sent_at=sent_at)
+    )
+
+
+def imply_cancel(session: Session, event: DrEvent, at: datetime, effective_at: datetime) -> None:
+    """Mark the stored version ``event`` cancelled by implication at ``at``, taking effect at
+    ``effective_at`` [aware UTC]."""
+    row = event_row(session, event.vtn_id, event.event_id, event.modification_number)
+    if row is None:
+        raise StoredDataError(
+            f"event {event.event_id} modification {event.modification_number} of VTN "
+            f"{event.vtn_id} is not stored"
+        )
+    row.implied_cancel_at = at
+    row.cancel_effective_at = effective_at
+    session.flush()
+
+
+@dataclass(frozen=True)
+class Participation:
+    """The newest version of an event and the opt in force for it.
+
+    opt: the newest answer to a version that was not a cancellation (acknowledging a
+    cancellation says nothing about taking part); None when no such version was answered.
+    """
+
+    event: DrEvent
+    opt: Opt | None
+    response_code: int | None
+
+
+def participations(session: Session, vtn_id: str | None = None) -> list[Participation]:
+    """Every event's newest version with the opt in force (of one VTN, or of all)."""
+    events = latest_events(session, vtn_id)
+    if not events:
+        return []
+    answers = select(
+        rows.Event.vtn_id,
+        rows.Event.event_id,
+        rows.EventResponse.opt,
+        rows.EventResponse.response_code,
+    ).join(rows.EventResponse)
+    answers = answers.where(rows.Event.status != "cancelled")
+    if vtn_id is not None:
+        answers = answers.where(rows.Event.vtn_id == vtn_id)
+    newest: dict[tuple[str, str], tuple[str, int]] = {}
+    for vtn, event_id, opt_text, code in session.execute(answers.order_by(rows.EventResponse.id)):
+        newest[(vtn, event_id)] = (opt_text, code)
+    out = []
+    for event in events:
+        found = newest.get((event.vtn_id, event.event_id))
+        opt: Opt | None = None
+        if found is not None:
+            opt = _known(_OPTS, found[0], "event_responses.opt")
+        out.append(
+            Participation(event=event, opt=opt, response_code=None if found is None else found[1])
+        )
+    return out
 
 
 def to_dr_event(row: rows.Event) -> DrEvent:
@@ -211,6 +333,10 @@ def to_dr_event(row: rows.Event) -> DrEvent:
         ramp_up_s=row.ramp_up_s,
         start_after_s=row.start_after_s,
         created_at=row.created_at,
+        ven_id=row.ven_id,
+        start_offset_s=row.start_offset_s or 0.0,
+        cancel_effective_at=row.cancel_effective_at,
+        implied_cancel_at=row.implied_cancel_at,
     )
 
 
@@ -225,7 +351,7 @@ def _with_children(query: Select[rows.Event]) -> Select[rows.Event]:
     )
 
 
-def _known(names: dict[str, _T], value: str, column: str) -> _T:
+def _known(names: Mapping[str, _T], value: str, column: str) -> _T:
     try:
         return names[value]
     except KeyError as exc:

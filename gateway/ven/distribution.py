@@ -1,0 +1,412 @@
+"""One ``oadrDistributeEvent`` from one VTN, handled by the gateway's rules, not openleadr's.
+
+openleadr keeps events in memory only and answers with its own, incomplete rules
+(``openadr-notes.md``). :class:`DistributionHandler` takes the whole message instead:
+
+1. each event is parsed (:mod:`gateway.ven.adapter`); one that cannot be read is answered
+   optOut with 454 and not stored;
+2. in one transaction each version is judged against the newest stored version of the same
+   event (:func:`gateway.ven.rules.classify`): a new or higher version is stored (with its
+   randomised start, or for a cancellation the moment it takes effect); an equal one is no
+   change; a lower one is stored for the record and answered 450, even when the newer
+   version is a cancellation. Events the VEN knows that the distribution leaves out are
+   cancelled by implication (an empty distribution cancels them all);
+3. new versions are answered: a cancellation with optIn, a version with a signal the
+   programme's signal mapping does not know with optOut and 460, both without asking the
+   planner; anything else by the planner;
+4. every answer is stored with its reason before it is sent. The message to send carries
+   only answers the VTN asked for (response_required = always) that it has not yet
+   acknowledged: an equal version is not answered twice, and an answer stored before a crash
+   but never acknowledged is sent again.
+
+:meth:`DistributionHandler.handle` returns the answers to send; the caller sends them in one
+``oadrCreatedEvent`` and calls :meth:`DistributionHandler.mark_sent` once the VTN
+acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway import db
+from gateway.clock import Clock
+from gateway.events import DrEvent, Opt, OptDecision
+from gateway.ven import rules, store
+from gateway.ven.adapter import MalformedEventError, parse_event
+
+logger = logging.getLogger(__name__)
+
+Decide = Callable[[DrEvent], Awaitable[OptDecision]]
+"""The planner's answer to one event version."""
+Unsupported = Callable[[DrEvent], Sequence[str]]
+"""The signals of a version that the programme's signal mapping cannot act on."""
+
+CANCELLATION_ACK = OptDecision(opt="optIn", reason="cancellation acknowledged")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One eventResponse of an ``oadrCreatedEvent``."""
+
+    event_id: str
+    modification_number: int
+    opt: Opt
+    response_code: int
+    reason: str
+    response_id: int | None
+    """The stored answer to mark sent once the VTN acknowledged it; None when not stored."""
+
+    @property
+    def description(self) -> str:
+        return "OK" if self.response_code == rules.OK else self.reason[:200]
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What one distribution came to."""
+
+    to_send: list[Answer]
+    """The answers the VTN asked for and has not acknowledged, in message order."""
+    opted_in: bool
+    """The planner opted in to a new version that moves load (not a test event)."""
+
+
+@dataclass
+class _Triage:
+    """What one transaction found for the events of a distribution, in message order."""
+
+    answers: dict[int, Answer]
+    """Answers known at once (450, cancellations, resends), by position in the message."""
+    to_decide: dict[int, DrEvent]
+    """New versions for the planner, by position."""
+    new_versions: list[DrEvent]
+
+
+class DistributionHandler:
+    """Handles the distributions of one VTN.
+
+    vtn_id: the VTN's id in our configuration
+    session_factory: sessions of the state store
+    clock: the injected clock; receipt and answer times come from it
+    decide: the planner's answer to a version
+    ven_id: the VEN id the VTN knows us by now (for targets and the randomisation seed)
+    unsupported: the signals of a version the signal mapping cannot act on; a version with
+        any is answered optOut with 460 without asking the planner
+    """
+
+    def __init__(
+        self,
+        vtn_id: str,
+        session_factory: sessionmaker[Session],
+        clock: Clock,
+        decide: Decide,
+        ven_id: Callable[[], str | None],
+        unsupported: Unsupported,
+    ) -> None:
+        self.vtn_id = vtn_id
+        self._sessions = session_factory
+        self._clock = clock
+        self._decide = decide
+        self._ven_id = ven_id
+        self._unsupported = unsupported
+
+    async def handle(self, raw_events: Sequence[Any]) -> Handled:
+        """Judge, store and answer one distribution: the answers to send, in message order,
+        and whether the planner opted in to a version that moves load.
+
+        Never raises for one bad event (it is answered 454); a database failure propagates,
+        so that nothing is answered that was not stored.
+        """
+        now = self._clock.now()
+        ven_id = self._ven_id()
+        answers: dict[int, Answer] = {}
+        parsed: dict[int, DrEvent] = {}
+        for position, raw in enumerate(raw_events):
+            try:
+                event = parse_event(raw, self.vtn_id)
+            except MalformedEventError as exc:
+                logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
+                key = _version_key(raw)
+                if key is not None and _response_required(raw):
+                    answers[position] = Answer(
+                        key[0], key[1], "optOut", rules.INVALID_DATA, str(exc), None
+                    )
+                continue
+            parsed[position] = replace(event, ven_id=ven_id)
+        triage = await asyncio.to_thread(self._triage, parsed, now)
+        answers.update(triage.answers)
+        decided: dict[int, tuple[DrEvent, OptDecision]] = {}
+        for position, event in triage.to_decide.items():
+            decided[position] = (event, await self._decide_safely(event))
+        if decided:
+            stored = await asyncio.to_thread(self._store_answers, decided, self._clock.now())
+            answers.update(stored)
+        return Handled(
+            to_send=[answers[position] for position in sorted(answers)],
+            opted_in=any(
+                decision.opt == "optIn" and not event.test_event
+                for event, decision in decided.values()
+            ),
+        )
+
+    async def record(self, event: DrEvent, decision: OptDecision) -> Answer | None:
+        """Store a new answer to the stored version ``event`` (a change of plan); the answer
+        to send, or None when the version said response_required = never."""
+        now = self._clock.now()
+
+        def store_it() -> Answer:
+            with db.unit_of_work(self._sessions) as session:
+                return self._answer(session, event, decision, now)
+
+        answer = await asyncio.to_thread(store_it)
+        logger.info(
+            "VTN %s: event %s modification %d: answer changed to %s, %s",
+            self.vtn_id,
+            event.event_id,
+            event.modification_number,
+            decision.opt,
+            decision.reason,
+        )
+        return answer if event.response_required == "always" else None
+
+    async def unsent(self) -> list[Answer]:
+        """The newest answer to each event's newest version that the VTN asked for and never
+        acknowledged, for events not over yet."""
+        now = self._clock.now()
+
+        def find() -> list[Answer]:
+            out = []
+            with db.unit_of_work(self._sessions) as session:
+                for event in store.latest_events(session, self.vtn_id):
+                    if event.is_over_at(now) or event.response_required != "always":
+                        continue
+                    stored = store.last_answer(
+                        session, event.vtn_id, event.event_id, event.modification_number
+                    )
+                    if stored is not None and stored.required and stored.sent_at is None:
+                        out.append(_answer_of(event, stored.decision, stored.response_id))
+            return out
+
+        return await asyncio.to_thread(find)
+
+    async def mark_sent(self, answers: Sequence[Answer], sent_at: datetime) -> None:
+        """Record that the VTN acknowledged ``answers`` at ``sent_at`` [aware UTC]."""
+        ids = [a.response_id for a in answers if a.response_id is not None]
+        if ids:
+            await asyncio.to_thread(self._mark_sent, ids, sent_at)
+
+    # -- one transaction each ----------------------------------------------------------
+
+    def _triage(self, parsed: Mapping[int, DrEvent], now: datetime) -> _Triage:
+        triage = _Triage(answers={}, to_decide={}, new_versions=[])
+        with db.unit_of_work(self._sessions) as session:
+            known = {e.event_id: e for e in store.latest_events(session, self.vtn_id)}
+            for position, event in parsed.items():
+                latest = known.get(event.event_id)
+                verdict = rules.classify(
+                    event.modification_number,
+                    None if latest is None else latest.modification_number,
+                )
+                if verdict == "stale":
+                    assert latest is not None  # classify says stale only against a known one
+                    triage.answers[position] = self._stale(session, event, latest, now)
+                elif verdict == "same":
+                    self._same(session, event, position, triage)
+                else:
+                    stored = self._with_timing(event, now, latest)
+                    store.save_event(session, stored, now)
+                    known[event.event_id] = stored
+                    triage.new_versions.append(stored)
+                    if stored.status == "cancelled":
+                        triage.answers[position] = self._answer(
+                            session, stored, CANCELLATION_ACK, now
+                        )
+                        logger.info(
+                            "VTN %s cancelled event %s (modification %d); stops here at %s",
+                            self.vtn_id,
+                            stored.event_id,
+                            stored.modification_number,
+                            stored.cancel_effective_at,
+                        )
+                    elif unsupported := self._unsupported(stored):
+                        decision = OptDecision(
+                            "optOut",
+                            f"signal(s) not in the programme's signal mapping: "
+                            f"{', '.join(unsupported)}",
+                            response_code=rules.SIGNAL_NOT_SUPPORTED,
+                        )
+                        triage.answers[position] = self._answer(session, stored, decision, now)
+                    else:
+                        triage.to_decide[position] = stored
+            distributed = {event.event_id for event in parsed.values()}
+            for event in rules.implied_cancellations(known.values(), distributed, now):
+                delay_s = rules.random_delay_s(
+                    event.start_after_s,
+                    self._seed(),
+                    event.event_id,
+                    event.modification_number,
+                    "implied",
+                )
+                effective_at = now + timedelta(seconds=delay_s)
+                store.imply_cancel(session, event, now, effective_at)
+                logger.info(
+                    "VTN %s left event %s out of its distribution: cancelled by implication, "
+                    "stops here at %s",
+                    self.vtn_id,
+                    event.event_id,
+                    effective_at,
+                )
+        return triage
+
+    def _stale(self, session: Session, event: DrEvent, latest: DrEvent, now: datetime) -> Answer:
+        row, _ = store.save_event(session, self._with_timing(event, now, None), now)
+        decision = OptDecision(
+            "optOut",
+            f"modification number {event.modification_number} is lower than "
+            f"{latest.modification_number}, already received"
+            + (" (a cancellation)" if latest.status == "cancelled" else ""),
+            response_code=rules.OUT_OF_SEQUENCE,
+        )
+        logger.warning(
+            "VTN %s sent event %s modification %d after modification %d: answered 450",
+            self.vtn_id,
+            event.event_id,
+            event.modification_number,
+            latest.modification_number,
+        )
+        response = store.save_response(
+            session, row, decision, now, required=event.response_required == "always"
+        )
+        return _answer_of(event, decision, response.id)
+
+    def _same(self, session: Session, event: DrEvent, position: int, triage: _Triage) -> None:
+        stored = store.last_answer(session, event.vtn_id, event.event_id, event.modification_number)
+        if stored is None:
+            # Stored, but the process stopped before the answer was: decide now.
+            row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
+            assert row is not None  # "same" means this version is stored
+            triage.to_decide[position] = store.to_dr_event(row)
+            return
+        if stored.required and stored.sent_at is None:
+            logger.info(
+                "VTN %s: event %s modification %d was answered %s but never acknowledged: "
+                "sending it again",
+                self.vtn_id,
+                event.event_id,
+                event.modification_number,
+                stored.decision.opt,
+            )
+            triage.answers[position] = _answer_of(event, stored.decision, stored.response_id)
+        else:
+            logger.debug(
+                "VTN %s: event %s modification %d: no change",
+                self.vtn_id,
+                event.event_id,
+                event.modification_number,
+            )
+
+    def _answer(
+        self, session: Session, event: DrEvent, decision: OptDecision, now: datetime
+    ) -> Answer:
+        row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
+        if row is None:
+            raise store.StoredDataError(
+                f"event {event.event_id} modification {event.modification_number} vanished "
+                "from the store before its answer was saved"
+            )
+        response = store.save_response(
+            session, row, decision, now, required=event.response_required == "always"
+        )
+        return _answer_of(event, decision, response.id)
+
+    def _store_answers(
+        self, decided: Mapping[int, tuple[DrEvent, OptDecision]], now: datetime
+    ) -> dict[int, Answer]:
+        out: dict[int, Answer] = {}
+        with db.unit_of_work(self._sessions) as session:
+            for position, (event, decision) in decided.items():
+                answer = self._answer(session, event, decision, now)
+                if event.response_required == "always":
+                    out[position] = answer
+                logger.info(
+                    "VTN %s: event %s modification %d (%s%s): %s %d, %s",
+                    self.vtn_id,
+                    event.event_id,
+                    event.modification_number,
+                    event.status,
+                    ", test" if event.test_event else "",
+                    decision.opt,
+                    decision.response_code,
+                    decision.reason,
+                )
+        return out
+
+    def _mark_sent(self, ids: Sequence[int], sent_at: datetime) -> None:
+        with db.unit_of_work(self._sessions) as session:
+            store.mark_sent(session, ids, sent_at)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _decide_safely(self, event: DrEvent) -> OptDecision:
+        """The planner's answer; optOut with the reason when the planner fails."""
+        try:
+            return await self._decide(event)
+        except Exception as exc:  # task boundary: one event must not sink the message
+            logger.exception(
+                "VTN %s: deciding on event %s failed, opting out", self.vtn_id, event.event_id
+            )
+            return OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
+
+    def _seed(self) -> str:
+        return f"{self.vtn_id}/{self._ven_id() or '-'}"
+
+    def _with_timing(self, event: DrEvent, now: datetime, previous: DrEvent | None) -> DrEvent:
+        """The version with this VEN's randomised start (one draw per version), or for a
+        cancellation the moment it takes effect: now plus a random delay within startafter,
+        the start staying where the previous version put it."""
+        delay_s = rules.random_delay_s(
+            event.start_after_s, self._seed(), event.event_id, event.modification_number
+        )
+        if event.status == "cancelled":
+            return replace(
+                event,
+                cancel_effective_at=now + timedelta(seconds=delay_s),
+                start_offset_s=0.0 if previous is None else previous.start_offset_s,
+            )
+        return replace(event, start_offset_s=delay_s)
+
+
+def _answer_of(event: DrEvent, decision: OptDecision, response_id: int | None) -> Answer:
+    return Answer(
+        event_id=event.event_id,
+        modification_number=event.modification_number,
+        opt=decision.opt,
+        response_code=decision.response_code,
+        reason=decision.reason,
+        response_id=response_id if event.response_required == "always" else None,
+    )
+
+
+def _version_key(raw: object) -> tuple[str, int] | None:
+    """(event id, modification number) of a raw event, or None when it has none."""
+    if not isinstance(raw, Mapping):
+        return None
+    descriptor = raw.get("event_descriptor")
+    if not isinstance(descriptor, Mapping):
+        return None
+    event_id = descriptor.get("event_id")
+    number = descriptor.get("modification_number")
+    if event_id is None or isinstance(number, bool) or not isinstance(number, int):
+        return None
+    return str(event_id), number
+
+
+def _response_required(raw: Mapping[str, Any]) -> bool:
+    return bool(raw.get("response_required", "always") != "never")

@@ -1,0 +1,107 @@
+"""The event rules of OpenADR 2.0b that the VEN applies itself (``openadr-notes.md``).
+
+Pure functions: versions, times and events in, verdicts out; no I/O, no clock, no logging.
+``docs/conformance.md`` lists each rule with the test that checks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Literal
+
+from gateway.events import DrEvent
+
+OK = 200
+OUT_OF_SEQUENCE = 450
+"""A version older than one already received (also when the newer one is a cancellation)."""
+INVALID_DATA = 454
+"""An event the VEN cannot read (a field missing or of the wrong type)."""
+SIGNAL_NOT_SUPPORTED = 460
+"""A signal name (or name and type) the programme's signal mapping does not know."""
+
+Verdict = Literal["new", "modified", "same", "stale"]
+
+
+def classify(modification_number: int, latest_known: int | None) -> Verdict:
+    """What a received version is to the VEN that knows ``latest_known`` of the same event.
+
+    Higher replaces, equal is no change, lower is out of sequence (answered 450), whatever
+    the status of the newer version (a cancelled event included).
+    """
+    if latest_known is None:
+        return "new"
+    if modification_number > latest_known:
+        return "modified"
+    if modification_number == latest_known:
+        return "same"
+    return "stale"
+
+
+def random_delay_s(window_s: float | None, *key: object) -> float:
+    """A delay drawn uniformly from [0, ``window_s``) for ``tolerance.startafter`` [s].
+
+    Drawn from a hash of ``key`` (the VEN, the event and the version), so that each VEN gets
+    its own delay and the same VEN always the same one for the same version.
+    """
+    if window_s is None or window_s <= 0:
+        return 0.0
+    digest = hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2.0**64
+    return fraction * window_s
+
+
+def implied_cancellations(
+    known: Iterable[DrEvent], distributed_event_ids: set[str], at: datetime
+) -> list[DrEvent]:
+    """Known events that a full distribution left out: cancelled by implication.
+
+    known: the newest stored version of every event of the distributing VTN
+    distributed_event_ids: the event ids the distribution carried
+    at: when the distribution arrived [aware UTC]
+
+    Events already cancelled (sent or implied) and events already over are left alone.
+    """
+    return [
+        event
+        for event in known
+        if event.event_id not in distributed_event_ids
+        and not event.cancelled
+        and not event.is_over_at(at)
+    ]
+
+
+def priority_rank(priority: int) -> float:
+    """Lower numbers win; 0 is the lowest priority of all (it means "unspecified")."""
+    return math.inf if priority <= 0 else float(priority)
+
+
+def winners(
+    events: Sequence[DrEvent], resource_id: str, ven_id: str | None, at: datetime
+) -> list[DrEvent]:
+    """The events that govern the resource ``resource_id`` at ``at``: of the events in force
+    there, one per market context, the one with the winning priority.
+
+    Between equal priorities the most recently created version wins (then the later
+    randomised start, then the event id), so a VTN that re-issues an instruction is obeyed.
+    """
+    best: dict[str, DrEvent] = {}
+    for event in events:
+        if not event.is_active_at(at) or not event.targets_resource(resource_id, ven_id):
+            continue
+        current = best.get(event.market_context)
+        if current is None or _sort_key(event) < _sort_key(current):
+            best[event.market_context] = event
+    return sorted(best.values(), key=lambda e: (e.market_context, e.event_id))
+
+
+def _sort_key(event: DrEvent) -> tuple[float, float, float, str]:
+    created_s = event.created_at.timestamp() if event.created_at is not None else -math.inf
+    return (
+        priority_rank(event.priority),
+        -created_s,
+        -event.effective_start_at.timestamp(),
+        event.event_id,
+    )

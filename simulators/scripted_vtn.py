@@ -1,0 +1,221 @@
+"""A scripted VTN: openleadr's ``OpenADRServer`` in its external ``on_poll`` mode.
+
+The stock openleadr VTN cannot send what a conformance test needs (a lower modification
+number, a cancelled event sent again, a distribution that leaves an event out, an empty one,
+unknown signal names, events without per-interval dtstart, odd targets). In ``on_poll`` mode
+the VTN answers each ``oadrPoll`` with whatever message the test queued, built from plain
+dicts by openleadr's own message templates, so every byte still goes through openleadr's
+XML, schema validation and HTTP on loopback.
+
+It registers any VEN (a VEN that brings its venID keeps it), accepts the reports a VEN offers
+without asking for any, answers ``oadrRequestEvent`` with the events set in
+:attr:`ScriptedVtn.standing`, and records every ``eventResponse`` it receives with its
+response code (:attr:`ScriptedVtn.responses`) before acknowledging it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from openleadr import OpenADRServer
+
+from gateway.errors import GatewayError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReceivedResponse:
+    """One eventResponse of an ``oadrCreatedEvent`` as the VTN received it."""
+
+    ven_id: str
+    event_id: str
+    modification_number: int
+    opt_type: str
+    response_code: int
+    request_id: str
+
+
+class ScriptedVtn:
+    """A VTN on 127.0.0.1 (OS-assigned port) whose messages the test script decides.
+
+    vtn_id: sent in every message; lower case is allowed here (to test pitfall 7)
+    poll_interval_s: the poll interval the VTN asks for [wall s], whole seconds >= 1
+    """
+
+    def __init__(self, vtn_id: str = "SCRIPTED-VTN", poll_interval_s: int = 1) -> None:
+        self.vtn_id = vtn_id
+        self.queue: deque[tuple[str, dict[str, Any]]] = deque()
+        """Messages for the next polls, one per poll, oldest first."""
+        self.standing: list[dict[str, Any]] = []
+        """The events ``oadrRequestEvent`` answers with (the VEN asks at start)."""
+        self.responses: list[ReceivedResponse] = []
+        self.polls = 0
+        self.registrations: list[str] = []
+        """The venID of every registration, in order."""
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            self.server: Any = OpenADRServer(
+                vtn_id=vtn_id,
+                http_host="127.0.0.1",
+                http_port=0,
+                requested_poll_freq=timedelta(seconds=poll_interval_s),
+            )
+        self.server.add_handler("on_poll", self._on_poll)
+        self.server.add_handler("on_request_event", self._on_request_event)
+        self.server.add_handler("on_created_event", self._on_created_event)
+        self.server.add_handler("on_create_party_registration", self._on_create_party_registration)
+        self.server.add_handler("on_register_report", self._on_register_report)
+        self._record_response_codes()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise GatewayError("the scripted VTN is not started; await start() first")
+        return self._url
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.server.app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}{self.server.http_path_prefix}"
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._url = None
+
+    def distribute(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Queue an ``oadrDistributeEvent`` carrying exactly ``events`` (may be empty)."""
+        self.queue.append(
+            (
+                "oadrDistributeEvent",
+                {"events": [dict(e) for e in events], "request_id": _new_id("REQ")},
+            )
+        )
+
+    def responses_to(self, event_id: str) -> list[ReceivedResponse]:
+        return [r for r in self.responses if r.event_id == event_id]
+
+    # -- openleadr handlers ----------------------------------------------------------------
+
+    def _on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
+        self.polls += 1
+        if not self.queue:
+            return None
+        return self.queue.popleft()
+
+    def _on_request_event(self, ven_id: str) -> list[dict[str, Any]] | None:
+        return [dict(e) for e in self.standing] or None
+
+    def _on_created_event(self, ven_id: str, event_id: str, opt_type: str) -> None:
+        """Recorded with the response codes by :meth:`_record_response_codes`."""
+
+    def _on_create_party_registration(self, payload: Mapping[str, Any]) -> tuple[str, str]:
+        ven_id = str(payload.get("ven_id") or _new_id("VEN"))
+        self.registrations.append(ven_id)
+        return ven_id, _new_id("REG")
+
+    def _on_register_report(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def _record_response_codes(self) -> None:
+        """openleadr passes ``on_created_event`` only the opt; keep the whole response."""
+        service = self.server.services["event_service"]
+        handle = service.handlers["oadrCreatedEvent"]
+
+        async def created_event(payload: dict[str, Any]) -> Any:
+            for response in payload.get("event_responses") or ():
+                self.responses.append(
+                    ReceivedResponse(
+                        ven_id=str(payload.get("ven_id")),
+                        event_id=str(response.get("event_id")),
+                        modification_number=int(response.get("modification_number") or 0),
+                        opt_type=str(response.get("opt_type")),
+                        response_code=int(response.get("response_code") or 0),
+                        request_id=str(response.get("request_id")),
+                    )
+                )
+            return await handle(payload)
+
+        service.handlers["oadrCreatedEvent"] = created_event
+
+
+def event_dict(
+    event_id: str,
+    *,
+    start_at: datetime,
+    modification_number: int = 0,
+    status: str = "far",
+    duration: timedelta = timedelta(hours=1),
+    intervals: Sequence[tuple[timedelta, float]] = ((timedelta(hours=1), 1.0),),
+    signal_name: str = "SIMPLE",
+    signal_type: str = "level",
+    market_context: str = "http://utility.example/dr",
+    priority: int = 0,
+    test_event: bool = False,
+    response_required: str = "always",
+    targets: Sequence[Mapping[str, str]] = ({"group_id": "ALL-SITES"},),
+    start_after: timedelta | None = None,
+    created_at: datetime | None = None,
+    interval_dtstart: Sequence[datetime] | None = None,
+    current_value: float | None = None,
+) -> dict[str, Any]:
+    """One event as openleadr's ``oadrDistributeEvent`` template takes it.
+
+    interval_dtstart: per-interval dtstart values to send (2.0b makes them optional; a VEN
+    must not rely on them); None sends none.
+    current_value: the signal's currentValue to send (a VEN must not rely on it either).
+    targets: 2.0b's schema wants at least one; the default, a group, addresses the whole VEN.
+    """
+    active_period: dict[str, Any] = {"dtstart": start_at, "duration": duration}
+    if start_after is not None:
+        active_period["tolerance"] = {"startafter": start_after}
+    signal_intervals = []
+    for i, (length, value) in enumerate(intervals):
+        interval: dict[str, Any] = {"duration": length, "signal_payload": value, "uid": i}
+        if interval_dtstart is not None:
+            interval["dtstart"] = interval_dtstart[i]
+        signal_intervals.append(interval)
+    signal: dict[str, Any] = {
+        "signal_name": signal_name,
+        "signal_type": signal_type,
+        "signal_id": f"{event_id}-S0",
+        "intervals": signal_intervals,
+    }
+    if current_value is not None:
+        signal["current_value"] = current_value
+    event: dict[str, Any] = {
+        "event_descriptor": {
+            "event_id": event_id,
+            "modification_number": modification_number,
+            "modification_date_time": created_at or start_at,
+            "priority": priority,
+            "market_context": market_context,
+            "created_date_time": created_at or start_at,
+            "event_status": status,
+            "test_event": test_event,
+        },
+        "active_period": active_period,
+        "event_signals": [signal],
+        "response_required": response_required,
+    }
+    event["targets"] = [dict(t) for t in targets]
+    return event
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12].upper()}"

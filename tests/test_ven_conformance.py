@@ -1,0 +1,511 @@
+"""Conformance of the VEN's event handling, one test per rule, against a real openleadr VTN.
+
+The VTN (:class:`simulators.scripted_vtn.ScriptedVtn`) runs openleadr's ``OpenADRServer`` in
+its external ``on_poll`` mode on an OS-assigned loopback port, so it can send what the stock
+VTN cannot (lower modification numbers, resent cancellations, distributions that leave events
+out, unknown signals). Every message goes through openleadr's templates, XML schema and HTTP.
+Each test runs on SQLite and PostgreSQL. ``docs/conformance.md`` lists the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.clock import ManualClock
+from gateway.db import unit_of_work
+from gateway.events import DrEvent, OptDecision
+from gateway.settings import SiteSettings, VtnSettings
+from gateway.ven import store
+from gateway.ven.client import VenConnection
+from models import event as rows
+from simulators.scripted_vtn import ScriptedVtn, event_dict
+
+pytestmark = pytest.mark.integration
+
+VTN_ID = "utility-1"
+WAIT_S = 10.0
+POLL_S = 3600
+"""The VTN asks for an hourly poll: the tests poll themselves (``Rig.send``), one message each."""
+HOUR = timedelta(hours=1)
+
+
+def site(site_id: str, resource_id: str | None = None) -> SiteSettings:
+    return SiteSettings(
+        id=site_id,
+        gpus_total=8,
+        it_power_max_kw=60.0,
+        wan_bandwidth_gbps=10.0,
+        controller_url="http://127.0.0.1:9/",
+        controller_token="token-for-tests",
+        vtn=VTN_ID,
+        resource_id=resource_id,
+    )
+
+
+class Planner:
+    """Stands in for the planner: answers from a table, records every call."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, OptDecision] = {}
+        self.calls: list[DrEvent] = []
+
+    async def __call__(self, event: DrEvent) -> OptDecision:
+        self.calls.append(event)
+        return self.answers.get(event.event_id, OptDecision("optIn", "enough flexible load"))
+
+    def calls_for(self, event_id: str) -> list[int]:
+        return [e.modification_number for e in self.calls if e.event_id == event_id]
+
+
+@dataclass
+class Rig:
+    vtn: ScriptedVtn
+    connection: VenConnection
+    planner: Planner
+    sessions: sessionmaker[Session]
+    clock: ManualClock
+
+    async def send(self, *events: dict[str, Any]) -> None:
+        """Distribute exactly ``events``: the VEN polls (openleadr's own poll, over HTTP) and
+        has handled the message when this returns."""
+        self.vtn.distribute(events)
+        await self.connection._client._poll()
+        assert not self.vtn.queue, "the VEN fetched the distribution"
+
+    def start(self, hours: float = 1.0) -> datetime:
+        return self.clock.now() + timedelta(hours=hours)
+
+    def stored(self, event_id: str) -> DrEvent | None:
+        with unit_of_work(self.sessions) as session:
+            return store.load_event(session, VTN_ID, event_id)
+
+    def got(self, event_id: str) -> list[tuple[int, str, int]]:
+        """(modification number, opt, response code) of each answer the VTN received."""
+        return [
+            (r.modification_number, r.opt_type, r.response_code)
+            for r in self.vtn.responses_to(event_id)
+        ]
+
+
+@asynccontextmanager
+async def running(
+    session_factory: sessionmaker[Session], vtn_id: str = "UTILITY-1"
+) -> AsyncIterator[Rig]:
+    vtn = ScriptedVtn(vtn_id, poll_interval_s=POLL_S)
+    await vtn.start()
+    planner = Planner()
+    clock = ManualClock(datetime.now(UTC))
+    connection = VenConnection(
+        VtnSettings(id=VTN_ID, url=vtn.url, ven_name="dr-gateway-conformance"),
+        (site("site-a"), site("site-b", resource_id="RES-B")),
+        clock,
+        session_factory,
+        planner,
+        lambda site_id: None,
+        report_interval_s=60,
+    )
+    try:
+        await connection.start()
+        yield Rig(vtn, connection, planner, session_factory, clock)
+    finally:
+        await connection.stop()
+        await vtn.stop()
+
+
+async def wait_for(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT_S} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def stored_answers(
+    sessions: sessionmaker[Session], event_id: str
+) -> list[tuple[int, str, int, bool, bool]]:
+    """(modification, opt, code, required, sent) of every stored answer, in order."""
+    with unit_of_work(sessions) as session:
+        found = session.execute(
+            select(
+                rows.Event.modification_number,
+                rows.EventResponse.opt,
+                rows.EventResponse.response_code,
+                rows.EventResponse.required,
+                rows.EventResponse.sent_at,
+            )
+            .join(rows.EventResponse.event)
+            .where(rows.Event.event_id == event_id)
+            .order_by(rows.EventResponse.id)
+        )
+        return [(n, o, c, r, s is not None) for n, o, c, r, s in found]
+
+
+# -- modification numbers -------------------------------------------------------------------
+
+
+async def test_rule_higher_modification_replaces(session_factory: sessionmaker[Session]) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start, intervals=((HOUR, 1.0),)))
+        await rig.send(
+            event_dict("EVT-1", start_at=start, modification_number=1, intervals=((HOUR, 3.0),))
+        )
+        latest = rig.stored("EVT-1")
+        assert latest is not None
+        assert (latest.modification_number, latest.signals[0].intervals[0].value) == (1, 3.0)
+        assert rig.planner.calls_for("EVT-1") == [0, 1], "each new version is decided"
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
+
+
+async def test_rule_equal_modification_is_no_change(session_factory: sessionmaker[Session]) -> None:
+    async with running(session_factory) as rig:
+        event = event_dict("EVT-1", start_at=rig.start())
+        await rig.send(event)
+        await rig.send(event)
+        assert rig.planner.calls_for("EVT-1") == [0]
+        assert rig.got("EVT-1") == [(0, "optIn", 200)], "no second answer to the same version"
+        assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
+
+
+async def test_rule_lower_modification_is_answered_450(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start, modification_number=2))
+        await rig.send(event_dict("EVT-1", start_at=start, modification_number=1))
+        assert rig.got("EVT-1") == [(2, "optIn", 200), (1, "optOut", 450)]
+        assert rig.planner.calls_for("EVT-1") == [2], "an old version is not decided"
+        latest = rig.stored("EVT-1")
+        assert latest is not None and latest.modification_number == 2
+
+
+async def test_rule_lower_modification_than_a_cancellation_is_answered_450(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start))
+        await rig.send(
+            event_dict("EVT-1", start_at=start, modification_number=1, status="cancelled")
+        )
+        await rig.send(event_dict("EVT-1", start_at=start))
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200), (0, "optOut", 450)]
+        latest = rig.stored("EVT-1")
+        assert latest is not None and latest.cancelled, "the event stays cancelled"
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+async def test_rule_cancellation_is_acknowledged_without_the_planner(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start(hours=-0.5)  # active now
+        await rig.send(event_dict("EVT-1", start_at=start, status="active"))
+        await rig.send(
+            event_dict("EVT-1", start_at=start, modification_number=1, status="cancelled")
+        )
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
+        assert rig.planner.calls_for("EVT-1") == [0]
+        latest = rig.stored("EVT-1")
+        assert latest is not None and not latest.is_active_at(rig.clock.now())
+
+
+async def test_rule_resent_cancelled_event_does_not_opt_out_the_others(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """openleadr raises KeyError on a cancelled event sent again and opts out of every event
+    in that message (pitfall 3); here the cancelled one is no change and the others stand."""
+    async with running(session_factory) as rig:
+        start = rig.start()
+        cancelled = event_dict("EVT-1", start_at=start, modification_number=1, status="cancelled")
+        await rig.send(event_dict("EVT-1", start_at=start))
+        await rig.send(cancelled)
+        await rig.send(cancelled, event_dict("EVT-2", start_at=start))
+        await rig.send(cancelled, event_dict("EVT-2", start_at=start))
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
+        assert rig.got("EVT-2") == [(0, "optIn", 200)]
+        assert rig.planner.calls_for("EVT-2") == [0]
+
+
+async def test_rule_event_missing_from_a_distribution_is_cancelled_by_implication(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start), event_dict("EVT-2", start_at=start))
+        await rig.send(event_dict("EVT-2", start_at=start))
+        first, second = rig.stored("EVT-1"), rig.stored("EVT-2")
+        assert first is not None and second is not None
+        assert first.cancelled and first.implied_cancel_at is not None
+        assert not first.is_active_at(start + timedelta(minutes=1))
+        assert not second.cancelled and second.is_active_at(start + timedelta(minutes=1))
+        assert rig.got("EVT-2") == [(0, "optIn", 200)], "the kept event is not answered again"
+
+
+async def test_rule_empty_distribution_cancels_every_event_by_implication(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start), event_dict("EVT-2", start_at=start))
+        await rig.send()
+        for event_id in ("EVT-1", "EVT-2"):
+            event = rig.stored(event_id)
+            assert event is not None and event.implied_cancel_at is not None
+
+
+async def test_rule_an_ended_event_missing_from_a_distribution_is_not_cancelled(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start(hours=-0.5)
+        await rig.send(event_dict("EVT-1", start_at=start, status="active"))
+        rig.clock.advance(HOUR.total_seconds())  # the event ended a half hour ago
+        await rig.send()
+        event = rig.stored("EVT-1")
+        assert event is not None and event.implied_cancel_at is None
+
+
+# -- randomisation ---------------------------------------------------------------------------
+
+
+async def test_rule_startafter_randomises_the_start(session_factory: sessionmaker[Session]) -> None:
+    window = timedelta(minutes=10)
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start, start_after=window))
+        event = rig.stored("EVT-1")
+        assert event is not None
+        assert event.start_after_s == window.total_seconds()
+        assert 0 < event.start_offset_s < window.total_seconds()
+        assert not event.is_active_at(start), "not before the randomised start"
+        assert event.is_active_at(event.effective_start_at)
+        assert event.end_at == event.effective_start_at + HOUR, "the duration is kept"
+
+
+async def test_rule_startafter_randomises_the_end_of_a_cancelled_event(
+    session_factory: sessionmaker[Session],
+) -> None:
+    window = timedelta(minutes=10)
+    async with running(session_factory) as rig:
+        start = rig.start(hours=-0.5)
+        await rig.send(event_dict("EVT-1", start_at=start, status="active", start_after=window))
+        received_at = rig.clock.now()
+        await rig.send(
+            event_dict(
+                "EVT-1",
+                start_at=start,
+                modification_number=1,
+                status="cancelled",
+                start_after=window,
+            )
+        )
+        event = rig.stored("EVT-1")
+        assert event is not None and event.cancel_effective_at is not None
+        delay = event.cancel_effective_at - received_at
+        assert timedelta(0) < delay < window
+        assert event.is_active_at(event.cancel_effective_at - timedelta(seconds=1))
+        assert not event.is_active_at(event.cancel_effective_at)
+
+
+# -- what an event asks ----------------------------------------------------------------------
+
+
+async def test_rule_unknown_signal_name_is_answered_460(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        await rig.send(
+            event_dict("EVT-1", start_at=rig.start(), signal_name="x-unknownSignal"),
+            event_dict("EVT-2", start_at=rig.start()),
+        )
+        assert rig.got("EVT-1") == [(0, "optOut", 460)]
+        assert rig.got("EVT-2") == [(0, "optIn", 200)]
+        assert rig.planner.calls_for("EVT-1") == [], "the planner is not asked"
+
+
+async def test_rule_duration_zero_is_open_ended(session_factory: sessionmaker[Session]) -> None:
+    async with running(session_factory) as rig:
+        start = rig.start()
+        await rig.send(
+            event_dict(
+                "EVT-1", start_at=start, duration=timedelta(0), intervals=((timedelta(0), 2.0),)
+            )
+        )
+        event = rig.stored("EVT-1")
+        assert event is not None and event.end_at is None
+        far = start + timedelta(days=400)
+        assert event.is_active_at(far)
+        interval = event.interval_at(event.signals[0], far)
+        assert interval is not None and interval.value == 2.0
+
+
+async def test_rule_response_required_never_sends_no_answer(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        await rig.send(
+            event_dict("EVT-1", start_at=rig.start(), response_required="never"),
+            event_dict("EVT-2", start_at=rig.start()),
+        )
+        assert rig.got("EVT-1") == []
+        assert rig.got("EVT-2") == [(0, "optIn", 200)]
+        assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, False, False)]
+
+
+async def test_rule_response_required_always_is_answered_once_per_version(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        rig.planner.answers["EVT-2"] = OptDecision("optOut", "no flexible load")
+        start = rig.start()
+        await rig.send(event_dict("EVT-1", start_at=start), event_dict("EVT-2", start_at=start))
+        assert rig.got("EVT-1") == [(0, "optIn", 200)]
+        assert rig.got("EVT-2") == [(0, "optOut", 200)]
+        assert stored_answers(session_factory, "EVT-2") == [(0, "optOut", 200, True, True)]
+
+
+async def test_rule_intervals_are_located_from_the_start_plus_durations(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Per-interval dtstart and currentValue are sent wrong on purpose: neither is used."""
+    async with running(session_factory) as rig:
+        start = rig.start()
+        half = timedelta(minutes=30)
+        await rig.send(
+            event_dict(
+                "EVT-1",
+                start_at=start,
+                intervals=((half, 1.0), (half, 3.0)),
+                interval_dtstart=(start + HOUR, start - HOUR),
+                current_value=3.0,
+            )
+        )
+        event = rig.stored("EVT-1")
+        assert event is not None
+        signal = event.signals[0]
+        first = event.interval_at(signal, start + timedelta(minutes=10))
+        second = event.interval_at(signal, start + timedelta(minutes=40))
+        assert first is not None and second is not None
+        assert (first.value, second.value) == (1.0, 3.0)
+        assert event.interval_at(signal, start + timedelta(minutes=61)) is None
+
+
+async def test_rule_targets_name_sites_by_resource_id_or_the_whole_ven(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        ven_id = rig.connection.ven_id
+        assert ven_id is not None
+        start = rig.start()
+        await rig.send(
+            event_dict("EVT-RES", start_at=start, targets=[{"resource_id": "RES-B"}]),
+            event_dict("EVT-VEN", start_at=start, targets=[{"ven_id": ven_id}]),
+            event_dict("EVT-OTHER", start_at=start, targets=[{"ven_id": "SOMEONE-ELSE"}]),
+        )
+        by_resource, whole_ven, other = (
+            rig.stored("EVT-RES"),
+            rig.stored("EVT-VEN"),
+            rig.stored("EVT-OTHER"),
+        )
+        assert by_resource is not None and whole_ven is not None and other is not None
+        assert [by_resource.targets_resource(r, None) for r in ("site-a", "RES-B")] == [
+            False,
+            True,
+        ]
+        assert [whole_ven.targets_resource(r, None) for r in ("site-a", "RES-B")] == [True, True]
+        assert [other.targets_resource(r, None) for r in ("site-a", "RES-B")] == [False, False]
+
+
+async def test_rule_lower_case_vtn_id_is_tolerated(session_factory: sessionmaker[Session]) -> None:
+    """openleadr answers 452 to every event of a VTN whose id is lower case (pitfall 7)."""
+    async with running(session_factory, vtn_id="lower-case-vtn") as rig:
+        await rig.send(event_dict("EVT-1", start_at=rig.start()))
+        assert rig.got("EVT-1") == [(0, "optIn", 200)]
+
+
+# -- crash windows ----------------------------------------------------------------------------
+
+
+async def test_rule_an_answer_stored_but_never_acknowledged_is_sent_once_more(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The process stopped after storing its answer and before the VTN acknowledged it."""
+    async with running(session_factory) as rig:
+        event = event_dict("EVT-1", start_at=rig.start())
+        await rig.send(event)
+        with unit_of_work(session_factory) as session:
+            row = store.event_row(session, VTN_ID, "EVT-1", 0)
+            assert row is not None
+            row.responses[-1].sent_at = None
+        await rig.send(event)
+        await rig.send(event)
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
+        assert rig.planner.calls_for("EVT-1") == [0], "resent from the store, not decided again"
+        assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
+
+
+async def test_rule_a_version_stored_without_an_answer_is_decided_when_sent_again(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        event = event_dict("EVT-1", start_at=rig.start())
+        await rig.send(event)
+        with unit_of_work(session_factory) as session:
+            row = store.event_row(session, VTN_ID, "EVT-1", 0)
+            assert row is not None
+            for response in list(row.responses):
+                session.delete(response)
+        await rig.send(event)
+        assert rig.planner.calls_for("EVT-1") == [0, 0]
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
+
+
+# -- a change of plan ---------------------------------------------------------------------------
+
+
+async def test_rule_a_change_of_plan_updates_the_opt(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        await rig.send(event_dict("EVT-1", start_at=rig.start()))
+        event = rig.stored("EVT-1")
+        assert event is not None
+        changed = OptDecision("optOut", "plan changed: site-a is offline")
+        assert await rig.connection.update_opt(event, changed)
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optOut", 200)]
+        assert stored_answers(session_factory, "EVT-1") == [
+            (0, "optIn", 200, True, True),
+            (0, "optOut", 200, True, True),
+        ]
+        # The VTN distributes the event again: the new answer stands, nothing is resent.
+        await rig.send(event_dict("EVT-1", start_at=event.start_at))
+        assert len(rig.got("EVT-1")) == 2
+        assert await rig.connection.resend_unsent() == 0
+
+
+async def test_rule_an_answer_the_vtn_never_acknowledged_is_resent_by_the_next_round(
+    session_factory: sessionmaker[Session],
+) -> None:
+    async with running(session_factory) as rig:
+        await rig.send(event_dict("EVT-1", start_at=rig.start()))
+        with unit_of_work(session_factory) as session:
+            row = store.event_row(session, VTN_ID, "EVT-1", 0)
+            assert row is not None
+            row.responses[-1].sent_at = None
+        assert await rig.connection.resend_unsent() == 1
+        assert await rig.connection.resend_unsent() == 0
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
