@@ -221,7 +221,7 @@ class Gateway:
                 return []
             planned, snapshot = await self._plan_and_dispatch()
             self._refresh_offers(snapshot)
-            await self.review_opts()
+            await self.review_opts(snapshot)
             return planned
 
     async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot]:
@@ -249,12 +249,16 @@ class Gateway:
             fleet.save_offers(session, offers, self.clock.now())
         self.offers = _by_site(offers)
 
-    async def review_opts(self) -> int:
+    async def review_opts(self, snapshot: Snapshot | None = None) -> int:
         """Change the opts of upcoming events where the plan changed them
         (:mod:`gateway.planner.review`), then send any answer a VTN has not acknowledged.
+
+        snapshot: the fleet as the round's plan saw it, before its moves (which would
+            otherwise count against the events they prepare for); None takes one now.
         Returns the number of opts changed."""
         with unit_of_work(self._sessions) as session:
-            snapshot = self._snapshot(session)
+            if snapshot is None:
+                snapshot = self._snapshot(session)
             current = event_store.participations(session)
         connections = {c.vtn_id: c for c in self.vens}
         changed = 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -190,6 +190,7 @@ def site_views(
                 renewable_forecast_kw=status.renewable_forecast_kw if status else (),
                 online=online,
                 maintenance=(maintenance or {}).get(cfg.id, ()),
+                manual_override=cfg.manual_override,
             )
         )
     return tuple(views)
@@ -238,10 +239,16 @@ def build_snapshot(
     requests: Iterable[SiteRequest],
     now: datetime,
 ) -> Snapshot:
+    """The fleet as the planner sees it. Jobs at a site under manual override are pinned
+    (not migratable): the gateway does not move them."""
+    overridden = {s.id for s in sites if s.manual_override}
+    jobs = tuple(
+        replace(j, migratable=False) if j.site_id in overridden else j for j in job_views(session)
+    )
     return Snapshot(
         at=now,
         sites=site_views(session, sites, statuses, maintenance_by_site(session, now)),
-        jobs=job_views(session),
+        jobs=jobs,
         requests=tuple(requests),
         delivered_kw=delivered_kw(session, {s.id: s.pue for s in sites}),
     )

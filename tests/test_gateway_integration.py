@@ -319,3 +319,59 @@ async def test_job_that_finished_before_its_checkpoint_aborts_cleanly(world: Wor
     with unit_of_work(world.sessions) as session:
         job = session.get(Job, "short")
         assert job is not None and job.state == "finished"
+
+
+async def test_a_change_of_plan_changes_the_opt_at_the_vtn(world: World) -> None:
+    """optOut while the only room is offline, optIn once it is back, optOut again when the
+    site the event names goes offline: each change reaches the VTN with its reason stored."""
+    clock, sites, vtn, gateway = world.clock, world.sites, world.vtn, world.gateway
+    await wait_for(lambda: bool(vtn.registrations))
+
+    def answers_for(event_id: str) -> list[str]:
+        return [a.opt_type for a in vtn.received_answers if a.event_id == event_id]
+
+    sites["sunny"].fail_next("status")
+    clock.advance(30)
+    await gateway.poll_once()  # sunny does not answer: nowhere to move the dark site's job
+    event_id = vtn.add_event_now(
+        ScenarioEvent(
+            issue_at=clock.now(),
+            start_at=clock.now() + timedelta(hours=1),
+            duration_s=3600,
+            signal_name="LOAD_DISPATCH",
+            signal_type="delta",
+            intervals=(-1.0,),
+            resource_ids=("dark",),
+            kind="curtailment",
+        )
+    )
+    await wait_for(lambda: answers_for(event_id) == ["optOut"])
+
+    clock.advance(30)
+    await gateway.poll_once()  # sunny is back
+    await gateway.plan_once()
+    await wait_for(lambda: answers_for(event_id) == ["optOut", "optIn"])
+
+    sites["dark"].fail_next("status")
+    clock.advance(30)
+    await gateway.poll_once()  # the site the event names is gone
+    await gateway.plan_once()
+    await wait_for(lambda: answers_for(event_id) == ["optOut", "optIn", "optOut"])
+
+    with unit_of_work(world.sessions) as session:
+        reasons = list(
+            session.scalars(
+                select(EventResponse.reason)
+                .join(Event)
+                .where(Event.event_id == event_id)
+                .order_by(EventResponse.id)
+            )
+        )
+        sent = list(
+            session.scalars(
+                select(EventResponse.sent_at).join(Event).where(Event.event_id == event_id)
+            )
+        )
+    assert reasons[1].startswith("plan changed: ") and "dark: shed" in reasons[1]
+    assert reasons[2] == "plan changed: dark is offline"
+    assert all(at is not None for at in sent), "every answer acknowledged by the VTN"

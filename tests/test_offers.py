@@ -232,3 +232,18 @@ def test_offers_are_a_pure_function_of_their_inputs() -> None:
         o.interval_start_at + timedelta(hours=1) for o in first[::2]
     ]
     assert all(isinstance(o, SiteOffer) for o in first)
+
+
+def test_a_site_offers_nothing_for_the_hours_of_its_maintenance() -> None:
+    first_hour = NOW.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    window = (first_hour + timedelta(hours=1, minutes=30), first_hour + timedelta(hours=2))
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(replace(site("dark", 0.0), maintenance=(window,)), site("sunny", 20.0)),
+        jobs=(job("j", "dark"),),
+    )
+    dark = [o for o in hourly_offers(snapshot, PARAMS, 3) if o.site_id == "dark"]
+    assert [o.shed_kw > 0 for o in dark] == [True, False, True]
+    assert (dark[1].absorb_kw, dark[1].notice_s) == (0.0, 0.0)
+    overridden = replace(snapshot, sites=(replace(site("dark", 0.0), manual_override=True),))
+    assert all((o.shed_kw, o.absorb_kw) == (0.0, 0.0) for o in hourly_offers(overridden, PARAMS, 2))

@@ -306,3 +306,31 @@ def test_choose_shed_jobs(
     given = fleet_arrays(snapshot, PARAMS)
     chosen = choose_shed_jobs(given.fleet, np.arange(len(jobs)), shed_kw, PARAMS, budget=4)
     assert [given.jobs[int(i)].job_id for i in chosen] == expected
+
+
+# -- manual override -----------------------------------------------------------------------
+
+
+def test_no_job_moves_into_a_site_under_manual_override() -> None:
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(
+            site("dark", 0.0, it_power_kw=1.3),
+            replace(site("sunny", 10.0), manual_override=True),
+        ),
+        jobs=(job("j1", "dark"),),
+    )
+    assert plan(snapshot, PARAMS) == []
+    assert len(plan(replace(snapshot, sites=(snapshot.sites[0], site("sunny", 10.0))), PARAMS)) == 1
+
+
+def test_an_event_naming_a_site_under_manual_override_is_declined() -> None:
+    snapshot = fleet_for_opt()
+    overridden = replace(
+        snapshot,
+        sites=tuple(replace(s, manual_override=s.site_id == "a") for s in snapshot.sites),
+    )
+    assert opt.decide(event(values=(-3.0,)), snapshot, PARAMS, SIGNALS).opt == "optIn"
+    decision = opt.decide(event(values=(-3.0,)), overridden, PARAMS, SIGNALS)
+    assert (decision.opt, decision.reason) == ("optOut", "a: under manual override")
+    assert peak_requests(event(values=(-3.0,)), overridden.sites, {"a": 5.0}, SIGNALS) == []

@@ -93,8 +93,13 @@ def hourly_offers(
         interval_start_at = start_at + timedelta(seconds=k * OFFER_INTERVAL_S)
         lead_s = (interval_start_at - snapshot.at).total_seconds()
         windows = fleet.windows_s(lead_s)
+        interval_end_at = interval_start_at + timedelta(seconds=OFFER_INTERVAL_S)
         for s, site in enumerate(sites):
-            if site.site_id in overridden:
+            if (
+                site.site_id in overridden
+                or site.manual_override
+                or site.in_maintenance(interval_start_at, interval_end_at)
+            ):
                 shed_kw = absorb_kw = notice_s = 0.0
             else:
                 shed_kw, shed_notice_s = fleet.shed(s, lead_s, windows)
@@ -104,7 +109,7 @@ def hourly_offers(
                 SiteOffer(
                     site_id=site.site_id,
                     interval_start_at=interval_start_at,
-                    interval_end_at=interval_start_at + timedelta(seconds=OFFER_INTERVAL_S),
+                    interval_end_at=interval_end_at,
                     shed_kw=shed_kw,
                     absorb_kw=absorb_kw,
                     notice_s=notice_s,

@@ -80,6 +80,9 @@ def decide(
     busy = maintenance.conflict(event, sites)
     if busy is not None:
         return OptDecision("optOut", f"{prefix}{busy}")
+    overridden = _overridden_conflict(event, sites)
+    if overridden is not None:
+        return OptDecision("optOut", f"{prefix}{overridden}")
     requests = peak_requests(event, snapshot.sites, flexible_kw(snapshot), signals)
     if not requests:
         return OptDecision("optIn", f"{prefix}nothing to deliver at the targeted sites")
@@ -93,6 +96,17 @@ def decide(
     if all(d.enough for d in deliveries):
         return OptDecision("optIn", f"{prefix}{text}")
     return OptDecision("optOut", f"{prefix}{text}")
+
+
+def _overridden_conflict(event: DrEvent, targeted: list[SiteView]) -> str | None:
+    """Why the event needs a site under manual override (one it names, or every site it
+    addresses), or None."""
+    overridden = [s for s in targeted if s.manual_override]
+    named = {t.value for t in event.targets if t.kind == "resource_id"}
+    needed = [s for s in overridden if s.resource_id in named]
+    if not needed and len(overridden) < len(targeted):
+        return None
+    return "; ".join(f"{s.site_id}: under manual override" for s in (needed or overridden))
 
 
 def _movable(snapshot: Snapshot, site_id: str) -> list[JobView]:

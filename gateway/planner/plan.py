@@ -91,11 +91,15 @@ def _due(
 
 
 def _blocked(snapshot: Snapshot, params: PolicyParams) -> set[str]:
-    """Sites asked to shed or cap, or in maintenance, now or within the horizon take no new
-    jobs."""
+    """Sites asked to shed or cap, or in maintenance, now or within the horizon, and sites
+    under manual override take no new jobs."""
     soon = snapshot.at + timedelta(seconds=params.horizon_s)
     asked = {r.site_id for r in _due(snapshot.requests, snapshot, soon)}
-    return asked | {s.site_id for s in snapshot.sites if s.in_maintenance(snapshot.at, soon)}
+    return asked | {
+        s.site_id
+        for s in snapshot.sites
+        if s.in_maintenance(snapshot.at, soon) or s.manual_override
+    }
 
 
 def plan(

@@ -222,6 +222,8 @@ def _requests(
     out: dict[tuple[str, str], SiteRequest] = {}
     source = f"{event.vtn_id}/{event.event_id}"
     for site in maintenance.available(event, targeted_sites(event, sites)):
+        if site.manual_override:
+            continue
         for signal in event.signals:
             rule = policy.rule_for(event, signal)
             if rule is None:

@@ -29,6 +29,9 @@ class SiteView:
     maintenance: tuple[tuple[datetime, datetime], ...] = ()
     """Maintenance windows ``[start_at, end_at)`` not yet ended: the site takes part in no
     event and takes no job during them [aware UTC]."""
+    manual_override: bool = False
+    """The operator runs the site by hand (``[[site]] manual_override``): the gateway moves no
+    job into or out of it and offers nothing for it."""
 
     @property
     def load_kw(self) -> float:
