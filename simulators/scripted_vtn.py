@@ -28,6 +28,7 @@ from aiohttp import web
 from openleadr import OpenADRServer
 
 from gateway.errors import GatewayError
+from simulators.vtn import on_each_event_response
 
 logger = logging.getLogger(__name__)
 
@@ -134,24 +135,20 @@ class ScriptedVtn:
 
     def _record_response_codes(self) -> None:
         """openleadr passes ``on_created_event`` only the opt; keep the whole response."""
-        service = self.server.services["event_service"]
-        handle = service.handlers["oadrCreatedEvent"]
 
-        async def created_event(payload: dict[str, Any]) -> Any:
-            for response in payload.get("event_responses") or ():
-                self.responses.append(
-                    ReceivedResponse(
-                        ven_id=str(payload.get("ven_id")),
-                        event_id=str(response.get("event_id")),
-                        modification_number=int(response.get("modification_number") or 0),
-                        opt_type=str(response.get("opt_type")),
-                        response_code=int(response.get("response_code") or 0),
-                        request_id=str(response.get("request_id")),
-                    )
+        def record(ven_id: str, response: Mapping[str, Any]) -> None:
+            self.responses.append(
+                ReceivedResponse(
+                    ven_id=ven_id,
+                    event_id=str(response.get("event_id")),
+                    modification_number=int(response.get("modification_number") or 0),
+                    opt_type=str(response.get("opt_type")),
+                    response_code=int(response.get("response_code") or 0),
+                    request_id=str(response.get("request_id")),
                 )
-            return await handle(payload)
+            )
 
-        service.handlers["oadrCreatedEvent"] = created_event
+        on_each_event_response(self.server, record)
 
 
 def event_dict(

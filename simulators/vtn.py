@@ -439,23 +439,19 @@ class SimulatedVtn:
 
     def _record_every_answer(self) -> None:
         """Record each answer of each ``oadrCreatedEvent`` before openleadr handles it."""
-        service = self.server.services["event_service"]
-        handle = service.handlers["oadrCreatedEvent"]
 
-        async def created_event(payload: dict[str, Any]) -> Any:
-            for response in payload.get("event_responses") or ():
-                self.received_answers.append(
-                    OptRecord(
-                        ven_id=str(payload.get("ven_id")),
-                        event_id=str(response.get("event_id")),
-                        opt_type=str(response.get("opt_type")),
-                        at=self.clock.now(),
-                        modification_number=int(response.get("modification_number") or 0),
-                    )
+        def record(ven_id: str, response: Mapping[str, Any]) -> None:
+            self.received_answers.append(
+                OptRecord(
+                    ven_id=ven_id,
+                    event_id=str(response.get("event_id")),
+                    opt_type=str(response.get("opt_type")),
+                    at=self.clock.now(),
+                    modification_number=int(response.get("modification_number") or 0),
                 )
-            return await handle(payload)
+            )
 
-        service.handlers["oadrCreatedEvent"] = created_event
+        on_each_event_response(self.server, record)
 
     def _ven_lookup(self, ven_id: str | None) -> dict[str, Any] | None:
         """openleadr's ``ven_lookup``: who the VEN is and the fingerprint it must present."""
@@ -741,3 +737,18 @@ def _whole_seconds(name: str, value: float, *, positive: bool) -> None:
             f"ScenarioEvent.{name} = {value}: OpenADR durations travel in whole seconds; "
             f"use a whole number {'>= 1' if positive else '>= 0'}"
         )
+
+
+def on_each_event_response(server: Any, callback: Callable[[str, Mapping[str, Any]], None]) -> None:
+    """Call ``callback(ven_id, event_response)`` for every eventResponse of every
+    ``oadrCreatedEvent`` an openleadr ``OpenADRServer`` receives, before it handles the
+    message (openleadr gives its own handlers only the opt)."""
+    service = server.services["event_service"]
+    handle = service.handlers["oadrCreatedEvent"]
+
+    async def created_event(payload: dict[str, Any]) -> Any:
+        for response in payload.get("event_responses") or ():
+            callback(str(payload.get("ven_id")), response)
+        return await handle(payload)
+
+    service.handlers["oadrCreatedEvent"] = created_event

@@ -24,47 +24,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.events import DrEvent, OptDecision
-from gateway.settings import SiteSettings, VtnSettings
+from gateway.settings import VtnSettings
 from gateway.ven import store
 from gateway.ven.client import VenConnection
 from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict
+from tests.test_ven_integration import VTN_ID, Planner, site
 
 pytestmark = pytest.mark.integration
 
-VTN_ID = "utility-1"
 WAIT_S = 10.0
 POLL_S = 3600
 """The VTN asks for an hourly poll: the tests poll themselves (``Rig.send``), one message each."""
 HOUR = timedelta(hours=1)
 
 
-def site(site_id: str, resource_id: str | None = None) -> SiteSettings:
-    return SiteSettings(
-        id=site_id,
-        gpus_total=8,
-        it_power_max_kw=60.0,
-        wan_bandwidth_gbps=10.0,
-        controller_url="http://127.0.0.1:9/",
-        controller_token="token-for-tests",
-        vtn=VTN_ID,
-        resource_id=resource_id,
-    )
-
-
-class Planner:
-    """Stands in for the planner: answers from a table, records every call."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, OptDecision] = {}
-        self.calls: list[DrEvent] = []
-
-    async def __call__(self, event: DrEvent) -> OptDecision:
-        self.calls.append(event)
-        return self.answers.get(event.event_id, OptDecision("optIn", "enough flexible load"))
-
-    def calls_for(self, event_id: str) -> list[int]:
-        return [e.modification_number for e in self.calls if e.event_id == event_id]
+def calls_for(planner: Planner, event_id: str) -> list[int]:
+    """The modification numbers the planner was asked about, in order."""
+    return [e.modification_number for e in planner.calls_for(event_id)]
 
 
 @dataclass
@@ -150,6 +127,14 @@ def stored_answers(
         return [(n, o, c, r, s is not None) for n, o, c, r, s in found]
 
 
+def forget_acknowledgement(sessions: sessionmaker[Session], event_id: str) -> None:
+    """As if the process had stopped before the VTN acknowledged the newest answer."""
+    with unit_of_work(sessions) as session:
+        row = store.event_row(session, VTN_ID, event_id, 0)
+        assert row is not None
+        row.responses[-1].sent_at = None
+
+
 # -- modification numbers -------------------------------------------------------------------
 
 
@@ -163,7 +148,7 @@ async def test_rule_higher_modification_replaces(session_factory: sessionmaker[S
         latest = rig.stored("EVT-1")
         assert latest is not None
         assert (latest.modification_number, latest.signals[0].intervals[0].value) == (1, 3.0)
-        assert rig.planner.calls_for("EVT-1") == [0, 1], "each new version is decided"
+        assert calls_for(rig.planner, "EVT-1") == [0, 1], "each new version is decided"
         assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
 
 
@@ -172,7 +157,7 @@ async def test_rule_equal_modification_is_no_change(session_factory: sessionmake
         event = event_dict("EVT-1", start_at=rig.start())
         await rig.send(event)
         await rig.send(event)
-        assert rig.planner.calls_for("EVT-1") == [0]
+        assert calls_for(rig.planner, "EVT-1") == [0]
         assert rig.got("EVT-1") == [(0, "optIn", 200)], "no second answer to the same version"
         assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
 
@@ -185,7 +170,7 @@ async def test_rule_lower_modification_is_answered_450(
         await rig.send(event_dict("EVT-1", start_at=start, modification_number=2))
         await rig.send(event_dict("EVT-1", start_at=start, modification_number=1))
         assert rig.got("EVT-1") == [(2, "optIn", 200), (1, "optOut", 450)]
-        assert rig.planner.calls_for("EVT-1") == [2], "an old version is not decided"
+        assert calls_for(rig.planner, "EVT-1") == [2], "an old version is not decided"
         latest = rig.stored("EVT-1")
         assert latest is not None and latest.modification_number == 2
 
@@ -218,7 +203,7 @@ async def test_rule_cancellation_is_acknowledged_without_the_planner(
             event_dict("EVT-1", start_at=start, modification_number=1, status="cancelled")
         )
         assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
-        assert rig.planner.calls_for("EVT-1") == [0]
+        assert calls_for(rig.planner, "EVT-1") == [0]
         latest = rig.stored("EVT-1")
         assert latest is not None and not latest.is_active_at(rig.clock.now())
 
@@ -237,7 +222,7 @@ async def test_rule_resent_cancelled_event_does_not_opt_out_the_others(
         await rig.send(cancelled, event_dict("EVT-2", start_at=start))
         assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
         assert rig.got("EVT-2") == [(0, "optIn", 200)]
-        assert rig.planner.calls_for("EVT-2") == [0]
+        assert calls_for(rig.planner, "EVT-2") == [0]
 
 
 async def test_rule_event_missing_from_a_distribution_is_cancelled_by_implication(
@@ -334,7 +319,7 @@ async def test_rule_unknown_signal_name_is_answered_460(
         )
         assert rig.got("EVT-1") == [(0, "optOut", 460)]
         assert rig.got("EVT-2") == [(0, "optIn", 200)]
-        assert rig.planner.calls_for("EVT-1") == [], "the planner is not asked"
+        assert calls_for(rig.planner, "EVT-1") == [], "the planner is not asked"
 
 
 async def test_rule_duration_zero_is_open_ended(session_factory: sessionmaker[Session]) -> None:
@@ -447,14 +432,11 @@ async def test_rule_an_answer_stored_but_never_acknowledged_is_sent_once_more(
     async with running(session_factory) as rig:
         event = event_dict("EVT-1", start_at=rig.start())
         await rig.send(event)
-        with unit_of_work(session_factory) as session:
-            row = store.event_row(session, VTN_ID, "EVT-1", 0)
-            assert row is not None
-            row.responses[-1].sent_at = None
+        forget_acknowledgement(session_factory, "EVT-1")
         await rig.send(event)
         await rig.send(event)
         assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
-        assert rig.planner.calls_for("EVT-1") == [0], "resent from the store, not decided again"
+        assert calls_for(rig.planner, "EVT-1") == [0], "resent from the store, not decided again"
         assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
 
 
@@ -470,7 +452,7 @@ async def test_rule_a_version_stored_without_an_answer_is_decided_when_sent_agai
             for response in list(row.responses):
                 session.delete(response)
         await rig.send(event)
-        assert rig.planner.calls_for("EVT-1") == [0, 0]
+        assert calls_for(rig.planner, "EVT-1") == [0, 0]
         assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
 
 
@@ -502,10 +484,7 @@ async def test_rule_an_answer_the_vtn_never_acknowledged_is_resent_by_the_next_r
 ) -> None:
     async with running(session_factory) as rig:
         await rig.send(event_dict("EVT-1", start_at=rig.start()))
-        with unit_of_work(session_factory) as session:
-            row = store.event_row(session, VTN_ID, "EVT-1", 0)
-            assert row is not None
-            row.responses[-1].sent_at = None
+        forget_acknowledgement(session_factory, "EVT-1")
         assert await rig.connection.resend_unsent() == 1
         assert await rig.connection.resend_unsent() == 0
         assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]

@@ -170,24 +170,8 @@ def last_response(
     session: Session, vtn_id: str, event_id: str, modification_number: int
 ) -> OptDecision | None:
     """The newest answer given to one version, or None when it has not been answered."""
-    response = session.scalars(
-        select(rows.EventResponse)
-        .join(rows.Event)
-        .where(
-            rows.Event.vtn_id == vtn_id,
-            rows.Event.event_id == event_id,
-            rows.Event.modification_number == modification_number,
-        )
-        .order_by(rows.EventResponse.id.desc())
-        .limit(1)
-    ).one_or_none()
-    if response is None:
-        return None
-    return OptDecision(
-        opt=_known(_OPTS, response.opt, "event_responses.opt"),
-        reason=response.reason,
-        response_code=response.response_code,
-    )
+    stored = last_answer(session, vtn_id, event_id, modification_number)
+    return None if stored is None else stored.decision
 
 
 @dataclass(frozen=True)
