@@ -9,9 +9,7 @@ Each test runs on SQLite and PostgreSQL. ``docs/conformance.md`` lists the rules
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.events import DrEvent, OptDecision
-from gateway.settings import VtnSettings
+from gateway.settings import VtnSettings, parse_settings
 from gateway.ven import store
 from gateway.ven.client import VenConnection
 from models import event as rows
@@ -76,8 +74,12 @@ class Rig:
 
 @asynccontextmanager
 async def running(
-    session_factory: sessionmaker[Session], vtn_id: str = "UTILITY-1"
+    session_factory: sessionmaker[Session],
+    vtn_id: str = "UTILITY-1",
+    programmes: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[Rig]:
+    """A started VEN against a scripted VTN; ``programmes`` as ``[[programme]]`` tables
+    (default: none, the design's mapping for every market context)."""
     vtn = ScriptedVtn(vtn_id, poll_interval_s=POLL_S)
     await vtn.start()
     planner = Planner()
@@ -90,6 +92,9 @@ async def running(
         planner,
         lambda site_id: None,
         report_interval_s=60,
+        unsupported=parse_settings({"programme": programmes or []}, "test programmes")
+        .signal_policy()
+        .unsupported,
     )
     try:
         await connection.start()
@@ -97,14 +102,6 @@ async def running(
     finally:
         await connection.stop()
         await vtn.stop()
-
-
-async def wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {WAIT_S} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def stored_answers(
@@ -320,6 +317,35 @@ async def test_rule_unknown_signal_name_is_answered_460(
         assert rig.got("EVT-1") == [(0, "optOut", 460)]
         assert rig.got("EVT-2") == [(0, "optIn", 200)]
         assert calls_for(rig.planner, "EVT-1") == [], "the planner is not asked"
+
+
+async def test_rule_signals_outside_the_programme_mapping_are_answered_460(
+    session_factory: sessionmaker[Session],
+) -> None:
+    dr = "http://utility.example/dr"
+    programmes = [
+        {
+            "market_context": dr,
+            "signal": [{"name": "SIMPLE", "type": "level", "action": "shed_fraction_by_level"}],
+        }
+    ]
+    async with running(session_factory, programmes=programmes) as rig:
+        start = rig.start()
+        await rig.send(
+            event_dict("EVT-MAPPED", start_at=start, market_context=dr),
+            event_dict(
+                "EVT-UNMAPPED",
+                start_at=start,
+                market_context=dr,
+                signal_name="LOAD_DISPATCH",
+                signal_type="delta",
+            ),
+            event_dict("EVT-OTHER", start_at=start, market_context="http://other.example/dr"),
+        )
+        assert rig.got("EVT-MAPPED") == [(0, "optIn", 200)]
+        assert rig.got("EVT-UNMAPPED") == [(0, "optOut", 460)]
+        assert rig.got("EVT-OTHER") == [(0, "optOut", 460)]
+        assert [e.event_id for e in rig.planner.calls] == ["EVT-MAPPED"]
 
 
 async def test_rule_duration_zero_is_open_ended(session_factory: sessionmaker[Session]) -> None:

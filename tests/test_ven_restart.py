@@ -164,9 +164,8 @@ async def test_other_ven_id_from_the_vtn_is_stored_and_logged_once(
 class Daemon:
     """``dr-gateway run`` as a process against a simulated VTN and one simulated site."""
 
-    def __init__(self, tmp_path: Path, vtn: SimulatedVtn, site_url: str) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, vtn: SimulatedVtn, site_url: str) -> None:
         self.vtn = vtn
-        database_url = f"sqlite:///{tmp_path / 'gateway.db'}"
         self.config = tmp_path / "gateway.toml"
         self.config.write_text(
             f"""
@@ -231,7 +230,9 @@ vtn = "{VTN_ID}"
 
 
 @asynccontextmanager
-async def daemon_world(tmp_path: Path) -> AsyncIterator[Daemon]:
+async def daemon_world(tmp_path: Path, database_url: str) -> AsyncIterator[Daemon]:
+    """The daemon's world; ``database_url`` is an empty database (``dr-gateway run`` upgrades
+    it at start)."""
     clock = SystemClock()
     site = SimulatedSite(
         site_id="only",
@@ -245,7 +246,7 @@ async def daemon_world(tmp_path: Path) -> AsyncIterator[Daemon]:
     runner, site_url = await start_site_server(site)
     vtn = SimulatedVtn(clock, poll_interval_s=1)
     await vtn.start()
-    daemon = Daemon(tmp_path, vtn, site_url)
+    daemon = Daemon(tmp_path, database_url, vtn, site_url)
     try:
         yield daemon
     finally:
@@ -267,8 +268,10 @@ def registered_again(daemon: Daemon, ven_id: str) -> Callable[[], bool]:
     return check
 
 
-async def test_ven_id_and_answers_survive_sigkill_of_the_daemon(tmp_path: Path) -> None:
-    async with daemon_world(tmp_path) as daemon:
+async def test_ven_id_and_answers_survive_sigkill_of_the_daemon(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    async with daemon_world(tmp_path, empty_database_url) as daemon:
         vtn, factory = daemon.vtn, daemon.factory
         await daemon.launch()
         await daemon.until(lambda: vtn.registrations, "the first registration")
@@ -320,10 +323,10 @@ def event_state(factory: sessionmaker[Session]) -> list[tuple[str, int, str, str
 
 
 async def test_three_events_one_active_survive_sigkill_without_duplicate_answers(
-    tmp_path: Path,
+    tmp_path: Path, empty_database_url: str
 ) -> None:
     clock = SystemClock()
-    async with daemon_world(tmp_path) as daemon:
+    async with daemon_world(tmp_path, empty_database_url) as daemon:
         vtn, factory = daemon.vtn, daemon.factory
         await daemon.launch()
         await daemon.until(lambda: vtn.registrations, "the first registration")
