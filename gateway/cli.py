@@ -185,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation_cli.add_parser(commands)
     maintenance_cli.add_parser(commands, _add_config)
+    agent = commands.add_parser(
+        "site-agent",
+        help="run a site agent: the site's controller, running training jobs as processes",
+        description=(
+            "Serves the site controller API (docs/site-api.md) for one site on the address of "
+            "its configuration, runs the configured training jobs as OS processes, checkpoints "
+            "them on SIGTERM and moves them to other sites' agents (docs/site-agent.md). Runs "
+            "until SIGINT or SIGTERM; then every job writes its checkpoint and exits, and the "
+            "next start resumes it."
+        ),
+    )
+    agent.add_argument(
+        "--config",
+        metavar="FILE",
+        required=True,
+        help="the agent's TOML configuration (docs/site-agent.md documents every key)",
+    )
     return parser
 
 
@@ -365,6 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 speed=args.speed,
                 keep_db=args.keep_db,
             )
+        if args.command == "site-agent":
+            from gateway.agent.config import load_agent_settings
+            from gateway.agent.server import serve_until_signalled
+
+            return asyncio.run(serve_until_signalled(load_agent_settings(args.config)))
         settings = load_settings(args.config)
         if args.command == "db":
             return _db(args, settings)

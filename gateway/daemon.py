@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import fleet
 from gateway.clock import Clock
 from gateway.db import unit_of_work
+from gateway.deadlines import StepTimeouts
 from gateway.dispatch import Dispatcher, DispatchParams
 from gateway.errors import ConfigError, GatewayError, SiteControllerError
 from gateway.events import DrEvent, OptDecision
@@ -36,7 +37,7 @@ from gateway.planner.requests import event_requests
 from gateway.planner.review import review
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.settings import Settings
-from gateway.sites.client import SiteControllerClient
+from gateway.sites.client import RetryPolicy, SiteControllerClient
 from gateway.sites.schema import SiteStatus
 from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
@@ -85,17 +86,29 @@ class Gateway:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
             maintenance_store.sync_config(session, self.settings.maintenance, self.clock.now())
         self._http = aiohttp.ClientSession()
+        calls = self.settings.site_controller
+        retry = RetryPolicy(calls.retry_attempts, calls.retry_initial_s, calls.retry_max_s)
         self.clients = {
             s.id: SiteControllerClient(
-                s.id, str(s.controller_url).rstrip("/"), s.controller_token, self._http
+                s.id,
+                str(s.controller_url).rstrip("/"),
+                s.controller_token,
+                self._http,
+                calls.request_timeout_s,
+                retry=retry,
             )
             for s in self.settings.site
         }
+        f = self.settings.feasibility
+        timeouts = StepTimeouts(
+            margin=f.timeout_margin,
+            floor_s=f.timeout_floor_s,
+            efficiency=f.efficiency,
+            checkpoint_write_gb_per_s=f.checkpoint_write_gb_per_s,
+            restore_gb_per_s=f.restore_gb_per_s,
+        )
         self.dispatcher = Dispatcher(
-            self._sessions,
-            self.clients,
-            self.clock,
-            DispatchParams(efficiency=self.settings.feasibility.efficiency),
+            self._sessions, self.clients, self.clock, DispatchParams(timeouts=timeouts)
         )
         await self.poll_once()  # also resumes migrations left in flight by a previous run
         self._load_offers()

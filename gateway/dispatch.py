@@ -8,8 +8,22 @@ carries the migration id as its idempotency key. ``advance`` is therefore safe t
 any point, after a crash too: a state re-issues its call (a no-op for the controller when it
 already happened), checks the operation, and only then commits the next state.
 
-An abort is committed first, then its clean-up (release the target's reservation, resume the
-job at the source) runs until it succeeds; ``cleaned_up_at`` records that it did.
+Failures. The site controller client retries a call that failed transiently (no answer,
+timeout, 5xx) with back-off and jitter a bounded number of times (:class:`RetryPolicy`). When
+it gives up, the migration stays where it is and the next round tries again, until its step
+overruns the limit of :mod:`gateway.deadlines` (the feasibility model's expected time times a
+margin, plus a floor, from the moment the step was committed); then it aborts. An answer that
+refuses (4xx) or an operation that failed aborts at once. Restoring is the exception: once
+the restore is announced the target may be starting the job, and resuming it at the source
+could run it twice, so a restoring migration waits for the target's answer however long it
+takes (an overrun is logged once), and aborts only when the target says the restore failed or
+refuses to start it.
+
+An abort is committed first, then its clean-up (resume the job at the source, release the
+target's reservation) runs until both succeed; ``cleaned_up_at`` records that they did.
+
+After a restart, every migration in flight is first reconciled with both sites
+(:mod:`gateway.reconcile`) and continues from the state their answers imply.
 """
 
 from __future__ import annotations
@@ -17,15 +31,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock
 from gateway.db import unit_of_work
+from gateway.deadlines import StepTimeouts, overrun, timed_state
 from gateway.errors import SiteControllerError
 from gateway.planner.snapshot import MigrationDecision
+from gateway.reconcile import Reconciliation, SourceAnswers, TargetAnswers, reconcile
 from gateway.sites.client import SiteControllerClient
 from gateway.sites.schema import Checkpoint, JobSpec, Operation
 from models import FINAL_STATES, Job, Migration, Site
@@ -35,12 +52,37 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DispatchParams:
-    max_attempts: int = 5
-    """Transient failures in a row before a migration that has not started restoring aborts."""
-    timeout_margin: float = 3.0
-    """An operation may take this many times the expected time (plus slack) before aborting."""
-    timeout_slack_s: float = 120.0
-    efficiency: float = 0.9
+    timeouts: StepTimeouts = field(default_factory=StepTimeouts)
+    """How long each step may take (``[feasibility]`` in the settings)."""
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A migration as one step needs it, read in one unit of work."""
+
+    id: str
+    state: str
+    spec: JobSpec
+    source_id: str
+    target_id: str
+    target_url: str
+    bandwidth_gbps: float
+    """The slower of the two sites' WAN links [Gbit/s]."""
+    checkpoint_sha256: str | None
+    entered_at: datetime | None
+    """When the current state was committed."""
+    checkpoint_started: bool
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(size_gb=self.spec.checkpoint_gb, sha256=self.checkpoint_sha256 or "")
+
+
+class _Refused(SiteControllerError):
+    """A step that cannot go on: the migration aborts."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
 
 
 class Dispatcher:
@@ -55,6 +97,10 @@ class Dispatcher:
         self._clients = clients
         self._clock = clock
         self._params = params or DispatchParams()
+        self._reconciled: set[str] = set()
+        """Migrations this process created or has reconciled with both sites."""
+        self._reported: set[tuple[str, str]] = set()
+        """(migration, problem) already logged: a change is logged once, not every round."""
 
     # -- creation -------------------------------------------------------------------------
 
@@ -98,6 +144,7 @@ class Dispatcher:
                 decision.target_site_id,
                 decision.reason,
             )
+            self._reconciled.add(migration.id)
             return migration.id
 
     # -- progress -------------------------------------------------------------------------
@@ -120,157 +167,283 @@ class Dispatcher:
 
     async def advance(self, migration_id: str) -> str:
         """Move one migration on as far as it can go now; returns its state."""
+        state = self._load(migration_id).state
+        if timed_state(state) is None:
+            self._reconciled.add(migration_id)  # planned: nothing was sent to any site yet
+        while True:
+            try:
+                if migration_id not in self._reconciled and timed_state(state) is not None:
+                    state = await self._reconcile(self._load(migration_id))
+                    if migration_id not in self._reconciled:
+                        return state  # contradictory answers: held for an operator
+                while True:
+                    new_state = await self._step(self._load(migration_id))
+                    if new_state == state:
+                        return state
+                    state = new_state
+            except SiteControllerError as exc:
+                new_state = self._on_error(migration_id, exc)
+                if new_state == state:
+                    return state
+                state = new_state  # just aborted: clean up at once
+
+    def _load(self, migration_id: str) -> _Flight:
         with unit_of_work(self._sessions) as session:
             m = session.get(Migration, migration_id)
             if m is None:
                 raise KeyError(migration_id)
-            state = m.state
-        try:
-            while True:
-                new_state = await self._step(migration_id, state)
-                if new_state == state:
-                    return state
-                state = new_state
-        except SiteControllerError as exc:
-            return self._on_error(migration_id, exc)
+            job = session.get(Job, m.job_id)
+            source = session.get(Site, m.source_site_id)
+            target = session.get(Site, m.target_site_id)
+            assert job is not None and source is not None and target is not None  # foreign keys
+            return _Flight(
+                id=m.id,
+                state=m.state,
+                spec=JobSpec(
+                    job_id=job.id,
+                    gpus=job.gpus,
+                    power_kw=job.power_kw,
+                    checkpoint_gb=m.checkpoint_gb,
+                    work_remaining_gpu_h=job.work_remaining_gpu_h,
+                    migratable=job.migratable,
+                    flex_tier=job.flex_tier,
+                ),
+                source_id=m.source_site_id,
+                target_id=m.target_site_id,
+                target_url=target.controller_url,
+                bandwidth_gbps=min(source.wan_bandwidth_gbps, target.wan_bandwidth_gbps),
+                checkpoint_sha256=m.checkpoint_sha256,
+                entered_at=getattr(m, f"{m.state}_at", None),
+                checkpoint_started=m.checkpointing_at is not None,
+            )
 
     def _on_error(self, migration_id: str, exc: SiteControllerError) -> str:
+        flight = self._load(migration_id)
         with unit_of_work(self._sessions) as session:
             m = session.get(Migration, migration_id)
             assert m is not None
             m.attempts += 1
-            m.error = str(exc)
+            if m.state != "aborted":  # an aborted migration keeps why it aborted
+                m.error = str(exc)
             m.updated_at = self._clock.now()
-            state = m.state
             attempts = m.attempts
+        state = flight.state
         if state == "aborted":
+            self._report(migration_id, "clean-up", "clean-up of %s failed, will retry: %s", exc)
             return state
-        restoring = state in ("restoring",)
-        if (not exc.transient or attempts >= self._params.max_attempts) and not restoring:
+        if state == "restoring":
+            self._report(migration_id, "restoring", "%s waits for the target's answer: %s", exc)
+            return state
+        if not exc.transient:
             log.warning("aborting %s in %s: %s", migration_id, state, exc)
             self._commit_abort(migration_id, str(exc))
             return "aborted"
-        log.info("%s: %s failed (attempt %d), will retry: %s", migration_id, state, attempts, exc)
+        late = self._overrun(flight)
+        if late is not None:
+            log.warning("aborting %s: %s; last failure: %s", migration_id, late, exc)
+            self._commit_abort(migration_id, f"{late}; last failure: {exc}")
+            return "aborted"
+        self._report(
+            migration_id,
+            f"{state} failing",
+            "%s: %s failed (round %d), will retry next round: %s",
+            state,
+            attempts,
+            exc,
+        )
         return state
 
-    async def _step(self, migration_id: str, state: str) -> str:
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            job = session.get(Job, m.job_id) if m is not None else None
-            target = session.get(Site, m.target_site_id) if m is not None else None
-            assert m is not None and job is not None and target is not None
-            spec = JobSpec(
-                job_id=job.id,
-                gpus=job.gpus,
-                power_kw=job.power_kw,
-                checkpoint_gb=job.checkpoint_gb,
-                work_remaining_gpu_h=job.work_remaining_gpu_h,
-                migratable=job.migratable,
-                flex_tier=job.flex_tier,
-            )
-            source_id, target_id = m.source_site_id, m.target_site_id
-            target_url, target_bandwidth = target.controller_url, target.wan_bandwidth_gbps
-            sha256, checkpoint_gb = m.checkpoint_sha256, m.checkpoint_gb
-            expected_s = m.expected_s
-        source_client, target_client = self._clients[source_id], self._clients[target_id]
+    def _overrun(self, flight: _Flight) -> str | None:
+        """Why the flight's step is past its limit, or None."""
+        state = timed_state(flight.state)
+        if state is None or flight.entered_at is None:
+            return None
+        late = overrun(
+            state,
+            flight.entered_at,
+            self._clock.now(),
+            flight.spec.checkpoint_gb,
+            flight.bandwidth_gbps,
+            self._params.timeouts,
+        )
+        return None if late is None else str(late)
 
-        if state == "planned":
-            self._transition(migration_id, "target_reserved")
-            await target_client.reserve(migration_id, spec.job_id, spec.gpus, spec.power_kw)
-            return "target_reserved"
-        if state == "target_reserved":
-            await target_client.reserve(migration_id, spec.job_id, spec.gpus, spec.power_kw)
-            self._transition(migration_id, "checkpointing")
-            await source_client.checkpoint(spec.job_id, migration_id)
-            return "checkpointing"
-        if state == "checkpointing":
-            op = await source_client.operation(migration_id, "checkpoint")
-            if op is None:
-                op = await source_client.checkpoint(spec.job_id, migration_id)
-            if not self._finished(op, expected_s):
-                return state
-            assert op.checkpoint is not None
-            self._transition(migration_id, "transferring", sha256=op.checkpoint.sha256)
-            await source_client.transfer(
-                spec.job_id,
-                migration_id,
-                target_id,
-                target_url,
-                self._bandwidth(source_id, target_bandwidth),
+    def _report(self, migration_id: str, problem: str, message: str, *args: object) -> None:
+        """Log a lasting problem of a migration once, at warning level; later at debug."""
+        key = (migration_id, problem)
+        level = logging.DEBUG if key in self._reported else logging.WARNING
+        self._reported.add(key)
+        log.log(level, message, migration_id, *args)
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def _reconcile(self, flight: _Flight) -> str:
+        """Ask both sites what they know of the migration and act on it (after a restart)."""
+        source = self._clients[flight.source_id]
+        target = self._clients[flight.target_id]
+        job_id, mid = flight.spec.job_id, flight.id
+        source_job = (await source.status()).job(job_id)
+        checkpoint = await source.operation(mid, "checkpoint")
+        transfer = await source.operation(mid, "transfer")
+        target_job = (await target.status()).job(job_id)
+        reservation = await target.reservation(mid, job_id, flight.spec.gpus, flight.spec.power_kw)
+        restore = await target.operation(mid, "restore")
+        stored = timed_state(flight.state)
+        assert stored is not None  # advance reconciles only these
+        decision = reconcile(
+            stored,
+            SourceAnswers(
+                job=None if source_job is None else source_job.state,
+                checkpoint=None if checkpoint is None else checkpoint.state,
+                transfer=None if transfer is None else transfer.state,
+            ),
+            TargetAnswers(
+                job=None if target_job is None else target_job.state,
+                reservation=reservation,
+                restore=None if restore is None else restore.state,
+            ),
+        )
+        written = None if checkpoint is None else checkpoint.checkpoint
+        return self._apply(flight, decision, written)
+
+    def _apply(self, flight: _Flight, decision: Reconciliation, written: Checkpoint | None) -> str:
+        if decision.action == "hold":
+            self._report(
+                flight.id,
+                "inconsistent",
+                "%s needs an operator: %s (stored state %s); asking again next round",
+                decision.reason,
+                flight.state,
             )
+            return flight.state
+        self._reconciled.add(flight.id)
+        if decision.action == "abort":
+            log.warning("reconciled %s in %s: abort, %s", flight.id, flight.state, decision.reason)
+            self._commit_abort(flight.id, f"reconciled after a restart: {decision.reason}")
+            return "aborted"
+        log.info(
+            "reconciled %s: %s, continuing from %s (stored %s)",
+            flight.id,
+            decision.reason,
+            decision.state,
+            flight.state,
+        )
+        if decision.state != flight.state or (
+            written is not None and written.sha256 and not flight.checkpoint_sha256
+        ):
+            self._transition(flight.id, decision.state, checkpoint=written)
+        return decision.state
+
+    # -- the steps ------------------------------------------------------------------------
+
+    async def _step(self, f: _Flight) -> str:
+        source, target = self._clients[f.source_id], self._clients[f.target_id]
+        spec, mid = f.spec, f.id
+        if f.state == "planned":
+            self._transition(mid, "target_reserved")
+            await target.reserve(mid, spec.job_id, spec.gpus, spec.power_kw)
+            return "target_reserved"
+        if f.state == "target_reserved":
+            await target.reserve(mid, spec.job_id, spec.gpus, spec.power_kw)
+            self._transition(mid, "checkpointing")
+            await source.checkpoint(spec.job_id, mid)
+            return "checkpointing"
+        if f.state == "checkpointing":
+            op = await source.operation(mid, "checkpoint")
+            if op is None:
+                op = await source.checkpoint(spec.job_id, mid)
+            if not self._done(f, op):
+                return f.state
+            assert op.checkpoint is not None
+            self._transition(mid, "transferring", checkpoint=op.checkpoint)
+            await self._transfer(f, source, target)
             return "transferring"
-        if state == "transferring":
-            op = await source_client.operation(migration_id, "transfer")
+        if f.state == "transferring":
+            op = await source.operation(mid, "transfer")
             if op is None:
-                op = await source_client.transfer(
-                    spec.job_id,
-                    migration_id,
-                    target_id,
-                    target_url,
-                    self._bandwidth(source_id, target_bandwidth),
-                )
-            if not self._finished(op, expected_s):
-                return state
-            self._transition(migration_id, "restoring")
-            checkpoint = Checkpoint(size_gb=checkpoint_gb, sha256=sha256 or "")
-            await target_client.restore(spec, migration_id, source_id, checkpoint)
-            return "restoring"
-        if state == "restoring":
-            op = await target_client.operation(migration_id, "restore")
+                op = await self._transfer(f, source, target)
+            if not self._done(f, op):
+                return f.state
+            self._transition(mid, "restoring")
+            return "restoring" if await self._restore(f, target) is not None else "aborted"
+        if f.state == "restoring":
+            op = await target.operation(mid, "restore")
             if op is None:
-                checkpoint = Checkpoint(size_gb=checkpoint_gb, sha256=sha256 or "")
-                op = await target_client.restore(spec, migration_id, source_id, checkpoint)
+                op = await self._restore(f, target)
+                if op is None:
+                    return "aborted"
             if op.state == "in_progress":
-                return state
+                late = self._overrun(f)
+                if late is not None:
+                    self._report(mid, "restore overran", "%s: %s; still waiting", late)
+                return f.state
             if op.state == "failed":
-                self._commit_abort(migration_id, op.error or "restore failed at the target")
+                self._commit_abort(mid, op.error or "restore failed at the target")
                 return "aborted"
             # Running at the target: forget the source's copy, then complete.
-            await source_client.release_job(spec.job_id, migration_id)
-            self._complete(migration_id, op)
+            await source.release_job(spec.job_id, mid)
+            self._complete(mid, op)
             return "completed"
-        if state == "aborted":
-            await self._clean_up(migration_id, spec.job_id, source_client, target_client)
-            return state
-        return state
+        if f.state == "aborted":
+            await self._clean_up(f, source, target)
+        return f.state
 
-    def _bandwidth(self, source_id: str, target_bandwidth_gbps: float) -> float:
-        with unit_of_work(self._sessions) as session:
-            source = session.get(Site, source_id)
-            assert source is not None
-            return min(source.wan_bandwidth_gbps, target_bandwidth_gbps)
+    async def _transfer(
+        self, f: _Flight, source: SiteControllerClient, target: SiteControllerClient
+    ) -> Operation:
+        return await source.transfer(
+            f.spec.job_id,
+            f.id,
+            f.target_id,
+            f.target_url,
+            f.bandwidth_gbps,
+            target_token=target.token,
+        )
 
-    def _finished(self, op: Operation, expected_s: float) -> bool:
-        """True when ``op`` is done; aborts on failure or when it overruns its time.
+    async def _restore(self, f: _Flight, target: SiteControllerClient) -> Operation | None:
+        """Start the restore at the target; None when the target refuses it (committed as
+        an abort).
 
-        No operation of a migration may take longer than the whole migration is expected to
-        (the feasibility model's ``expected_s``) times the margin, plus the slack.
+        A refusal (4xx) means the restore never started: a restore of this migration id
+        that had started would be answered with its operation, not refused.
         """
+        try:
+            return await target.restore(f.spec, f.id, f.source_id, f.checkpoint)
+        except SiteControllerError as exc:
+            if exc.transient:
+                raise
+            log.warning("aborting %s: the target refused the restore: %s", f.id, exc)
+            self._commit_abort(f.id, f"target refused the restore: {exc}")
+            return None
+
+    def _done(self, f: _Flight, op: Operation) -> bool:
+        """True when ``op`` is done; a failed or overrunning operation aborts (raises)."""
         if op.state == "done":
             return True
         if op.state == "failed":
-            raise SiteControllerError(
-                f"{op.kind} failed: {op.error or 'no detail'}", transient=False
-            )
-        limit_s = expected_s * self._params.timeout_margin + self._params.timeout_slack_s
-        elapsed_s = (self._clock.now() - op.started_at).total_seconds()
-        if elapsed_s > limit_s:
-            raise SiteControllerError(
-                f"{op.kind} overran: {elapsed_s:.0f} s > {limit_s:.0f} s", transient=False
-            )
+            raise _Refused(f"{op.kind} failed: {op.error or 'no detail'}")
+        late = self._overrun(f)
+        if late is not None:
+            raise _Refused(late)
         return False
 
     # -- transitions ----------------------------------------------------------------------
 
-    def _transition(self, migration_id: str, state: str, *, sha256: str | None = None) -> None:
+    def _transition(
+        self, migration_id: str, state: str, *, checkpoint: Checkpoint | None = None
+    ) -> None:
+        """Commit ``state``; with ``checkpoint`` (the one the source wrote) also its sha256 and
+        its real size, which the transfer limit, the restore and the records use from then on."""
         now = self._clock.now()
         with unit_of_work(self._sessions) as session:
             m = session.get(Migration, migration_id)
             assert m is not None
+            if m.state != state:
+                setattr(m, f"{state}_at", now)
             m.state = state
-            setattr(m, f"{state}_at", now)
-            if sha256 is not None:
-                m.checkpoint_sha256 = sha256
+            if checkpoint is not None and checkpoint.sha256:
+                m.checkpoint_sha256 = checkpoint.sha256
+                m.checkpoint_gb = checkpoint.size_gb
             m.attempts = 0
             m.error = None
             m.updated_at = now
@@ -312,36 +485,42 @@ class Dispatcher:
                 m.downtime_s = max(0.0, (now - m.checkpointing_at).total_seconds())
 
     async def _clean_up(
-        self,
-        migration_id: str,
-        job_id: str,
-        source: SiteControllerClient,
-        target: SiteControllerClient,
+        self, f: _Flight, source: SiteControllerClient, target: SiteControllerClient
     ) -> None:
-        await target.release_reservation(migration_id)
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            assert m is not None
-            checkpoint_started = m.checkpointing_at is not None
-        if checkpoint_started:
+        """Resume the job at the source (first: it runs again as soon as possible) and
+        release the target's reservation; both are tried, each is safe to repeat."""
+        failures: list[SiteControllerError] = []
+        if f.checkpoint_started:
             try:
-                await source.resume(job_id, migration_id)
+                await self._resume(f, source)
             except SiteControllerError as exc:
-                if exc.transient:
-                    raise
-                # Refused: fine when the job runs or finished there anyway (it may have finished
-                # before its checkpoint); otherwise keep trying, its checkpoint stays safe there.
-                reported = (await source.status()).job(job_id)
-                if reported is None or reported.state not in ("running", "finished"):
-                    raise
+                failures.append(exc)
+        try:
+            await target.release_reservation(f.id)
+        except SiteControllerError as exc:
+            failures.append(exc)
+        if failures:
+            raise failures[0]
         now = self._clock.now()
         with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            job = session.get(Job, job_id)
+            m = session.get(Migration, f.id)
+            job = session.get(Job, f.spec.job_id)
             assert m is not None and job is not None
             m.cleaned_up_at = now
             m.updated_at = now
             job.state = "running"
             job.site_id = m.source_site_id
             job.updated_at = now
-        log.info("aborted %s cleaned up: job %s runs at %s", migration_id, job_id, m.source_site_id)
+        log.info("aborted %s cleaned up: job %s runs at %s", f.id, f.spec.job_id, f.source_id)
+
+    async def _resume(self, f: _Flight, source: SiteControllerClient) -> None:
+        try:
+            await source.resume(f.spec.job_id, f.id)
+        except SiteControllerError as exc:
+            if exc.transient:
+                raise
+            # Refused: fine when the job runs or finished there anyway (it may have finished
+            # before its checkpoint); otherwise keep trying, its checkpoint stays safe there.
+            reported = (await source.status()).job(f.spec.job_id)
+            if reported is None or reported.state not in ("running", "finished"):
+                raise

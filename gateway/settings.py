@@ -103,6 +103,11 @@ class FeasibilitySettings(_Section):
     idle_kw_per_gpu: NonNegativeFloat = 0.11
     checkpoint_write_gb_per_s: PositiveFloat = 0.6
     restore_gb_per_s: PositiveFloat = 1.5
+    timeout_margin: Annotated[float, Field(ge=1, le=100)] = 3.0
+    """A migration step may take this many times what the model expects of it, plus
+    ``timeout_floor_s``, before the migration aborts (``gateway/deadlines.py``) [-]."""
+    timeout_floor_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    """Added to every step's limit: round trips, retries, a controller's start-up [s]."""
 
     def params(self, gpus: int = 1) -> FeasibilityParams:
         return FeasibilityParams(
@@ -111,6 +116,31 @@ class FeasibilitySettings(_Section):
             network_kwh_per_gb=self.network_kwh_per_gb,
             idle_kw=self.idle_kw_per_gpu * gpus,
         )
+
+
+class SiteControllerSettings(_Section):
+    """How the gateway calls the site controllers (``[site_controller]``)."""
+
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Longest wait for one answer of a site controller [wall s]."""
+    retry_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    """Tries of one call that fails transiently (no answer, timeout, 5xx), the first
+    included; then the migration waits for the next round or aborts past its limit."""
+    retry_initial_s: PositiveFloat = 0.25
+    """First wait between tries [wall s]; doubles with each try up to the maximum, each wait
+    varied by +-50 % (never above the maximum)."""
+    retry_max_s: PositiveFloat = 2.0
+    """Longest wait between tries [wall s]; at least ``retry_initial_s``."""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SiteControllerSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise KeyProblem(
+                ("retry_max_s",),
+                f"{self.retry_max_s} is below retry_initial_s = {self.retry_initial_s}; "
+                "the longest wait must be at least the first",
+            )
+        return self
 
 
 class SignalSettings(_Section):
@@ -384,6 +414,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     planner: PlannerSettings = PlannerSettings()
     feasibility: FeasibilitySettings = FeasibilitySettings()
+    site_controller: SiteControllerSettings = SiteControllerSettings()
     signals: SignalSettings = SignalSettings()
     programme: list[ProgrammeSettings] = []
     vtn: list[VtnSettings] = []

@@ -17,6 +17,7 @@ at full power, free GPUs at idle power) stays within ``it_power_max_kw``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -27,10 +28,12 @@ from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 from aiohttp import web
+from yarl import URL
 
 from gateway.clock import Clock
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
 from gateway.sites.schema import (
+    MIN_BANDWIDTH_GBPS,
     OPERATION_KINDS,
     Checkpoint,
     FieldError,
@@ -129,6 +132,29 @@ class Reservation:
 @dataclass(frozen=True)
 class _Fault:
     lose_reply: bool
+    status: int = 503
+
+
+_FAULT_CODES = {409: "conflict", 503: "unavailable"}
+
+
+class _Hold:
+    """Calls of one kind kept waiting until released (:meth:`SimulatedSite.hold`)."""
+
+    def __init__(self, after_acting: bool) -> None:
+        self.after_acting = after_acting
+        self.waiting = 0
+        self._released = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        try:
+            await self._released.wait()
+        finally:
+            self.waiting -= 1
+
+    def release(self) -> None:
+        self._released.set()
 
 
 class SimulatedSite:
@@ -187,6 +213,10 @@ class SimulatedSite:
         self._resumed: set[tuple[str, str]] = set()
         self._released_jobs: set[tuple[str, str]] = set()
         self._faults: dict[FaultKind, list[_Fault]] = {}
+        self._holds: dict[FaultKind, _Hold] = {}
+        self._stalled: set[OperationKind] = set()
+        self._cuts: dict[OperationKind, list[float]] = {}
+        self._cut_at: dict[tuple[str, OperationKind], tuple[datetime, float]] = {}
         self._advanced_to: datetime = clock.now()
         for spec in jobs:
             self.add_job(spec)
@@ -205,8 +235,11 @@ class SimulatedSite:
             raise ValueError(f"site {self.site_id}: job {spec.job_id} does not fit")
         self.jobs[spec.job_id] = SimJob(spec, "running", spec.work_remaining_gpu_h)
 
-    def fail_next(self, kind: FaultKind, count: int = 1, *, lose_reply: bool = False) -> None:
-        """Answer the next ``count`` calls of ``kind`` with ``503``.
+    def fail_next(
+        self, kind: FaultKind, count: int = 1, *, lose_reply: bool = False, status: int = 503
+    ) -> None:
+        """Answer the next ``count`` calls of ``kind`` with ``status`` (``503`` by default;
+        ``409`` makes a refusal such as a target refusing a restore).
 
         With ``lose_reply`` the call takes effect first and only its answer is lost (as when a
         connection drops after the controller acted), which exercises idempotent retries.
@@ -215,7 +248,67 @@ class SimulatedSite:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
-        self._faults.setdefault(kind, []).extend(_Fault(lose_reply) for _ in range(count))
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be a 4xx or 5xx code, got {status}")
+        self._faults.setdefault(kind, []).extend(_Fault(lose_reply, status) for _ in range(count))
+
+    def clear_faults(self) -> None:
+        """Forget the faults of :meth:`fail_next` that have not struck yet (it answers again)."""
+        self._faults.clear()
+
+    def hold(self, kind: FaultKind, *, after_acting: bool = False) -> None:
+        """Keep calls of ``kind`` waiting until :meth:`unhold`; they act once released.
+
+        With ``after_acting`` a call takes effect at once and only its answer waits: a gateway
+        killed meanwhile made the call but never heard that it succeeded.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        if kind in self._holds:
+            raise ValueError(f"calls of {kind} are already held")
+        self._holds[kind] = _Hold(after_acting)
+
+    def unhold(self, kind: FaultKind) -> None:
+        """Let the held calls of ``kind`` go on, and hold no more of them."""
+        hold = self._holds.pop(kind, None)
+        if hold is not None:
+            hold.release()
+
+    def held(self, kind: FaultKind) -> int:
+        """How many calls of ``kind`` are waiting in a hold now."""
+        hold = self._holds.get(kind)
+        return 0 if hold is None else hold.waiting
+
+    def holding(self, kind: FaultKind) -> _Hold | None:
+        """The hold on calls of ``kind``, if any (the HTTP layer waits on it)."""
+        return self._holds.get(kind)
+
+    def stall(self, kind: OperationKind) -> None:
+        """Keep operations of ``kind`` in progress past their expected end until
+        :meth:`unstall` (a slow disk or link)."""
+        if kind not in OPERATION_KINDS:
+            raise ValueError(f"unknown operation kind {kind!r}; expected one of {OPERATION_KINDS}")
+        self.advance()
+        self._stalled.add(kind)
+
+    def unstall(self, kind: OperationKind) -> None:
+        """Let operations of ``kind`` finish: the overdue ones finish now."""
+        self.advance()
+        self._stalled.discard(kind)
+        now = self.clock.now()
+        for key, op in list(self.operations.items()):
+            if op.kind == kind and op.state == "in_progress" and op.done_at < now:
+                self.operations[key] = replace(op, done_at=now)
+
+    def cut_next(self, kind: OperationKind, at_fraction: float = 0.5) -> None:
+        """Make the next operation of ``kind`` fail after ``at_fraction`` of its expected time
+        (a transfer cut mid-way: the checkpoint stays at the source, nothing reaches the
+        target; a cut restore leaves nothing running at the target)."""
+        if kind not in OPERATION_KINDS:
+            raise ValueError(f"unknown operation kind {kind!r}; expected one of {OPERATION_KINDS}")
+        if not 0 <= at_fraction < 1:
+            raise ValueError(f"at_fraction must be in [0, 1), got {at_fraction}")
+        self._cuts.setdefault(kind, []).append(at_fraction)
 
     def take_fault(self, kind: FaultKind) -> _Fault | None:
         """The fault injected for this call of ``kind``, if any (consumes it)."""
@@ -235,16 +328,39 @@ class SimulatedSite:
         now = self.clock.now()
         while True:
             due = [
-                op
+                (event, op)
                 for op in self.operations.values()
-                if op.state == "in_progress" and op.done_at <= now
+                if op.state == "in_progress"
+                and (event := self._next_event(op)) is not None
+                and event[0] <= now
             ]
             if not due:
                 break
-            first = min(due, key=lambda op: op.done_at)
-            self._progress_jobs(first.done_at)
-            self._complete(first)
+            (at, cut), first = min(due, key=lambda item: item[0][0])
+            self._progress_jobs(at)
+            if cut:
+                self._cut(first, at)
+            else:
+                self._complete(first)
         self._progress_jobs(now)
+
+    def _next_event(self, op: Operation) -> tuple[datetime, bool] | None:
+        """When ``op`` next changes, and whether it then fails (an injected cut)."""
+        cut = self._cut_at.get((op.migration_id, op.kind))
+        done_at = None if op.kind in self._stalled else op.done_at
+        if cut is not None and (done_at is None or cut[0] < done_at):
+            return cut[0], True
+        return None if done_at is None else (done_at, False)
+
+    def _cut(self, op: Operation, at: datetime) -> None:
+        key = (op.migration_id, op.kind)
+        _, fraction = self._cut_at.pop(key)
+        error = f"injected fault: {op.kind} cut after {fraction:.0%} of its expected time"
+        self.operations[key] = replace(op, state="failed", done_at=at, error=error)
+        job = self.jobs.get(op.job_id)
+        if op.kind == "restore" and job is not None and job.state == "restoring":
+            del self.jobs[op.job_id]  # nothing runs here; the source keeps the checkpoint
+        logger.info("site %s: %s", self.site_id, error)
 
     def _progress_jobs(self, until: datetime) -> None:
         elapsed_h = (until - self._advanced_to).total_seconds() / 3600.0
@@ -518,6 +634,10 @@ class SimulatedSite:
         )
         self.operations[key] = op
         self._operation_args[key] = args
+        cuts = self._cuts.get(key[1])
+        if cuts:
+            fraction = cuts.pop(0)
+            self._cut_at[key] = (now + timedelta(seconds=expected_s * fraction), fraction)
         logger.info(
             "site %s: %s of job %s started (migration %s, %.1f s)",
             self.site_id,
@@ -543,7 +663,26 @@ _ERROR_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
 }
+_JSON_MEDIA_TYPE = "application/json"
+_TRANSFER_FIELDS = (
+    "migration_id",
+    "target_site_id",
+    "target_url",
+    "bandwidth_gbps",
+    "target_token",
+)
+_RESTORE_JOB_FIELDS = (
+    "gpus",
+    "power_kw",
+    "checkpoint_gb",
+    "work_remaining_gpu_h",
+    "migratable",
+    "flex_tier",
+)
+_ECHO_MAX_CHARS = 60
 
 
 def _error(status: int, code: str, detail: str) -> web.Response:
@@ -577,12 +716,62 @@ async def _auth_middleware(request: web.Request, handler: _Handler) -> web.Strea
     return await handler(request)
 
 
-async def _body(request: web.Request) -> Fields:
+def _unsupported_media_type(detail: str) -> SiteRequestError:
+    return SiteRequestError(415, "unsupported_media_type", detail)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    document: dict[str, object] = {}
+    for key, value in pairs:
+        if key in document:
+            raise FieldError(key[:_ECHO_MAX_CHARS], "appears twice in one object")
+        document[key] = value
+    return document
+
+
+async def _body(request: web.Request, known: Iterable[str]) -> Fields:
+    """The request's JSON object, refusing other media types and fields not in ``known``."""
+    if request.content_type != _JSON_MEDIA_TYPE:
+        shown = request.content_type[:_ECHO_MAX_CHARS]
+        raise _unsupported_media_type(f"expected Content-Type {_JSON_MEDIA_TYPE}, got {shown!r}")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        shown = charset[:_ECHO_MAX_CHARS]
+        raise _unsupported_media_type(f"expected a UTF-8 JSON body, got charset {shown!r}")
+    raw = await request.read()  # aiohttp answers 413 above the app's client_max_size
     try:
-        document = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SiteRequestError(400, "bad_request", f"body is not UTF-8: {exc.reason}") from exc
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except FieldError:
+        raise
+    except json.JSONDecodeError as exc:
         raise SiteRequestError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
-    return Fields(document)
+    except RecursionError as exc:
+        raise SiteRequestError(400, "bad_request", "body is nested too deeply") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise SiteRequestError(400, "bad_request", f"body is not usable JSON: {exc}") from exc
+    fields = Fields(document)
+    fields.reject_unknown(known)
+    return fields
+
+
+def _path(request: web.Request) -> Fields:
+    """The request's path parameters, read like the fields of a body."""
+    return Fields(dict(request.match_info))
+
+
+def _http_url(fields: Fields, key: str) -> str:
+    text = fields.text(key)
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        raise FieldError(key, f"not a URL: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise FieldError(key, "expected an absolute http or https URL")
+    return text
 
 
 def _answer(site: SimulatedSite, kind: FaultKind, act: Callable[[], web.Response]) -> web.Response:
@@ -592,7 +781,40 @@ def _answer(site: SimulatedSite, kind: FaultKind, act: Callable[[], web.Response
     if fault.lose_reply:
         act()
     logger.info("site %s: injected fault on %s", site.site_id, kind)
-    return _error(503, "unavailable", f"injected fault on {kind}")
+    code = _FAULT_CODES.get(fault.status, "injected")
+    return _error(fault.status, code, f"injected fault on {kind}")
+
+
+_ROUTE_FAULT_KINDS: dict[tuple[str, str], FaultKind] = {
+    ("GET", "/v1/status"): "status",
+    ("POST", "/v1/reservations"): "reserve",
+    ("DELETE", "/v1/reservations/{migration_id}"): "release_reservation",
+    ("GET", "/v1/operations/{migration_id}/{kind}"): "operation",
+    ("POST", "/v1/jobs/{job_id}/checkpoint"): "checkpoint",
+    ("POST", "/v1/jobs/{job_id}/transfer"): "transfer",
+    ("POST", "/v1/jobs/{job_id}/restore"): "restore",
+    ("POST", "/v1/jobs/{job_id}/resume"): "resume",
+    ("POST", "/v1/jobs/{job_id}/release"): "release",
+}
+
+
+@web.middleware
+async def _holds_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Fault injection: a held kind of call waits (:meth:`SimulatedSite.hold`)."""
+    resource = request.match_info.route.resource
+    kind = (
+        None if resource is None else _ROUTE_FAULT_KINDS.get((request.method, resource.canonical))
+    )
+    hold = None if kind is None else request.app[SITE_KEY].holding(kind)
+    if hold is None:
+        return await handler(request)
+    if hold.after_acting:
+        response = await handler(request)
+        await hold.wait()
+        return response
+    await request.read()  # the whole call has arrived (and is kept) before it waits
+    await hold.wait()
+    return await handler(request)
 
 
 def _operation_response(op: Operation) -> web.Response:
@@ -606,9 +828,9 @@ async def _get_status(request: web.Request) -> web.Response:
 
 async def _post_reservation(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    body = await _body(request)
-    migration_id = body.text("migration_id")
-    job_id = body.text("job_id")
+    body = await _body(request, ("migration_id", "job_id", "gpus", "power_kw"))
+    migration_id = body.identifier("migration_id")
+    job_id = body.identifier("job_id")
     gpus = body.integer("gpus", minimum=1)
     power_kw = body.number("power_kw", minimum=0.0)
 
@@ -621,7 +843,7 @@ async def _post_reservation(request: web.Request) -> web.Response:
 
 async def _delete_reservation(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    migration_id = request.match_info["migration_id"]
+    migration_id = _path(request).identifier("migration_id")
 
     def act() -> web.Response:
         site.release_reservation(migration_id)
@@ -632,8 +854,9 @@ async def _delete_reservation(request: web.Request) -> web.Response:
 
 async def _get_operation(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    migration_id = request.match_info["migration_id"]
-    kind = Fields({"kind": request.match_info["kind"]}).choice("kind", OPERATION_KINDS)
+    path = _path(request)
+    migration_id = path.identifier("migration_id")
+    kind = path.choice("kind", OPERATION_KINDS)
     return _answer(
         site,
         "operation",
@@ -643,8 +866,8 @@ async def _get_operation(request: web.Request) -> web.Response:
 
 async def _post_checkpoint(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = request.match_info["job_id"]
-    migration_id = (await _body(request)).text("migration_id")
+    job_id = _path(request).identifier("job_id")
+    migration_id = (await _body(request, ("migration_id",))).identifier("migration_id")
     return _answer(
         site, "checkpoint", lambda: _operation_response(site.checkpoint(job_id, migration_id))
     )
@@ -652,12 +875,13 @@ async def _post_checkpoint(request: web.Request) -> web.Response:
 
 async def _post_transfer(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = request.match_info["job_id"]
-    body = await _body(request)
-    migration_id = body.text("migration_id")
+    job_id = _path(request).identifier("job_id")
+    body = await _body(request, _TRANSFER_FIELDS)
+    migration_id = body.identifier("migration_id")
     target_site_id = body.text("target_site_id")
-    target_url = body.text("target_url")
-    bandwidth_gbps = body.number("bandwidth_gbps", positive=True)
+    target_url = _http_url(body, "target_url")
+    bandwidth_gbps = body.number("bandwidth_gbps", minimum=MIN_BANDWIDTH_GBPS)
+    body.optional_text("target_token")  # for agents (checkpoint upload); checked, not used here
     return _answer(
         site,
         "transfer",
@@ -669,12 +893,16 @@ async def _post_transfer(request: web.Request) -> web.Response:
 
 async def _post_restore(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = request.match_info["job_id"]
-    body = await _body(request)
-    migration_id = body.text("migration_id")
+    job_id = _path(request).identifier("job_id")
+    body = await _body(request, ("migration_id", "source_site_id", "checkpoint", "job"))
+    migration_id = body.identifier("migration_id")
     source_site_id = body.text("source_site_id")
-    checkpoint = checkpoint_from_fields(body.obj("checkpoint"))
-    job = job_spec_from_fields(job_id, body.obj("job"))
+    checkpoint_fields = body.obj("checkpoint")
+    checkpoint_fields.reject_unknown(("size_gb", "sha256"))
+    checkpoint = checkpoint_from_fields(checkpoint_fields)
+    job_fields = body.obj("job")
+    job_fields.reject_unknown(_RESTORE_JOB_FIELDS)
+    job = job_spec_from_fields(job_id, job_fields)
     return _answer(
         site,
         "restore",
@@ -684,8 +912,8 @@ async def _post_restore(request: web.Request) -> web.Response:
 
 async def _post_resume(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = request.match_info["job_id"]
-    migration_id = (await _body(request)).text("migration_id")
+    job_id = _path(request).identifier("job_id")
+    migration_id = (await _body(request, ("migration_id",))).identifier("migration_id")
     return _answer(
         site,
         "resume",
@@ -695,8 +923,8 @@ async def _post_resume(request: web.Request) -> web.Response:
 
 async def _post_release(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = request.match_info["job_id"]
-    migration_id = (await _body(request)).text("migration_id")
+    job_id = _path(request).identifier("job_id")
+    migration_id = (await _body(request, ("migration_id",))).identifier("migration_id")
 
     def act() -> web.Response:
         site.release(job_id, migration_id)
@@ -707,7 +935,7 @@ async def _post_release(request: web.Request) -> web.Response:
 
 def build_app(site: SimulatedSite) -> web.Application:
     """An aiohttp application serving ``site`` under ``/v1`` (bearer-token auth, JSON errors)."""
-    app = web.Application(middlewares=[_errors_middleware, _auth_middleware])
+    app = web.Application(middlewares=[_errors_middleware, _auth_middleware, _holds_middleware])
     app[SITE_KEY] = site
     app.router.add_get("/v1/status", _get_status)
     app.router.add_post("/v1/reservations", _post_reservation)

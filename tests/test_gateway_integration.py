@@ -330,7 +330,9 @@ async def test_a_change_of_plan_changes_the_opt_at_the_vtn(world: World) -> None
     def answers_for(event_id: str) -> list[str]:
         return [a.opt_type for a in vtn.received_answers if a.event_id == event_id]
 
-    sites["sunny"].fail_next("status")
+    # Every try of one poll fails (a single failure would be retried and go unnoticed).
+    tries = gateway.settings.site_controller.retry_attempts
+    sites["sunny"].fail_next("status", count=tries)
     clock.advance(30)
     await gateway.poll_once()  # sunny does not answer: nowhere to move the dark site's job
     event_id = vtn.add_event_now(
@@ -352,7 +354,7 @@ async def test_a_change_of_plan_changes_the_opt_at_the_vtn(world: World) -> None
     await gateway.plan_once()
     await wait_for(lambda: answers_for(event_id) == ["optOut", "optIn"])
 
-    sites["dark"].fail_next("status")
+    sites["dark"].fail_next("status", count=tries)
     clock.advance(30)
     await gateway.poll_once()  # the site the event names is gone
     await gateway.plan_once()

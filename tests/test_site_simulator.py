@@ -530,7 +530,7 @@ _JOB_FIELDS = _restore_body()["job"]
 async def test_malformed_requests_are_400_naming_the_field(
     fleet: Fleet, label: str, method: str, path: str, body: object, field: str
 ) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN_A}"}
+    headers = {"Authorization": f"Bearer {TOKEN_A}", "Content-Type": "application/json"}
     kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
     async with fleet.session.request(
         method, fleet.url_a + path, headers=headers, **kwargs

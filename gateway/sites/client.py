@@ -1,15 +1,22 @@
 """HTTP client of one site controller (``docs/site-api.md``).
 
 Every answer is parsed into the typed records of :mod:`gateway.sites.schema`. Failures become
-:class:`SiteControllerError`: unreachable controllers, timeouts and 5xx answers are
-``transient`` (retry later); 4xx answers and malformed documents are not, and carry the
-controller's ``detail``. The bearer token is never logged nor put into a message.
+:class:`SiteControllerError`: unreachable controllers, timeouts, 5xx answers, 408 and 429 are
+``transient``; other 4xx answers and malformed documents are not, and carry the controller's
+``detail``. With a :class:`RetryPolicy` every call is tried again after a transient failure,
+with exponential back-off and jitter, a bounded number of times; every call is safe to
+repeat (reads, and mutating calls keyed by their migration id). The bearer token is never
+logged nor put into a message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +31,7 @@ from gateway.sites.schema import (
     JobSpec,
     Operation,
     OperationKind,
+    ReservationState,
     SiteStatus,
     checkpoint_to_wire,
     job_spec_to_wire,
@@ -32,6 +40,7 @@ from gateway.sites.schema import (
     parse_state,
     parse_status,
 )
+from gateway.ven.reconnect import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +52,40 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call that failed transiently is tried again.
+
+    attempts: tries of one call, the first included [-]; initial_s, max_s: the waits between
+    tries double from ``initial_s`` up to ``max_s``, each varied by +-50 % and never above
+    ``max_s`` [wall s]. A call therefore gives up after at most ``attempts`` times the
+    request timeout plus ``(attempts - 1) * max_s``.
+    """
+
+    attempts: int = 3
+    initial_s: float = 0.25
+    max_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+        if not 0 < self.initial_s <= self.max_s:
+            raise ValueError(
+                f"expected 0 < initial_s <= max_s, got initial_s = {self.initial_s}, "
+                f"max_s = {self.max_s}"
+            )
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
 class SiteControllerClient:
     """Talks to the controller of site ``site_id`` at ``base_url``.
 
     token: the site's bearer token; session: shared aiohttp session (owned by the caller);
-    timeout_s: limit on each whole request [s].
+    timeout_s: limit on each whole request [s]; retry: how transient failures are retried
+    (default: not at all); rng: the source of the back-off's jitter (seed it in tests);
+    sleep: waits between tries [wall s] (tests may record them).
     """
 
     def __init__(
@@ -57,6 +95,10 @@ class SiteControllerClient:
         token: str,
         session: aiohttp.ClientSession,
         timeout_s: float = 10.0,
+        *,
+        retry: RetryPolicy = NO_RETRY,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -65,11 +107,58 @@ class SiteControllerClient:
         self._token = token
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._retry = retry
+        self._rng = rng or random.Random()
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"SiteControllerClient(site_id={self.site_id!r}, base_url={self.base_url!r})"
 
+    @property
+    def token(self) -> str:
+        """The site's bearer token, for handing to the source of a transfer so that it can
+        upload to this site (``target_token``); never log it."""
+        return self._token
+
     async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> Any:
+        """One call, tried again on transient failures as the retry policy says; the decoded
+        JSON answer, or None for a 404 when ``missing_ok``."""
+        backoff = Backoff(self._retry.initial_s, self._retry.max_s, self._rng)
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                return await self._request(method, path, body, missing_ok=missing_ok)
+            except SiteControllerError as exc:
+                if not exc.transient:
+                    raise
+                if attempt == self._retry.attempts:
+                    if attempt == 1:
+                        raise
+                    raise SiteControllerError(
+                        f"{exc} (gave up after {attempt} attempts)",
+                        status=exc.status,
+                        transient=True,
+                    ) from exc
+                delay_s = backoff.next_delay_s()
+                logger.debug(
+                    "site %s: attempt %d of %s %s failed, again in %.2f s: %s",
+                    self.site_id,
+                    attempt,
+                    method,
+                    path,
+                    delay_s,
+                    exc,
+                )
+                await self._sleep(delay_s)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _request(
         self,
         method: str,
         path: str,
@@ -125,18 +214,23 @@ class SiteControllerClient:
             )
         return status
 
+    async def _reserve(
+        self, migration_id: str, job_id: str, gpus: int, power_kw: float
+    ) -> ReservationState:
+        answer = await self._call(
+            "POST",
+            "/v1/reservations",
+            {"migration_id": migration_id, "job_id": job_id, "gpus": gpus, "power_kw": power_kw},
+        )
+        return parse_state(answer, "state", RESERVATION_STATES)
+
     async def reserve(self, migration_id: str, job_id: str, gpus: int, power_kw: float) -> None:
         """Hold ``gpus`` and ``power_kw`` [kW] for a migration; 409 when they are not free.
 
         A repeat of an earlier reserve succeeds while the reservation is held or was consumed
         by its restore; once released it is a conflict (a reservation never comes back).
         """
-        answer = await self._call(
-            "POST",
-            "/v1/reservations",
-            {"migration_id": migration_id, "job_id": job_id, "gpus": gpus, "power_kw": power_kw},
-        )
-        state = parse_state(answer, "state", RESERVATION_STATES)
+        state = await self._reserve(migration_id, job_id, gpus, power_kw)
         if state == "released":
             raise SiteControllerError(
                 f"site {self.site_id}: reservation for migration {migration_id} was already "
@@ -144,6 +238,23 @@ class SiteControllerClient:
                 status=409,
                 transient=False,
             )
+
+    async def reservation(
+        self, migration_id: str, job_id: str, gpus: int, power_kw: float
+    ) -> ReservationState | None:
+        """The state of a migration's reservation here, learnt by repeating its reserve (the
+        API has no read of one reservation): ``reserved``, ``consumed`` or ``released``;
+        None when none is held and none can be made (409).
+
+        Ask only about a migration whose reserve was announced: the repeat then changes
+        nothing, or makes the reservation that the announcement promised.
+        """
+        try:
+            return await self._reserve(migration_id, job_id, gpus, power_kw)
+        except SiteControllerError as exc:
+            if exc.status == 409:
+                return None
+            raise
 
     async def release_reservation(self, migration_id: str) -> None:
         """Release a reservation; also fine when none is held."""
@@ -163,18 +274,22 @@ class SiteControllerClient:
         target_site_id: str,
         target_url: str,
         bandwidth_gbps: float,
+        target_token: str | None = None,
     ) -> Operation:
-        """Send a checkpointed job's checkpoint to the target at ``bandwidth_gbps`` [Gbit/s]."""
-        answer = await self._call(
-            "POST",
-            f"/v1/jobs/{_segment(job_id)}/transfer",
-            {
-                "migration_id": migration_id,
-                "target_site_id": target_site_id,
-                "target_url": target_url,
-                "bandwidth_gbps": bandwidth_gbps,
-            },
-        )
+        """Send a checkpointed job's checkpoint to the target at ``bandwidth_gbps`` [Gbit/s].
+
+        target_token: the target's bearer token, for a source that uploads the checkpoint to
+        the target itself (the site agent); left out when None.
+        """
+        body: dict[str, Any] = {
+            "migration_id": migration_id,
+            "target_site_id": target_site_id,
+            "target_url": target_url,
+            "bandwidth_gbps": bandwidth_gbps,
+        }
+        if target_token is not None:
+            body["target_token"] = target_token
+        answer = await self._call("POST", f"/v1/jobs/{_segment(job_id)}/transfer", body)
         return self._check_operation(parse_operation(answer), migration_id, "transfer", job_id)
 
     async def restore(

@@ -9,6 +9,8 @@ functions. Nothing raw leaves this module.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_args
@@ -26,6 +28,14 @@ OPERATION_STATES: tuple[OperationState, ...] = get_args(OperationState)
 RESERVATION_STATES: tuple[ReservationState, ...] = get_args(ReservationState)
 
 _Choice = TypeVar("_Choice", bound=str)
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
+"""Job and migration ids: safe as a URL path segment and as a file name (no ``/``, no ``..``)."""
+MAX_CHECKPOINT_GB = 1e6
+"""Largest checkpoint a request may name [GB]; keeps every expected duration representable."""
+MIN_BANDWIDTH_GBPS = 1e-3
+"""Smallest WAN bandwidth a transfer request may name [Gbit/s]."""
+_ECHO_MAX_CHARS = 40
 
 
 class FieldError(ValueError):
@@ -70,6 +80,27 @@ class Fields:
             raise FieldError(self._name(key), f"expected a non-empty string, got {_kind_of(value)}")
         return value
 
+    def identifier(self, key: str) -> str:
+        """A job or migration id (:data:`ID_PATTERN`)."""
+        value = self.text(key)
+        if not ID_PATTERN.fullmatch(value):
+            raise FieldError(
+                self._name(key),
+                "expected 1 to 128 of A-Z a-z 0-9 _ . : - not starting with '.', "
+                f"got {_echo(value)}",
+            )
+        return value
+
+    def reject_unknown(self, known: Iterable[str]) -> None:
+        """Raise FieldError naming the first key of the object that is not in ``known``."""
+        allowed = frozenset(known)
+        for key in self._doc:
+            if key not in allowed:
+                expected = ", ".join(sorted(allowed))
+                raise FieldError(
+                    self._name(key[:_ECHO_MAX_CHARS]), f"unknown field; expected only {expected}"
+                )
+
     def optional_text(self, key: str) -> str | None:
         value = self._doc.get(key)
         if value is None:
@@ -86,8 +117,17 @@ class Fields:
             raise FieldError(self._name(key), f"must be >= {minimum}, got {value}")
         return value
 
-    def number(self, key: str, *, minimum: float | None = None, positive: bool = False) -> float:
-        return _number(self._get(key), self._name(key), minimum=minimum, positive=positive)
+    def number(
+        self,
+        key: str,
+        *,
+        minimum: float | None = None,
+        positive: bool = False,
+        maximum: float | None = None,
+    ) -> float:
+        return _number(
+            self._get(key), self._name(key), minimum=minimum, positive=positive, maximum=maximum
+        )
 
     def flag(self, key: str) -> bool:
         value = self._get(key)
@@ -133,18 +173,35 @@ class Fields:
         return [Fields(item, f"{self._name(key)}[{i}]") for i, item in enumerate(value)]
 
 
+def _echo(value: str) -> str:
+    """A value quoted for an error message, cut short so an answer never echoes a huge input."""
+    if len(value) <= _ECHO_MAX_CHARS:
+        return repr(value)
+    return f"{value[:_ECHO_MAX_CHARS]!r}... ({len(value)} characters)"
+
+
 def _number(
-    value: object, name: str, *, minimum: float | None = None, positive: bool = False
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    positive: bool = False,
+    maximum: float | None = None,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FieldError(name, f"expected a number, got {_kind_of(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise FieldError(name, "expected a finite number, got an integer too large") from exc
     if not math.isfinite(number):
         raise FieldError(name, f"expected a finite number, got {number}")
     if positive and number <= 0:
         raise FieldError(name, f"must be > 0, got {number}")
     if minimum is not None and number < minimum:
         raise FieldError(name, f"must be >= {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise FieldError(name, f"must be <= {maximum:g}, got {number:g}")
     return number
 
 
@@ -265,16 +322,19 @@ def job_spec_from_fields(job_id: str, fields: Fields) -> JobSpec:
         job_id=job_id,
         gpus=fields.integer("gpus", minimum=1),
         power_kw=fields.number("power_kw", minimum=0.0),
-        checkpoint_gb=fields.number("checkpoint_gb", positive=True),
+        checkpoint_gb=fields.number("checkpoint_gb", positive=True, maximum=MAX_CHECKPOINT_GB),
         work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
         migratable=fields.flag("migratable"),
-        flex_tier=fields.integer("flex_tier"),
+        flex_tier=fields.integer("flex_tier", minimum=0),
     )
     return spec
 
 
 def checkpoint_from_fields(fields: Fields) -> Checkpoint:
-    return Checkpoint(size_gb=fields.number("size_gb", positive=True), sha256=fields.text("sha256"))
+    return Checkpoint(
+        size_gb=fields.number("size_gb", positive=True, maximum=MAX_CHECKPOINT_GB),
+        sha256=fields.text("sha256"),
+    )
 
 
 def _job_status_from_fields(fields: Fields) -> JobStatus:

@@ -1,0 +1,150 @@
+"""The site agent's settings, read from TOML and validated at start (``docs/site-agent.md``).
+
+Like the gateway's settings: unknown keys are rejected and a bad value raises
+:class:`~gateway.errors.ConfigError` whose message names the file, the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.settings import KeyProblem, parse_model, read_toml
+from gateway.sites.schema import ID_PATTERN
+
+KEYS_DOC = "docs/site-agent.md"
+
+COMMAND_PLACEHOLDERS = ("python", "job_id", "output_dir", "checkpoint_path")
+"""What ``{...}`` may name in a job's command: the agent's Python interpreter, the job's id, its
+output directory at this site and the file its checkpoint must be written to."""
+
+SiteId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+JobId = Annotated[str, Field(pattern=ID_PATTERN.pattern)]
+Token = Annotated[str, Field(min_length=8)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def command_problem(command: tuple[str, ...]) -> tuple[int, str] | None:
+    """(index, problem) of the first argument with an unknown or malformed placeholder."""
+    for i, argument in enumerate(command):
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(argument) if name]
+        except ValueError as exc:
+            return i, f"{exc} in {argument!r} (write a literal brace as {{{{ or }}}})"
+        for name in fields:
+            if name not in COMMAND_PLACEHOLDERS:
+                known = ", ".join(f"{{{p}}}" for p in COMMAND_PLACEHOLDERS)
+                return i, f"unknown placeholder {{{name}}} in {argument!r}; known: {known}"
+    return None
+
+
+class RenewableSettings(_Section):
+    """The site's renewable plant as the agent reports it: a constant power."""
+
+    constant_kw: NonNegativeFloat = 0.0
+    """Renewable power now and in every step of the forecast [kW]."""
+    forecast_step_s: PositiveFloat = 900.0
+    """Spacing of ``renewable_forecast_kw`` in the status [s]."""
+    forecast_horizon_s: NonNegativeFloat = 86400.0
+    """How far the forecast reaches [s]."""
+
+
+class JobSettings(_Section):
+    """A ``[[job]]`` the agent starts when it starts (unless it already knows the job)."""
+
+    id: JobId
+    gpus: Annotated[int, Field(ge=1)]
+    power_kw: NonNegativeFloat
+    """IT draw while running [kW]."""
+    checkpoint_gb: PositiveFloat
+    """Expected checkpoint size, for the gateway's planning [GB]."""
+    work_gpu_h: NonNegativeFloat
+    """Expected work of the whole job [GPU h]; counts down while it runs."""
+    migratable: bool = True
+    flex_tier: Annotated[int, Field(ge=0)] = 1
+    command: tuple[str, ...] = Field(min_length=1)
+    """The program and its arguments, with placeholders ``{python}``, ``{job_id}``,
+    ``{output_dir}`` and ``{checkpoint_path}``; ``--resume PATH`` is appended on a restart."""
+
+    @field_validator("command")
+    @classmethod
+    def _placeholders(cls, command: tuple[str, ...]) -> tuple[str, ...]:
+        problem = command_problem(command)
+        if problem is not None:
+            raise KeyProblem((problem[0],), problem[1])
+        if not command[0]:
+            raise KeyProblem((0,), "the program must not be empty")
+        return command
+
+
+class AgentSettings(_Section):
+    site_id: SiteId
+    """The id the gateway knows this site by (its ``[[site]] id``)."""
+    token: Token
+    """The bearer token every request must carry (the gateway's ``controller_token``)."""
+    gpus_total: Annotated[int, Field(ge=1)]
+    it_power_max_kw: PositiveFloat
+    """IT power cap: reservations and resumes must keep the committed power within it [kW]."""
+    idle_kw_per_gpu: NonNegativeFloat = 0.11
+    """Draw of a GPU without a running job [kW]."""
+    wan_bandwidth_gbps: PositiveFloat
+    """The site's WAN link [Gbit/s]."""
+    throttle_transfers: bool = True
+    """Send checkpoints no faster than the transfer call's ``bandwidth_gbps`` (at most
+    ``wan_bandwidth_gbps``), so that transfer times match the feasibility model."""
+    efficiency: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Usable share of the bandwidth, for the expected transfer time [-]."""
+    checkpoint_write_gb_per_s: PositiveFloat = 0.6
+    """Expected checkpoint write rate, for the expected checkpoint time [GB/s]."""
+    restore_gb_per_s: PositiveFloat = 1.5
+    """Expected checkpoint load rate, for the expected restore time [GB/s]."""
+    listen_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    """Address ``dr-gateway site-agent`` serves on; ``0.0.0.0`` for every interface."""
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8470
+    """Port it serves on; 0 lets the system choose one (the agent logs its URL)."""
+    data_dir: Path
+    """The agent's own directory: its state, the jobs' checkpoints, outputs and logs, and the
+    checkpoints other agents send. Relative paths are relative to the working directory."""
+    checkpoint_timeout_s: PositiveFloat = 600.0
+    """Longest a job may take from SIGTERM to its exit; then it is killed [s]."""
+    stop_timeout_s: PositiveFloat = 30.0
+    """When the agent stops: longest wait for its jobs to checkpoint and exit [s]."""
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    """Restarts of a job that exits on its own with an error, before the agent gives up."""
+    peer_tokens: dict[SiteId, Token] = {}
+    """Bearer tokens of other sites' agents, for transfer calls without ``target_token``."""
+    renewable: RenewableSettings = RenewableSettings()
+    job: list[JobSettings] = []
+
+    @model_validator(mode="after")
+    def _jobs_fit(self) -> AgentSettings:
+        ids = [job.id for job in self.job]
+        gpus = 0
+        for i, job in enumerate(self.job):
+            if ids.index(job.id) != i:
+                raise KeyProblem(("job", i, "id"), f"duplicate job id {job.id!r}")
+            gpus += job.gpus
+            if gpus > self.gpus_total:
+                raise KeyProblem(
+                    ("job", i, "gpus"),
+                    f"the jobs up to this one need {gpus} GPUs; gpus_total is {self.gpus_total}",
+                )
+        return self
+
+
+def parse_agent_settings(data: dict[str, Any], source: str) -> AgentSettings:
+    """Validate a settings mapping; ``source`` names where it came from for messages."""
+    return parse_model(AgentSettings, data, source, keys_doc=KEYS_DOC)
+
+
+def load_agent_settings(path: str | Path) -> AgentSettings:
+    """Read and validate the agent's TOML settings file."""
+    return parse_agent_settings(read_toml(path, "agent configuration"), str(path))

@@ -1,0 +1,121 @@
+"""The agent's operations, keyed by (migration id, kind), with the arguments that started them.
+
+A call that repeats a migration id answers the operation it started; the same migration id with
+other arguments is a conflict. Arguments are kept in their JSON form so that they survive the
+state file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from gateway.agent.errors import conflict
+from gateway.agent.jobs import CheckpointFile
+from gateway.agent.state import AgentState, OperationKey
+from gateway.clock import Clock
+from gateway.sites.schema import Checkpoint, Operation
+
+log = logging.getLogger(__name__)
+
+
+def wire_checkpoint(checkpoint: CheckpointFile) -> Checkpoint:
+    """A checkpoint file as operations report it: size [GB] and sha256."""
+    return Checkpoint(size_gb=checkpoint.size_gb, sha256=checkpoint.sha256)
+
+
+class OperationBook:
+    """The operations of one agent's state; ``site_id`` names the site in log lines."""
+
+    def __init__(self, state: AgentState, clock: Clock, site_id: str) -> None:
+        self._state = state
+        self._clock = clock
+        self._site_id = site_id
+
+    def get(self, key: OperationKey) -> Operation | None:
+        return self._state.operations.get(key)
+
+    def args(self, key: OperationKey) -> Any:
+        """The JSON form of the arguments that started the operation."""
+        return self._state.operation_args[key]
+
+    def previous(self, key: OperationKey, args: Any) -> Operation | None:
+        """The operation a repeated call answers, or None for a new one; a conflict when the
+        migration id started it with other arguments."""
+        op = self._state.operations.get(key)
+        if op is None:
+            return None
+        if self._state.operation_args[key] != args:
+            raise conflict(f"migration {key[0]} already started a {key[1]} with other arguments")
+        return op
+
+    def in_progress(self) -> list[OperationKey]:
+        return [key for key, op in self._state.operations.items() if op.state == "in_progress"]
+
+    def in_progress_of(self, job_id: str) -> list[OperationKey]:
+        return [key for key in self.in_progress() if self._state.operations[key].job_id == job_id]
+
+    def begin(
+        self,
+        key: OperationKey,
+        args: Any,
+        job_id: str,
+        expected_s: float,
+        checkpoint: CheckpointFile | None,
+    ) -> Operation:
+        """Record a new operation in progress, expected to take ``expected_s`` [s]."""
+        now = self._clock.now()
+        op = Operation(
+            migration_id=key[0],
+            kind=key[1],
+            job_id=job_id,
+            state="in_progress",
+            started_at=now,
+            done_at=now + timedelta(seconds=expected_s),
+            expected_s=expected_s,
+            checkpoint=None if checkpoint is None else wire_checkpoint(checkpoint),
+            error=None,
+        )
+        self._state.operations[key] = op
+        self._state.operation_args[key] = args
+        log.info(
+            "site %s: %s of job %s started (migration %s, %.3f s expected)",
+            self._site_id,
+            key[1],
+            job_id,
+            key[0],
+            expected_s,
+        )
+        return op
+
+    def finish(
+        self,
+        key: OperationKey,
+        *,
+        checkpoint: CheckpointFile | None = None,
+        error: str | None = None,
+    ) -> None:
+        """End an operation in progress now: ``failed`` with ``error``, else ``done``; a no-op
+        for an operation that already ended (or never began)."""
+        op = self._state.operations.get(key)
+        if op is None or op.state != "in_progress":
+            return
+        ended = replace(
+            op,
+            state="done" if error is None else "failed",
+            done_at=self._clock.now(),
+            checkpoint=wire_checkpoint(checkpoint) if checkpoint is not None else op.checkpoint,
+            error=error,
+        )
+        self._state.operations[key] = ended
+        log.info(
+            "site %s: %s of job %s %s (migration %s)%s",
+            self._site_id,
+            key[1],
+            op.job_id,
+            ended.state,
+            key[0],
+            f": {error}" if error else "",
+        )

@@ -1,0 +1,271 @@
+"""The agent's jobs as processes: start them, and settle what each exit means.
+
+:class:`JobSupervisor` keeps one process per running job (:class:`~gateway.agent.jobs.JobProcess`)
+and watches it. When a process ends, its exit decides the job's next state under the checkpoint
+contract (``docs/site-agent.md``):
+
+- exit 0 with a checkpoint file: the file becomes the job's newest checkpoint; a checkpoint
+  operation that asked for it is ``done``;
+- exit 0 without one: the job finished (a checkpoint operation in flight fails);
+- anything else: a checkpoint operation in flight fails and the job runs again from its newest
+  checkpoint; a job that failed on its own is restarted at most ``max_restarts`` times.
+
+A job whose checkpoint a resume called off (it is ``running`` again while its process stops)
+starts again from the checkpoint it just wrote. While the agent stops, nothing starts again: the
+state keeps such jobs ``running``, and :meth:`JobSupervisor.recover` runs them on at the next
+start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.agent.config import AgentSettings
+from gateway.agent.jobs import (
+    CHECKPOINT_ENV,
+    JOB_ID_ENV,
+    OUTPUT_ENV,
+    CheckpointFile,
+    JobPaths,
+    JobProcess,
+    describe_exit,
+    job_argv,
+    promote_checkpoint,
+    reap_group,
+)
+from gateway.agent.operations import OperationBook
+from gateway.agent.state import AgentJob, AgentState, OperationKey
+from gateway.clock import Clock
+from gateway.sites.schema import JobState
+
+log = logging.getLogger(__name__)
+
+_STOP_MARGIN_S = 5.0
+
+
+class JobSupervisor:
+    """Processes of the jobs in ``state``; ``save`` writes the state after each settled exit."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        state: AgentState,
+        operations: OperationBook,
+        clock: Clock,
+        save: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._operations = operations
+        self._clock = clock
+        self._save = save
+        self._processes: dict[str, JobProcess] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    @property
+    def _site_id(self) -> str:
+        return self._settings.site_id
+
+    def process(self, job_id: str) -> JobProcess | None:
+        """The job's process while it has one."""
+        return self._processes.get(job_id)
+
+    def paths(self, job_id: str) -> JobPaths:
+        return JobPaths.of(self._settings.data_dir, job_id)
+
+    def set_state(self, job: AgentJob, state: JobState) -> None:
+        job.set_state(state, self._clock.now())
+
+    # ---- starting -------------------------------------------------------------------------
+
+    async def launch(self, job: AgentJob) -> None:
+        """Start the job's process from its newest checkpoint (from the start without one).
+
+        The caller has set the job's state; raises OSError when the program cannot start. A
+        job that is to checkpoint by now (or an agent that is stopping) is signalled at once.
+        """
+        if job.command is None:
+            raise OSError(f"job {job.job_id} has no command")
+        paths = self.paths(job.job_id)
+        paths.create()
+        paths.pending_checkpoint.unlink(missing_ok=True)
+        resume_from = job.checkpoint.path if job.checkpoint is not None else None
+        env = {
+            CHECKPOINT_ENV: str(paths.pending_checkpoint),
+            OUTPUT_ENV: str(paths.output_dir),
+            JOB_ID_ENV: job.job_id,
+        }
+        process = await JobProcess.start(
+            job_argv(job.command, job.job_id, paths, resume_from),
+            cwd=paths.root,
+            log_path=paths.log_path,
+            env=env,
+        )
+        self._processes[job.job_id] = process
+        job.pgid = process.pid
+        job.progressed_at = self._clock.now()
+        watcher = asyncio.create_task(self._watch(job.job_id, process), name=f"job {job.job_id}")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        log.info(
+            "site %s: job %s started (pid %d)%s",
+            self._site_id,
+            job.job_id,
+            process.pid,
+            f" from {resume_from.name}" if resume_from else "",
+        )
+        if job.state == "checkpointing" or self.closing:
+            process.request_stop(self._settings.checkpoint_timeout_s)
+
+    async def relaunch(self, job: AgentJob) -> None:
+        """Run a job again from its newest checkpoint; give up on it if it cannot start."""
+        if self.closing:
+            return  # it stays "running" and starts again with the agent
+        self.set_state(job, "running")
+        try:
+            await self.launch(job)
+        except OSError as exc:
+            self.give_up(job, f"cannot start: {exc}")
+
+    def give_up(self, job: AgentJob, why: str) -> None:
+        """Stop trying to run a job: it keeps its checkpoint here, or is over without one."""
+        state: JobState = "checkpointed" if job.checkpoint is not None else "finished"
+        log.error("site %s: job %s %s; now %s", self._site_id, job.job_id, why, state)
+        self.set_state(job, state)
+
+    # ---- stopping -------------------------------------------------------------------------
+
+    def request_checkpoint(self, job: AgentJob) -> None:
+        """SIGTERM the job's process (SIGKILL after ``checkpoint_timeout_s``). Without a process
+        the job is between two runs: the exit being handled or the launch under way settles
+        its checkpoint."""
+        process = self._processes.get(job.job_id)
+        if process is not None:
+            process.request_stop(self._settings.checkpoint_timeout_s)
+
+    async def stop_all(self) -> None:
+        """The agent stops: every job checkpoints and exits (killed after ``stop_timeout_s``)."""
+        self.closing = True
+        for process in self._processes.values():
+            process.request_stop(self._settings.stop_timeout_s)
+        if self._watchers:
+            await asyncio.wait(
+                set(self._watchers), timeout=self._settings.stop_timeout_s + _STOP_MARGIN_S
+            )
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    async def promote(self, job: AgentJob) -> CheckpointFile | None:
+        """Take over a checkpoint the job just wrote, as its newest one."""
+        paths = self.paths(job.job_id)
+        if not paths.pending_checkpoint.exists():
+            return None
+        paths.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        job.checkpoint_sequence += 1
+        promoted = await promote_checkpoint(
+            paths.pending_checkpoint, paths.checkpoint_file(job.checkpoint_sequence)
+        )
+        if promoted is not None:
+            self.replace_checkpoint(job, promoted)
+        return promoted
+
+    def replace_checkpoint(self, job: AgentJob, checkpoint: CheckpointFile) -> None:
+        """Make ``checkpoint`` the job's newest one and delete the one before."""
+        old = job.checkpoint
+        job.checkpoint = checkpoint
+        if old is not None and old.path != checkpoint.path:
+            old.path.unlink(missing_ok=True)
+
+    def _end_checkpoint(
+        self, job: AgentJob, promoted: CheckpointFile | None, code: int | None
+    ) -> bool:
+        """Settle the checkpoint operation of a job whose process ended (``code`` None: in an
+        earlier run of the agent). True when it failed and the job must run again."""
+        key: OperationKey = (job.checkpoint_migration_id or "", "checkpoint")
+        job.checkpoint_migration_id = None
+        if promoted is not None:
+            self.set_state(job, "checkpointed")
+            self._operations.finish(key, checkpoint=promoted)
+            return False
+        if code == 0:
+            self.set_state(job, "finished")
+            self._operations.finish(key, error="the job finished before its checkpoint")
+            return False
+        why = "the agent restarted" if code is None else f"the job ended ({describe_exit(code)})"
+        self._operations.finish(key, error=f"{why} before writing a checkpoint")
+        self.set_state(job, "running")
+        return True
+
+    # ---- exits ----------------------------------------------------------------------------
+
+    async def _watch(self, job_id: str, process: JobProcess) -> None:
+        try:
+            code = await process.wait()
+            await self._on_exit(job_id, process, code)
+        except Exception:
+            # Task boundary: log and keep the agent serving.
+            log.exception("site %s: handling the exit of job %s failed", self._site_id, job_id)
+
+    async def _on_exit(self, job_id: str, process: JobProcess, code: int) -> None:
+        if self._processes.get(job_id) is process:
+            del self._processes[job_id]
+        job = self._state.jobs.get(job_id)
+        if job is None:
+            return
+        job.pgid = None
+        promoted = None
+        if code == 0:
+            promoted = await self.promote(job)
+        else:
+            self.paths(job_id).pending_checkpoint.unlink(missing_ok=True)
+        log.info(
+            "site %s: job %s exited (%s)%s",
+            self._site_id,
+            job_id,
+            describe_exit(code),
+            f", checkpoint {promoted.path.name} ({promoted.size_bytes} bytes)" if promoted else "",
+        )
+        if job.state == "checkpointing":
+            if self._end_checkpoint(job, promoted, code):
+                await self.relaunch(job)
+        elif job.state == "running":
+            if code == 0 and promoted is None:
+                self.set_state(job, "finished")
+                log.info("site %s: job %s finished", self._site_id, job_id)
+            elif process.stop_requested:
+                await self.relaunch(job)  # a resume called its checkpoint off, or shutdown
+            else:
+                await self._after_failure(job, f"exited unexpectedly ({describe_exit(code)})")
+        self._save()
+
+    async def _after_failure(self, job: AgentJob, why: str) -> None:
+        if self.closing:
+            return
+        job.restarts += 1
+        if job.restarts > self._settings.max_restarts:
+            self.give_up(job, f"{why}, {job.restarts - 1} restarts used")
+            return
+        log.warning("site %s: job %s %s; restart %d", self._site_id, job.job_id, why, job.restarts)
+        await self.relaunch(job)
+
+    # ---- after a restart of the agent -------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Settle the jobs an earlier run of the agent left: make sure their old processes are
+        gone, take over checkpoints they wrote when it died, settle checkpoint operations and
+        run the running jobs on."""
+        for job in list(self._state.jobs.values()):
+            if job.pgid is not None:
+                await reap_group(job.pgid, self._settings.stop_timeout_s)
+                job.pgid = None
+            if job.state not in ("running", "checkpointing"):
+                continue
+            promoted = await self.promote(job)
+            run_again = job.state == "running"
+            if job.state == "checkpointing":
+                run_again = self._end_checkpoint(job, promoted, None)
+            if run_again:
+                await self.relaunch(job)
