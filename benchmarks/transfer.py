@@ -1,7 +1,7 @@
 """Benchmark: checkpoint transfer between two agents on loopback, sha256 on both sides.
 
 Run: .venv/bin/python -m benchmarks.transfer [--size-gb G] [--rates-gbps R,R] [--chunk-mib M]
-     [--runs N] [--dir DIR] [--in-process] [--no-fsync] [--no-direct-io]
+     [--batch-mib M] [--runs N] [--dir DIR] [--in-process] [--no-fsync] [--no-direct-io]
 Writes a checkpoint of ``--size-gb`` random bytes into a temporary directory (after checking
 the free space), starts the receiving side (``checkpoint_routes``) in a separate process (and,
 with ``--in-process``, also in the sender's own event loop) and sends the file with
@@ -38,6 +38,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.agent.checkpoint_receiver import DEFAULT_BATCH_BYTES
 from gateway.agent.transfer import (
     DEFAULT_CHUNK_BYTES,
     SendResult,
@@ -169,7 +170,7 @@ async def _measure(
 
 
 async def _in_process(args: argparse.Namespace, source: Path, sha256: str, store_dir: Path) -> None:
-    batch_bytes = int(args.chunk_mib * 1024 * 1024)
+    batch_bytes = int(args.batch_mib * 1024 * 1024)
     runner, url = await _start_receiver(
         store_dir, batch_bytes, not args.no_fsync, not args.no_direct_io
     )
@@ -180,7 +181,7 @@ async def _in_process(args: argparse.Namespace, source: Path, sha256: str, store
 
 
 def _separate_process(args: argparse.Namespace, source: Path, sha256: str, store_dir: Path) -> None:
-    batch_bytes = int(args.chunk_mib * 1024 * 1024)
+    batch_bytes = int(args.batch_mib * 1024 * 1024)
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(
@@ -214,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         "--chunk-mib",
         type=float,
         default=DEFAULT_CHUNK_BYTES / 1024 / 1024,
-        help="bytes per file read at the sender and per disk write at the receiver [MiB]",
+        help="bytes per file read at the sender [MiB]",
+    )
+    parser.add_argument(
+        "--batch-mib",
+        type=float,
+        default=DEFAULT_BATCH_BYTES / 1024 / 1024,
+        help="bytes per disk write at the receiver [MiB]",
     )
     parser.add_argument("--runs", type=int, default=1, help="runs of each case (median printed)")
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
@@ -246,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         store_dir.mkdir()
         print(
             f"checkpoint {size_bytes / 1e9:g} GB of random bytes in {tmp} "
-            f"({free_bytes / 1e9:.0f} GB were free); chunks {args.chunk_mib:g} MiB; "
+            f"({free_bytes / 1e9:.0f} GB were free); reads {args.chunk_mib:g} MiB, "
+            f"writes {args.batch_mib:g} MiB; "
             f"{os.cpu_count()} CPUs; receiver fsync {'off' if args.no_fsync else 'on'}, "
             f"O_DIRECT {'off' if args.no_direct_io else 'on'}",
             flush=True,
