@@ -618,9 +618,13 @@ RECONCILED = {
     "transferring": (
         "the source has sent or is sending the checkpoint, continuing from transferring"
     ),
-    "restoring": "the target has restored or is restoring the job, continuing from restoring",
 }
-"""What the restarted daemon's reconciliation finds, by the state it was killed in."""
+"""What the restarted daemon's reconciliation finds, by the state it was killed in.
+
+Not ``restoring``: a real agent restores this small checkpoint in about 20 ms, so under load
+the test cannot reliably kill the daemon inside that window (it timed out in 2 of 3 full
+runs). The restoring case is covered against the simulator, which can hold a restore
+(``tests/test_migration_faults.py``)."""
 
 
 @pytest.mark.parametrize("state", list(RECONCILED))
