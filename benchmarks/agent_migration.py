@@ -23,7 +23,6 @@ import logging
 import re
 import statistics
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -37,82 +36,35 @@ from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.dispatch import Dispatcher
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import OperationKind
-from models import FINAL_STATES, Job, Migration, Site
+from gateway.sites.schema import JobSpec, OperationKind
+from models import FINAL_STATES, Migration
+from simulators.agent_fleet import SiteSize, agent_data, example_command, job_table, seed_database
 
 TOKENS = {"alpha": "benchmark-token-alpha", "beta": "benchmark-token-beta"}
-JOB_ID = "bench-job"
+JOB = JobSpec("bench-job", gpus=1, power_kw=0.6, checkpoint_gb=0.001, work_remaining_gpu_h=100.0)
+JOB_ID = JOB.job_id
 _WRITE_LINE = re.compile(r"checkpoint at step \d+ written to \S+ \((\d+) bytes in ([0-9.]+) s\)")
+
+
+def _size(throttle_gbps: float | None) -> SiteSize:
+    """The agents' sites: unthrottled, a 100 Gbit/s WAN link; throttled, that bandwidth."""
+    return SiteSize(gpus_total=2, it_power_max_kw=2.0, wan_bandwidth_gbps=throttle_gbps or 100.0)
 
 
 def _settings(root: Path, site_id: str, width: int, throttle_gbps: float | None) -> AgentSettings:
     jobs = []
     if site_id == "alpha":
-        command = ["{python}", "-m", "gateway.agent.example_job", "--steps", "100000000"]
-        command += ["--out", "{output_dir}", "--width", str(width), "--step-sleep-s", "0.001"]
-        jobs.append(
-            {
-                "id": JOB_ID,
-                "gpus": 1,
-                "power_kw": 0.6,
-                "checkpoint_gb": 0.001,
-                "work_gpu_h": 100.0,
-                "command": command,
-            }
-        )
-    return parse_agent_settings(
-        {
-            "site_id": site_id,
-            "token": TOKENS[site_id],
-            "gpus_total": 2,
-            "it_power_max_kw": 2.0,
-            "wan_bandwidth_gbps": throttle_gbps or 100.0,
-            "throttle_transfers": throttle_gbps is not None,
-            "data_dir": str(root / site_id),
-            "peer_tokens": {other: t for other, t in TOKENS.items() if other != site_id},
-            "job": jobs,
-        },
-        "benchmark",
-    )
+        command = example_command(100_000_000, step_sleep_s=0.001, width=width)
+        jobs.append(job_table(JOB, command))
+    data = agent_data(root, site_id, TOKENS, _size(throttle_gbps), jobs)
+    data["throttle_transfers"] = throttle_gbps is not None
+    return parse_agent_settings(data, "benchmark")
 
 
-def _seed(database_url: str, urls: dict[str, str], bandwidth_gbps: float) -> None:
+def _seed(database_url: str, urls: dict[str, str], throttle_gbps: float | None) -> None:
     upgrade(database_url)
     engine = make_engine(database_url)
-    now = datetime.now(UTC)
-    with unit_of_work(make_session_factory(engine)) as session:
-        for site_id, url in urls.items():
-            session.add(
-                Site(
-                    id=site_id,
-                    gpus_total=2,
-                    it_power_max_kw=2.0,
-                    pue=1.2,
-                    wan_bandwidth_gbps=bandwidth_gbps,
-                    controller_url=url,
-                    vtn_id=None,
-                    resource_id=site_id,
-                    online=True,
-                    updated_at=now,
-                )
-            )
-        session.flush()
-        session.add(
-            Job(
-                id=JOB_ID,
-                site_id="alpha",
-                gpus=1,
-                power_kw=0.6,
-                checkpoint_gb=0.001,
-                work_remaining_gpu_h=100.0,
-                migratable=True,
-                flex_tier=1,
-                state="running",
-                first_seen_at=now,
-                arrived_at_site_at=now,
-                updated_at=now,
-            )
-        )
+    seed_database(make_session_factory(engine), urls, _size(throttle_gbps), JOB, "alpha")
     engine.dispose()
 
 
@@ -131,7 +83,7 @@ async def run(width: int, migrations: int, throttle_gbps: float | None) -> None:
             runners[site_id], urls[site_id] = await start_agent_server(settings)
         agents: dict[str, SiteAgent] = {s: r.app[AGENT_KEY] for s, r in runners.items()}
         database_url = f"sqlite:///{root / 'gateway.db'}"
-        _seed(database_url, urls, throttle_gbps or 100.0)
+        _seed(database_url, urls, throttle_gbps)
         engine = make_engine(database_url)
         sessions = make_session_factory(engine)
         times: dict[str, list[float]] = {

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -66,6 +67,8 @@ class Gateway:
         self._plan_lock = asyncio.Lock()
         self._plan_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._rounds: set[asyncio.Task[Any]] = set()
+        """Rounds in progress (scheduled or asked for): stop() lets them finish."""
         self.availability = AvailabilitySender(settings, clock, session_factory)
         f = settings.feasibility
         self.policy_params = PolicyParams(
@@ -170,22 +173,36 @@ class Gateway:
         """The task boundary: log a failed round and keep the daemon alive."""
 
         async def run() -> None:
+            if self._stopping:
+                return  # fired while the daemon stops: the HTTP session may be closed already
+            task = asyncio.current_task()
+            if task is not None:
+                self._rounds.add(task)
             try:
                 await step()
             except Exception:
                 log.exception("%s failed; the next round will try again", run.__name__)
+            finally:
+                if task is not None:
+                    self._rounds.discard(task)
 
         run.__name__ = getattr(step, "__name__", "round")
         return run
 
     async def stop(self) -> None:
+        self._stopping = True
+        # No new rounds; the rounds in progress finish, so that what they hold is committed
+        # (shutting the scheduler down at once would cancel them mid-call).
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.pause()
+        current = asyncio.current_task()
+        in_progress = [task for task in self._rounds if task is not current]
+        if self._plan_task is not None:  # an early round asked for by a VEN
+            in_progress.append(self._plan_task)
+        await asyncio.gather(*in_progress, return_exceptions=True)
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self._scheduler = None
-        self._stopping = True
-        if self._plan_task is not None:  # an early round asked for by a VEN: let it finish
-            await asyncio.gather(self._plan_task, return_exceptions=True)
-        # Let a round in progress finish so that what it holds is committed.
         async with self._poll_lock, self._plan_lock:
             for connection in self.vens:
                 try:
@@ -202,6 +219,8 @@ class Gateway:
     async def poll_once(self) -> None:
         """Poll every site, record what they say, then move migrations on."""
         async with self._poll_lock:
+            if self._stopping:
+                return  # queued behind the round that stop() waited for
             results = await asyncio.gather(
                 *(self.clients[s.id].status() for s in self.settings.site),
                 return_exceptions=True,
@@ -230,7 +249,7 @@ class Gateway:
         """Plan and dispatch the moves first (what events wait for), then refresh the
         flexibility offers and review the opts; returns the ids of the migrations planned."""
         async with self._plan_lock:
-            if self.dispatcher is None:
+            if self.dispatcher is None or self._stopping:
                 return []
             planned, snapshot = await self._plan_and_dispatch()
             self._refresh_offers(snapshot)

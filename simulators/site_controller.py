@@ -5,7 +5,8 @@ forward lazily: every request first calls :meth:`SimulatedSite.advance`, which r
 happened between the last request and ``clock.now()`` (jobs progress and finish, operations
 complete at their ``done_at``). No background task runs, so a :class:`ManualClock` drives
 it exactly. :func:`build_app` wraps a site in an aiohttp application; :func:`start_site_server`
-serves it on an OS-assigned loopback port.
+serves it on an OS-assigned loopback port. It reads requests, answers errors and keeps the
+API's rules as the site agent does (:mod:`gateway.sites.serving`, :mod:`gateway.sites.rules`).
 
 GPUs and power. A job holds its GPUs while ``running``, ``checkpointing`` or ``restoring``;
 a ``checkpointed`` or ``finished`` job holds none. Reservations hold GPUs and power until a
@@ -19,37 +20,54 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 from aiohttp import web
-from yarl import URL
 
 from gateway.clock import Clock
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
+from gateway.sites.rules import (
+    check_release,
+    check_restore,
+    repeated_operation,
+    repeated_reservation,
+)
 from gateway.sites.schema import (
-    MIN_BANDWIDTH_GBPS,
+    GPU_HOLDING_STATES,
     OPERATION_KINDS,
     Checkpoint,
-    FieldError,
-    Fields,
     JobSpec,
     JobState,
     JobStatus,
     Operation,
+    OperationKey,
     OperationKind,
+    Reservation,
     ReservationState,
+    RestoreRequest,
     SiteStatus,
-    checkpoint_from_fields,
-    job_spec_from_fields,
+    TransferRequest,
     job_status_to_wire,
     operation_to_wire,
     status_to_wire,
+)
+from gateway.sites.serving import (
+    Handler,
+    bearer_auth_middleware,
+    conflict,
+    error_middleware,
+    error_response,
+    migration_id_body,
+    not_found,
+    operation_path,
+    path_id,
+    reservation_body,
+    restore_body,
+    transfer_body,
 )
 from simulators.traces import RenewableTrace
 
@@ -68,27 +86,12 @@ FaultKind = Literal[
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 
-_GPU_HOLDING_STATES: tuple[JobState, ...] = ("running", "checkpointing", "restoring")
 _JOB_STATE_DURING: dict[OperationKind, JobState] = {
     "checkpoint": "checkpointing",
     "transfer": "checkpointed",
     "restore": "restoring",
 }
 _EPSILON = 1e-9
-
-
-class SiteRequestError(Exception):
-    """A request the simulated controller refuses; becomes a JSON error answer."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-def _conflict(detail: str) -> SiteRequestError:
-    return SiteRequestError(409, "conflict", detail)
 
 
 @dataclass
@@ -102,31 +105,10 @@ class SimJob:
 
     @property
     def holds_gpus(self) -> bool:
-        return self.state in _GPU_HOLDING_STATES
+        return self.state in GPU_HOLDING_STATES
 
     def status(self) -> JobStatus:
-        spec = self.spec
-        return JobStatus(
-            job_id=spec.job_id,
-            gpus=spec.gpus,
-            power_kw=spec.power_kw,
-            checkpoint_gb=spec.checkpoint_gb,
-            work_remaining_gpu_h=self.work_remaining_gpu_h,
-            migratable=spec.migratable,
-            flex_tier=spec.flex_tier,
-            state=self.state,
-        )
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """GPUs [-] and power [kW] held at a target for one migration."""
-
-    migration_id: str
-    job_id: str
-    gpus: int
-    power_kw: float
-    state: ReservationState
+        return JobStatus.of(self.spec, self.state, self.work_remaining_gpu_h)
 
 
 @dataclass(frozen=True)
@@ -207,8 +189,8 @@ class SimulatedSite:
         self.forecast_horizon_s = forecast_horizon_s
         self.jobs: dict[str, SimJob] = {}
         self.reservations: dict[str, Reservation] = {}
-        self.operations: dict[tuple[str, OperationKind], Operation] = {}
-        self._operation_args: dict[tuple[str, OperationKind], tuple[object, ...]] = {}
+        self.operations: dict[OperationKey, Operation] = {}
+        self._operation_args: dict[OperationKey, tuple[object, ...]] = {}
         self._released_unknown: set[str] = set()
         self._resumed: set[tuple[str, str]] = set()
         self._released_jobs: set[tuple[str, str]] = set()
@@ -216,7 +198,7 @@ class SimulatedSite:
         self._holds: dict[FaultKind, _Hold] = {}
         self._stalled: set[OperationKind] = set()
         self._cuts: dict[OperationKind, list[float]] = {}
-        self._cut_at: dict[tuple[str, OperationKind], tuple[datetime, float]] = {}
+        self._cut_at: dict[OperationKey, tuple[datetime, float]] = {}
         self._advanced_to: datetime = clock.now()
         for spec in jobs:
             self.add_job(spec)
@@ -462,18 +444,14 @@ class SimulatedSite:
     ) -> ReservationState:
         """``POST /v1/reservations``: the reservation's state after the call."""
         self.advance()
+        asked = Reservation(migration_id, job_id, gpus, power_kw)
         existing = self.reservations.get(migration_id)
-        if existing is not None:
-            if (existing.job_id, existing.gpus, existing.power_kw) != (job_id, gpus, power_kw):
-                raise _conflict(f"migration {migration_id} reserved with other arguments")
-            return existing.state
-        if migration_id in self._released_unknown:
-            return "released"
+        repeated = repeated_reservation(existing, asked, self._released_unknown)
+        if repeated is not None:
+            return repeated
         if not self._fits(gpus, power_kw):
-            raise _conflict(self._why_not(gpus, power_kw))
-        self.reservations[migration_id] = Reservation(
-            migration_id, job_id, gpus, power_kw, "reserved"
-        )
+            raise conflict(self._why_not(gpus, power_kw))
+        self.reservations[migration_id] = asked
         logger.info("site %s: reserved %d GPUs for %s", self.site_id, gpus, migration_id)
         return "reserved"
 
@@ -492,66 +470,61 @@ class SimulatedSite:
         self.advance()
         op = self.operations.get((migration_id, kind))
         if op is None:
-            raise SiteRequestError(404, "not_found", f"no {kind} for migration {migration_id}")
+            raise not_found(f"no {kind} for migration {migration_id}")
         return op
 
     def checkpoint(self, job_id: str, migration_id: str) -> Operation:
         """``POST /v1/jobs/{job_id}/checkpoint``: stop a running job and write its checkpoint."""
         self.advance()
-        key: tuple[str, OperationKind] = (migration_id, "checkpoint")
+        key: OperationKey = (migration_id, "checkpoint")
         args: tuple[object, ...] = (job_id,)
         previous = self._previous(key, args)
         if previous is not None:
             return previous
         job = self._job(job_id)
         if job.state != "running":
-            raise _conflict(f"job {job_id} is {job.state}, not running")
+            raise conflict(f"job {job_id} is {job.state}, not running")
         job.state = "checkpointing"
         expected_s = float(
             checkpoint_write_s(job.spec.checkpoint_gb, self.checkpoint_write_gb_per_s)
         )
         return self._start(key, args, job_id, expected_s, None)
 
-    def transfer(
-        self,
-        job_id: str,
-        migration_id: str,
-        target_site_id: str,
-        target_url: str,
-        bandwidth_gbps: float,
-    ) -> Operation:
-        """``POST /v1/jobs/{job_id}/transfer``: send a checkpointed job's checkpoint away."""
+    def transfer(self, job_id: str, asked: TransferRequest) -> Operation:
+        """``POST /v1/jobs/{job_id}/transfer``: send a checkpointed job's checkpoint away (the
+        ``target_token``, for agents' uploads, plays no part here)."""
         self.advance()
-        key: tuple[str, OperationKind] = (migration_id, "transfer")
-        args: tuple[object, ...] = (job_id, target_site_id, target_url, bandwidth_gbps)
+        key: OperationKey = (asked.migration_id, "transfer")
+        target = (asked.target_site_id, asked.target_url, asked.bandwidth_gbps)
+        args: tuple[object, ...] = (job_id, *target)
         previous = self._previous(key, args)
         if previous is not None:
             return previous
         job = self._job(job_id)
         if job.state != "checkpointed" or job.checkpoint is None:
-            raise _conflict(f"job {job_id} is {job.state}, not checkpointed")
-        expected_s = float(transfer_s(job.spec.checkpoint_gb, bandwidth_gbps, self.efficiency))
+            raise conflict(f"job {job_id} is {job.state}, not checkpointed")
+        expected_s = float(
+            transfer_s(job.spec.checkpoint_gb, asked.bandwidth_gbps, self.efficiency)
+        )
         return self._start(key, args, job_id, expected_s, job.checkpoint)
 
-    def restore(
-        self, job: JobSpec, migration_id: str, source_site_id: str, checkpoint: Checkpoint
-    ) -> Operation:
+    def restore(self, asked: RestoreRequest) -> Operation:
         """``POST /v1/jobs/{job_id}/restore``: load a checkpoint into the reserved GPUs."""
         self.advance()
-        key: tuple[str, OperationKind] = (migration_id, "restore")
-        args: tuple[object, ...] = (job, source_site_id, checkpoint)
+        job, migration_id, checkpoint = asked.job, asked.migration_id, asked.checkpoint
+        key: OperationKey = (migration_id, "restore")
+        args: tuple[object, ...] = (job, asked.source_site_id, checkpoint)
         previous = self._previous(key, args)
         if previous is not None:
             return previous
-        reservation = self.reservations.get(migration_id)
-        if reservation is None or reservation.state != "reserved":
-            raise _conflict(f"no reservation for migration {migration_id} at {self.site_id}")
-        if reservation.job_id != job.job_id:
-            raise _conflict(f"reservation {migration_id} is for job {reservation.job_id}")
-        if job.gpus > reservation.gpus or job.power_kw > reservation.power_kw + _EPSILON:
-            raise _conflict(f"job {job.job_id} needs more than reservation {migration_id} holds")
-        if job.job_id in self.jobs:
-            raise _conflict(f"job {job.job_id} is already here ({self.jobs[job.job_id].state})")
+        here = self.jobs.get(job.job_id)
+        reservation = check_restore(
+            migration_id,
+            self.reservations.get(migration_id),
+            job,
+            self.site_id,
+            None if here is None else here.state,
+        )
         self.reservations[migration_id] = replace(reservation, state="consumed")
         self.jobs[job.job_id] = SimJob(job, "restoring", job.work_remaining_gpu_h, checkpoint)
         expected_s = float(restore_s(job.checkpoint_gb, self.restore_gb_per_s))
@@ -565,9 +538,9 @@ class SimulatedSite:
             self._resumed.add((migration_id, job_id))
             return job.status()
         if job.state not in ("checkpointing", "checkpointed"):
-            raise _conflict(f"job {job_id} is {job.state}; it cannot resume")
+            raise conflict(f"job {job_id} is {job.state}; it cannot resume")
         if job.state == "checkpointed" and not self._fits(job.spec.gpus, job.spec.power_kw):
-            raise _conflict(self._why_not(job.spec.gpus, job.spec.power_kw))
+            raise conflict(self._why_not(job.spec.gpus, job.spec.power_kw))
         now = self.clock.now()
         for key, op in list(self.operations.items()):
             if op.job_id == job_id and op.state == "in_progress":
@@ -584,12 +557,8 @@ class SimulatedSite:
         job = self.jobs.get(job_id)
         if job is None or (migration_id, job_id) in self._released_jobs:
             return
-        if job.state != "finished":
-            transfer = self.operations.get((migration_id, "transfer"))
-            if job.state != "checkpointed":
-                raise _conflict(f"job {job_id} is {job.state}; only a checkpointed job is released")
-            if transfer is None or transfer.job_id != job_id or transfer.state != "done":
-                raise _conflict(f"job {job_id} has no completed transfer for {migration_id}")
+        transfer = self.operations.get((migration_id, "transfer"))
+        check_release(job_id, migration_id, job.state, transfer)
         del self.jobs[job_id]
         self._released_jobs.add((migration_id, job_id))
         logger.info("site %s: released job %s (migration %s)", self.site_id, job_id, migration_id)
@@ -599,39 +568,22 @@ class SimulatedSite:
     def _job(self, job_id: str) -> SimJob:
         job = self.jobs.get(job_id)
         if job is None:
-            raise SiteRequestError(404, "not_found", f"no job {job_id} at {self.site_id}")
+            raise not_found(f"no job {job_id} at {self.site_id}")
         return job
 
-    def _previous(
-        self, key: tuple[str, OperationKind], args: tuple[object, ...]
-    ) -> Operation | None:
-        op = self.operations.get(key)
-        if op is None:
-            return None
-        if self._operation_args[key] != args:
-            raise _conflict(f"migration {key[0]} already started a {key[1]} with other arguments")
-        return op
+    def _previous(self, key: OperationKey, args: tuple[object, ...]) -> Operation | None:
+        return repeated_operation(self.operations, self._operation_args, key, args)
 
     def _start(
         self,
-        key: tuple[str, OperationKind],
+        key: OperationKey,
         args: tuple[object, ...],
         job_id: str,
         expected_s: float,
         checkpoint: Checkpoint | None,
     ) -> Operation:
         now = self.clock.now()
-        op = Operation(
-            migration_id=key[0],
-            kind=key[1],
-            job_id=job_id,
-            state="in_progress",
-            started_at=now,
-            done_at=now + timedelta(seconds=expected_s),
-            expected_s=expected_s,
-            checkpoint=checkpoint,
-            error=None,
-        )
+        op = Operation.started(key, job_id, now, expected_s, checkpoint)
         self.operations[key] = op
         self._operation_args[key] = args
         cuts = self._cuts.get(key[1])
@@ -657,121 +609,6 @@ def _checkpoint_of(job: SimJob) -> Checkpoint:
 # ---- HTTP ------------------------------------------------------------------------------
 
 SITE_KEY = web.AppKey("site", SimulatedSite)
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_ERROR_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-_JSON_MEDIA_TYPE = "application/json"
-_TRANSFER_FIELDS = (
-    "migration_id",
-    "target_site_id",
-    "target_url",
-    "bandwidth_gbps",
-    "target_token",
-)
-_RESTORE_JOB_FIELDS = (
-    "gpus",
-    "power_kw",
-    "checkpoint_gb",
-    "work_remaining_gpu_h",
-    "migratable",
-    "flex_tier",
-)
-_ECHO_MAX_CHARS = 60
-
-
-def _error(status: int, code: str, detail: str) -> web.Response:
-    return web.json_response({"error": code, "detail": detail}, status=status)
-
-
-@web.middleware
-async def _errors_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except SiteRequestError as exc:
-        return _error(exc.status, exc.code, exc.detail)
-    except FieldError as exc:
-        return _error(400, "bad_request", str(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, _ERROR_CODES.get(exc.status, "error"), exc.reason)
-    except Exception:
-        # Task boundary: a bug in the simulator answers 500 and keeps the server alive.
-        logger.exception("simulated controller failed on %s %s", request.method, request.path)
-        return _error(500, "internal", "the simulated site controller failed")
-
-
-@web.middleware
-async def _auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    expected = request.app[SITE_KEY].token.encode()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        return _error(401, "unauthorized", "missing or wrong bearer token")
-    return await handler(request)
-
-
-def _unsupported_media_type(detail: str) -> SiteRequestError:
-    return SiteRequestError(415, "unsupported_media_type", detail)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    document: dict[str, object] = {}
-    for key, value in pairs:
-        if key in document:
-            raise FieldError(key[:_ECHO_MAX_CHARS], "appears twice in one object")
-        document[key] = value
-    return document
-
-
-async def _body(request: web.Request, known: Iterable[str]) -> Fields:
-    """The request's JSON object, refusing other media types and fields not in ``known``."""
-    if request.content_type != _JSON_MEDIA_TYPE:
-        shown = request.content_type[:_ECHO_MAX_CHARS]
-        raise _unsupported_media_type(f"expected Content-Type {_JSON_MEDIA_TYPE}, got {shown!r}")
-    charset = request.charset
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        shown = charset[:_ECHO_MAX_CHARS]
-        raise _unsupported_media_type(f"expected a UTF-8 JSON body, got charset {shown!r}")
-    raw = await request.read()  # aiohttp answers 413 above the app's client_max_size
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SiteRequestError(400, "bad_request", f"body is not UTF-8: {exc.reason}") from exc
-    try:
-        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except FieldError:
-        raise
-    except json.JSONDecodeError as exc:
-        raise SiteRequestError(400, "bad_request", f"body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise SiteRequestError(400, "bad_request", "body is nested too deeply") from exc
-    except ValueError as exc:  # an integer of more digits than Python converts
-        raise SiteRequestError(400, "bad_request", f"body is not usable JSON: {exc}") from exc
-    fields = Fields(document)
-    fields.reject_unknown(known)
-    return fields
-
-
-def _path(request: web.Request) -> Fields:
-    """The request's path parameters, read like the fields of a body."""
-    return Fields(dict(request.match_info))
-
-
-def _http_url(fields: Fields, key: str) -> str:
-    text = fields.text(key)
-    try:
-        url = URL(text)
-    except ValueError as exc:
-        raise FieldError(key, f"not a URL: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise FieldError(key, "expected an absolute http or https URL")
-    return text
 
 
 def _answer(site: SimulatedSite, kind: FaultKind, act: Callable[[], web.Response]) -> web.Response:
@@ -782,7 +619,7 @@ def _answer(site: SimulatedSite, kind: FaultKind, act: Callable[[], web.Response
         act()
     logger.info("site %s: injected fault on %s", site.site_id, kind)
     code = _FAULT_CODES.get(fault.status, "injected")
-    return _error(fault.status, code, f"injected fault on {kind}")
+    return error_response(fault.status, code, f"injected fault on {kind}")
 
 
 _ROUTE_FAULT_KINDS: dict[tuple[str, str], FaultKind] = {
@@ -799,7 +636,7 @@ _ROUTE_FAULT_KINDS: dict[tuple[str, str], FaultKind] = {
 
 
 @web.middleware
-async def _holds_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+async def _holds_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Fault injection: a held kind of call waits (:meth:`SimulatedSite.hold`)."""
     resource = request.match_info.route.resource
     kind = (
@@ -828,22 +665,18 @@ async def _get_status(request: web.Request) -> web.Response:
 
 async def _post_reservation(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    body = await _body(request, ("migration_id", "job_id", "gpus", "power_kw"))
-    migration_id = body.identifier("migration_id")
-    job_id = body.identifier("job_id")
-    gpus = body.integer("gpus", minimum=1)
-    power_kw = body.number("power_kw", minimum=0.0)
+    asked = await reservation_body(request)
 
     def act() -> web.Response:
-        state = site.reserve(migration_id, job_id, gpus, power_kw)
-        return web.json_response({"migration_id": migration_id, "state": state})
+        state = site.reserve(asked.migration_id, asked.job_id, asked.gpus, asked.power_kw)
+        return web.json_response({"migration_id": asked.migration_id, "state": state})
 
     return _answer(site, "reserve", act)
 
 
 async def _delete_reservation(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    migration_id = _path(request).identifier("migration_id")
+    migration_id = path_id(request, "migration_id")
 
     def act() -> web.Response:
         site.release_reservation(migration_id)
@@ -854,9 +687,7 @@ async def _delete_reservation(request: web.Request) -> web.Response:
 
 async def _get_operation(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    path = _path(request)
-    migration_id = path.identifier("migration_id")
-    kind = path.choice("kind", OPERATION_KINDS)
+    migration_id, kind = operation_path(request)
     return _answer(
         site,
         "operation",
@@ -866,8 +697,8 @@ async def _get_operation(request: web.Request) -> web.Response:
 
 async def _post_checkpoint(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = _path(request).identifier("job_id")
-    migration_id = (await _body(request, ("migration_id",))).identifier("migration_id")
+    job_id = path_id(request, "job_id")
+    migration_id = await migration_id_body(request)
     return _answer(
         site, "checkpoint", lambda: _operation_response(site.checkpoint(job_id, migration_id))
     )
@@ -875,45 +706,22 @@ async def _post_checkpoint(request: web.Request) -> web.Response:
 
 async def _post_transfer(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = _path(request).identifier("job_id")
-    body = await _body(request, _TRANSFER_FIELDS)
-    migration_id = body.identifier("migration_id")
-    target_site_id = body.text("target_site_id")
-    target_url = _http_url(body, "target_url")
-    bandwidth_gbps = body.number("bandwidth_gbps", minimum=MIN_BANDWIDTH_GBPS)
-    body.optional_text("target_token")  # for agents (checkpoint upload); checked, not used here
-    return _answer(
-        site,
-        "transfer",
-        lambda: _operation_response(
-            site.transfer(job_id, migration_id, target_site_id, target_url, bandwidth_gbps)
-        ),
-    )
+    job_id = path_id(request, "job_id")
+    asked = await transfer_body(request)
+    return _answer(site, "transfer", lambda: _operation_response(site.transfer(job_id, asked)))
 
 
 async def _post_restore(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = _path(request).identifier("job_id")
-    body = await _body(request, ("migration_id", "source_site_id", "checkpoint", "job"))
-    migration_id = body.identifier("migration_id")
-    source_site_id = body.text("source_site_id")
-    checkpoint_fields = body.obj("checkpoint")
-    checkpoint_fields.reject_unknown(("size_gb", "sha256"))
-    checkpoint = checkpoint_from_fields(checkpoint_fields)
-    job_fields = body.obj("job")
-    job_fields.reject_unknown(_RESTORE_JOB_FIELDS)
-    job = job_spec_from_fields(job_id, job_fields)
-    return _answer(
-        site,
-        "restore",
-        lambda: _operation_response(site.restore(job, migration_id, source_site_id, checkpoint)),
-    )
+    job_id = path_id(request, "job_id")
+    asked = await restore_body(request, job_id)
+    return _answer(site, "restore", lambda: _operation_response(site.restore(asked)))
 
 
 async def _post_resume(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = _path(request).identifier("job_id")
-    migration_id = (await _body(request, ("migration_id",))).identifier("migration_id")
+    job_id = path_id(request, "job_id")
+    migration_id = await migration_id_body(request)
     return _answer(
         site,
         "resume",
@@ -923,8 +731,8 @@ async def _post_resume(request: web.Request) -> web.Response:
 
 async def _post_release(request: web.Request) -> web.Response:
     site = request.app[SITE_KEY]
-    job_id = _path(request).identifier("job_id")
-    migration_id = (await _body(request, ("migration_id",))).identifier("migration_id")
+    job_id = path_id(request, "job_id")
+    migration_id = await migration_id_body(request)
 
     def act() -> web.Response:
         site.release(job_id, migration_id)
@@ -935,7 +743,12 @@ async def _post_release(request: web.Request) -> web.Response:
 
 def build_app(site: SimulatedSite) -> web.Application:
     """An aiohttp application serving ``site`` under ``/v1`` (bearer-token auth, JSON errors)."""
-    app = web.Application(middlewares=[_errors_middleware, _auth_middleware, _holds_middleware])
+    middlewares = [
+        error_middleware("simulated site controller", logger),
+        bearer_auth_middleware(site.token),
+        _holds_middleware,
+    ]
+    app = web.Application(middlewares=middlewares)
     app[SITE_KEY] = site
     app.router.add_get("/v1/status", _get_status)
     app.router.add_post("/v1/reservations", _post_reservation)

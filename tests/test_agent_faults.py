@@ -3,9 +3,12 @@
 Two ``dr-gateway site-agent`` processes serve on loopback; the gateway's Dispatcher, on a real
 database, migrates the running example training job from alpha to beta while one fault
 strikes: SIGKILL of the source or of the target agent mid-transfer (then a restart on the
-same port), a transfer stream cut by a proxy, a target that refuses the restore. The sites'
-WAN bandwidth is set so low that a checkpoint of about 280 kB takes about two seconds to
-send, so that a fault lands mid-transfer.
+same port), a transfer stream cut by a proxy, a target that refuses the restore, an agent that
+stops answering (SIGSTOP), and SIGKILL of the gateway's daemon in each state a migration can
+be held in with real agents (target_reserved, checkpointing, transferring, restoring). The
+sites' WAN bandwidth is set so low that a checkpoint of about 280 kB takes about two seconds to
+send, so that a fault lands mid-transfer; a restore is held by a job that takes a while to
+confirm it loaded its checkpoint (``{resumed_path}``).
 
 Throughout each test :class:`tests.invariants.InvariantMonitor` asks both agents over their
 API (every 20 ms and after every round of the Dispatcher) and checks the three invariants
@@ -36,7 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.agent.example_job import MODEL_FILE
 from gateway.clock import SystemClock
 from gateway.db import unit_of_work
-from gateway.dispatch import Dispatcher
+from gateway.deadlines import StepTimeouts
+from gateway.dispatch import Dispatcher, DispatchParams
 from gateway.errors import SiteControllerError
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
@@ -82,8 +86,11 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return (out / MODEL_FILE).read_bytes()
 
 
-def training_job(step_sleep_s: float) -> dict[str, Any]:
-    command = [*example_command(STEPS), "--width", str(WIDTH)]
+def training_job(step_sleep_s: float, load_delay_s: float = 0.0) -> dict[str, Any]:
+    """The example job; it confirms its resumes (``{resumed_path}``) ``load_delay_s`` [s] after
+    loading a checkpoint, which holds a restore that long."""
+    command = [*example_command(STEPS), "--width", str(WIDTH), "--resumed-file", "{resumed_path}"]
+    command += ["--load-delay-s", str(load_delay_s)]
     command[command.index("--step-sleep-s") + 1] = str(step_sleep_s)
     return job_table(command=command)
 
@@ -146,6 +153,16 @@ class AgentProcess:
             await asyncio.sleep(0.02)
         self.port = int(match.group(1))
 
+    def pause(self) -> None:
+        """SIGSTOP: the agent stops answering (its connections stay open, its jobs run on)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def unpause(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)
+
     async def kill(self) -> None:
         assert self.process is not None
         self.process.kill()
@@ -153,7 +170,10 @@ class AgentProcess:
         self.process = None
 
     async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is not None:
+            self.process = None  # it exited on its own: its log tells why
         if self.process is not None:
+            self.unpause()
             self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), 20)
@@ -329,11 +349,12 @@ class World:
         self,
         during: Callable[[str, str], Awaitable[None]] | None = None,
         timeout_s: float = 15.0,
+        params: DispatchParams | None = None,
     ) -> tuple[str, str, list[str]]:
         """Migrate the job from alpha to beta until the migration ended and was cleaned up;
         (migration id, final state, states seen). ``during(migration_id, state)`` runs after
         every round."""
-        dispatcher = Dispatcher(self.sessions, self.clients, SystemClock())
+        dispatcher = Dispatcher(self.sessions, self.clients, SystemClock(), params)
         migration_id = dispatcher.create(
             MigrationDecision(JOB_ID, "alpha", "beta", "test", expected_s=5.0, expected_kwh=1e-3)
         )
@@ -361,13 +382,19 @@ class World:
             assert time.monotonic() < deadline, f"job at {agent.site_id} is {now}, not {state}"
             await asyncio.sleep(0.05)
 
-    async def assert_settled_at(self, site: AgentProcess, reference_model: bytes) -> None:
+    async def assert_settled_at(
+        self,
+        site: AgentProcess,
+        reference_model: bytes,
+        checkpointed: bool = True,
+        min_samples: int = 10,
+    ) -> None:
         """The invariants held throughout; the migration ended with nothing reserved; the job
-        lives at ``site`` alone, where the gateway believes it is; it finishes there with the
-        model of an uninterrupted run."""
+        lives at ``site`` alone, where the gateway believes it is; it finishes there (resumed
+        from a checkpoint if ``checkpointed``) with the model of an uninterrupted run."""
         await self.monitor.sample()
         self.monitor.assert_held()
-        assert self.monitor.samples >= 10, "the monitor sampled during the test"
+        assert self.monitor.samples >= min_samples, "the monitor sampled during the test"
         with unit_of_work(self.sessions) as session:
             unended = [
                 m.id
@@ -384,9 +411,10 @@ class World:
             assert status["gpus_reserved"] == 0, f"GPUs still reserved at {agent.site_id}"
         other = self.beta if site is self.alpha else self.alpha
         assert await self.job_state(other) is None, f"the job is still listed at {other.site_id}"
-        await self.wait_for_state(site, "finished")
+        await self.wait_for_state(site, "finished", timeout_s=40.0)
         self.monitor.assert_held()
-        assert "resumed from" in job_log(site), "the job was checkpointed mid-training"
+        if checkpointed:
+            assert "resumed from" in job_log(site), "the job was checkpointed mid-training"
         assert site.model_bytes() == reference_model
 
 
@@ -397,12 +425,14 @@ async def agent_world(
     *,
     cut_after_bytes: int | None = None,
     step_sleep_s: float = 0.001,
+    load_delay_s: float = 0.0,
 ) -> AsyncIterator[World]:
     """Both agents running, the job training at alpha, the database seeded with slow WAN
     links; the monitor sampling. The gateway tells alpha to send to beta through a
     :class:`CuttingProxy` (``cut_after_bytes``), so the bytes sent can be counted.
-    step_sleep_s: the job's pause per step [s], to keep it training longer."""
-    alpha = AgentProcess("alpha", root, [training_job(step_sleep_s)])
+    step_sleep_s: the job's pause per step [s], to keep it training longer; load_delay_s: how
+    long the job takes to confirm a resume [s], to hold a restore."""
+    alpha = AgentProcess("alpha", root, [training_job(step_sleep_s, load_delay_s)])
     beta = AgentProcess("beta", root, [])
     proxy = CuttingProxy(upstream_port=0, cut_after_bytes=cut_after_bytes)
     try:
@@ -565,6 +595,65 @@ async def test_target_refusing_the_restore_aborts_and_the_job_resumes_at_the_sou
         assert "resumed from" in job_log(world.alpha)
 
 
+SHORT_LIMITS = DispatchParams(StepTimeouts(margin=3.0, floor_s=1.0))
+"""Step limits of about a second for this small checkpoint (the transfer's, about eight)."""
+SILENCE_S = 3.0
+"""How long an agent stops answering: past every limit of :data:`SHORT_LIMITS` [s]."""
+
+
+async def test_source_that_stops_answering_at_the_checkpoint_aborts_then_resumes_the_job(
+    session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
+) -> None:
+    """alpha stops answering (SIGSTOP) before the gateway asks it for the checkpoint: the
+    checkpoint step overruns its limit, the migration aborts and releases beta's reservation;
+    once alpha answers again the clean-up resumes the job there. (Whether alpha, once it
+    runs again, still acts on the checkpoint call it never answered is up to the kernel's
+    buffers: the job then resumes from that checkpoint, else it just trained on.)"""
+    async with agent_world(session_factory, tmp_path, step_sleep_s=0.006) as world:
+        world.alpha.pause()
+        loop = asyncio.get_running_loop()
+        loop.call_later(SILENCE_S, world.alpha.unpause)
+        migration_id, state, seen = await world.migrate(timeout_s=30.0, params=SHORT_LIMITS)
+        assert state == "aborted", seen
+        migration = world.migration(migration_id)
+        assert migration.checkpointing_at is not None and migration.transferring_at is None
+        error = migration.error or ""
+        assert "checkpointing" in error and "limit" in error, error
+        assert world.monitor.unreachable > 0, "the monitor met the silence too"
+        # Each sample during the silence waits for its probe's time-out: fewer samples.
+        await world.assert_settled_at(
+            world.alpha, reference_model, checkpointed=False, min_samples=5
+        )
+        assert "finished 700 steps" in job_log(world.alpha)
+
+
+async def test_target_that_stops_answering_while_restoring_is_waited_for_bit_for_bit(
+    session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
+) -> None:
+    """beta stops answering (SIGSTOP) while the job loads its checkpoint there: the gateway
+    cannot know whether the job runs at beta, so it waits past every limit instead of resuming
+    it at alpha, and completes once beta answers again."""
+    async with agent_world(session_factory, tmp_path, load_delay_s=1.0) as world:
+        silenced: list[float] = []
+
+        async def silence_target(_migration_id: str, state: str) -> None:
+            if state == "restoring" and not silenced:
+                world.beta.pause()
+                silenced.append(time.monotonic())
+                asyncio.get_running_loop().call_later(SILENCE_S, world.beta.unpause)
+
+        migration_id, state, seen = await world.migrate(
+            during=silence_target, timeout_s=30.0, params=SHORT_LIMITS
+        )
+        assert silenced, f"the fault never struck: {seen}"
+        assert state == "completed", (seen, world.migration(migration_id).error)
+        completed_at = world.migration(migration_id).completed_at
+        restoring_at = world.migration(migration_id).restoring_at
+        assert completed_at is not None and restoring_at is not None
+        assert (completed_at - restoring_at).total_seconds() >= SILENCE_S - 0.5
+        await world.assert_settled_at(world.beta, reference_model)
+
+
 class AgentDaemon(DaemonProcess):
     """``dr-gateway run`` against the two agents: static policy (it plans nothing; it only
     advances the migration the test plans), slow WAN links, beta reached via the proxy."""
@@ -613,30 +702,68 @@ def migration_state(sessions: sessionmaker[Session], migration_id: str) -> str:
     return World.migration_in(sessions, migration_id).state
 
 
-RECONCILED = {
-    "checkpointing": "the source holds the job's checkpoint, continuing from checkpointing",
-    "transferring": (
-        "the source has sent or is sending the checkpoint, continuing from transferring"
+@dataclass(frozen=True)
+class KillCase:
+    """The state the daemon is killed in, how the migration is held there, and what the
+    restarted daemon's reconciliation may find (each finding with the site the job ends at)."""
+
+    state: str
+    found: Mapping[str, str]
+    silent_target: bool = False
+    """beta stops answering (SIGSTOP) before the migration starts, until the daemon is dead:
+    the reservation call hangs in ``target_reserved``."""
+    load_delay_s: float = 0.0
+    """The job takes this long at beta to confirm its resume: the restore is held [s]."""
+    step_sleep_s: float = 0.006
+    """The job's pause per step: 700 steps take about five seconds at 0.006 s [s]."""
+
+
+KILL_CASES = (
+    KillCase(
+        "target_reserved",
+        {
+            # beta took the reservation call from its buffers when it ran again ...
+            "the job runs at the source, its checkpoint not yet started, continuing from "
+            "target_reserved": "beta",
+            # ... or never saw it: nothing happened, the job runs on at alpha.
+            "abort, the target holds no reservation for the job": "alpha",
+        },
+        silent_target=True,
+        step_sleep_s=0.03,
     ),
-}
-"""What the restarted daemon's reconciliation finds, by the state it was killed in.
+    KillCase(
+        "checkpointing",
+        {"the source holds the job's checkpoint, continuing from checkpointing": "beta"},
+    ),
+    KillCase(
+        "transferring",
+        {
+            "the source has sent or is sending the checkpoint, continuing from transferring": (
+                "beta"
+            )
+        },
+    ),
+    KillCase(
+        "restoring",
+        {"the target has restored or is restoring the job, continuing from restoring": "beta"},
+        load_delay_s=1.5,
+    ),
+)
 
-Not ``restoring``: a real agent restores this small checkpoint in about 20 ms, so under load
-the test cannot reliably kill the daemon inside that window (it timed out in 2 of 3 full
-runs). The restoring case is covered against the simulator, which can hold a restore
-(``tests/test_migration_faults.py``)."""
 
-
-@pytest.mark.parametrize("state", list(RECONCILED))
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", KILL_CASES, ids=[case.state for case in KILL_CASES])
 async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restart(
     session_factory: sessionmaker[Session],
     database_url: str,
     tmp_path: Path,
     reference_model: bytes,
-    state: str,
+    case: KillCase,
 ) -> None:
-    # The job trains for about six seconds: long enough for the daemon to start.
-    async with agent_world(session_factory, tmp_path, step_sleep_s=0.006) as world:
+    # The job trains long enough for the daemon to start (and to wait for a silent beta).
+    async with agent_world(
+        session_factory, tmp_path, step_sleep_s=case.step_sleep_s, load_delay_s=case.load_delay_s
+    ) as world:
         daemon = AgentDaemon(
             tmp_path, database_url, {"alpha": world.alpha.url, "beta": world.proxy.url}
         )
@@ -646,6 +773,8 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
                 lambda: "site beta is online" in daemon.log_path.read_text(), "daemon polls"
             )
             assert await world.job_state(world.alpha) == "running", "still training"
+            if case.silent_target:
+                world.beta.pause()
             dispatcher = Dispatcher(session_factory, world.clients, SystemClock())
             migration_id = dispatcher.create(
                 MigrationDecision(
@@ -655,14 +784,18 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
             assert migration_id is not None
             # The daemon advances the migration on its polls; it dies in the chosen state.
             await daemon.until(
-                lambda: migration_state(session_factory, migration_id) == state, state
+                lambda: migration_state(session_factory, migration_id) == case.state, case.state
             )
             await daemon.kill()
             sent_at_kill_bytes = world.proxy.sent_bytes
-            assert migration_state(session_factory, migration_id) == state
-            if state == "transferring":
+            assert migration_state(session_factory, migration_id) == case.state
+            if case.state == "transferring":
                 size = await world.checkpoint_size_bytes(migration_id)
                 assert sent_at_kill_bytes < size, "killed mid-transfer"
+            if case.state == "restoring":
+                op = await world.get(world.beta, f"/v1/operations/{migration_id}/restore")
+                assert op["state"] == "in_progress", "killed while the job loads at beta"
+            world.beta.unpause()
             await asyncio.sleep(0.3)  # the sites go on without the gateway meanwhile
             await world.monitor.sample()
 
@@ -672,13 +805,19 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
             )
             await daemon.stop()
         finally:
+            world.beta.unpause()
             await daemon.close()
-        assert migration_state(session_factory, migration_id) == "completed", (
-            daemon.log_path.read_text()[-3000:]
-        )
-        reconciled = f"reconciled {migration_id}: {RECONCILED[state]} (stored {state})"
-        assert reconciled in daemon.log_path.read_text()
-        await world.assert_settled_at(world.beta, reference_model)
+        log_text = daemon.log_path.read_text()
+        reconciled = [
+            line for line in log_text.splitlines() if f"reconciled {migration_id}" in line
+        ]
+        assert len(reconciled) == 1, log_text[-3000:]
+        found = [finding for finding in case.found if finding in reconciled[0]]
+        assert len(found) == 1, log_text[-3000:]
+        ends_at = world.alpha if case.found[found[0]] == "alpha" else world.beta
+        outcome = "completed" if ends_at is world.beta else "aborted"
+        assert migration_state(session_factory, migration_id) == outcome, log_text[-3000:]
+        await world.assert_settled_at(ends_at, reference_model, checkpointed=ends_at is world.beta)
 
 
 async def test_gateway_records_the_real_checkpoint_size(

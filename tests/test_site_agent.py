@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.agent.config import AgentSettings, load_agent_settings, parse_agent_settings
 from gateway.agent.controller import SiteAgent
 from gateway.agent.example_job import MODEL_FILE, read_arrays
-from gateway.agent.jobs import RESUME_OPTION
+from gateway.agent.jobs import RESUME_OPTION, CheckpointFile
 from gateway.agent.server import AGENT_KEY, start_agent_server
-from gateway.agent.state import AgentStateError
+from gateway.agent.state import (
+    AgentJob,
+    AgentState,
+    AgentStateError,
+    Manifest,
+    Reservation,
+    load_state,
+    save_state,
+    state_to_json,
+)
 from gateway.cli import main as cli_main
 from gateway.clock import SystemClock
 from gateway.db import unit_of_work
@@ -44,7 +53,10 @@ from gateway.dispatch import Dispatcher
 from gateway.errors import ConfigError
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
-from models import FINAL_STATES, Job, Migration, Site
+from gateway.sites.schema import Checkpoint, JobSpec, Operation
+from models import FINAL_STATES, Migration
+from simulators import agent_fleet
+from simulators.agent_fleet import SiteSize
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -54,47 +66,24 @@ STEPS = 1500
 STEP_SLEEP_S = 0.001
 TOKENS = {"alpha": "token-of-the-alpha-agent", "beta": "token-of-the-beta-agent"}
 JOB_ID = "train-1"
-EXAMPLE_JOB = [sys.executable, "-m", "gateway.agent.example_job"]
+EXAMPLE_JOB = [sys.executable, "-m", agent_fleet.EXAMPLE_JOB_MODULE]
+
+
+SITE = SiteSize(gpus_total=4, it_power_max_kw=4.0, wan_bandwidth_gbps=10.0)
+JOB = JobSpec(JOB_ID, gpus=1, power_kw=0.6, checkpoint_gb=0.001, work_remaining_gpu_h=2.0)
 
 
 def example_command(steps: int = STEPS) -> list[str]:
-    return [
-        "{python}",
-        "-m",
-        "gateway.agent.example_job",
-        "--steps",
-        str(steps),
-        "--out",
-        "{output_dir}",
-        "--step-sleep-s",
-        str(STEP_SLEEP_S),
-    ]
+    return agent_fleet.example_command(steps, step_sleep_s=STEP_SLEEP_S)
 
 
 def job_table(job_id: str = JOB_ID, command: Sequence[str] | None = None) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "gpus": 1,
-        "power_kw": 0.6,
-        "checkpoint_gb": 0.001,
-        "work_gpu_h": 2.0,
-        "command": list(command or example_command()),
-    }
+    return agent_fleet.job_table(replace(JOB, job_id=job_id), command or example_command())
 
 
 def agent_data(root: Path, site_id: str, jobs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    return {
-        "site_id": site_id,
-        "token": TOKENS[site_id],
-        "gpus_total": 4,
-        "it_power_max_kw": 4.0,
-        "wan_bandwidth_gbps": 10.0,
-        "data_dir": str(root / site_id),
-        "checkpoint_timeout_s": 10.0,
-        "stop_timeout_s": 10.0,
-        "peer_tokens": {other: token for other, token in TOKENS.items() if other != site_id},
-        "job": list(jobs),
-    }
+    timeouts_s = {"checkpoint_timeout_s": 10.0, "stop_timeout_s": 10.0}
+    return agent_fleet.agent_data(root, site_id, TOKENS, SITE, jobs) | timeouts_s
 
 
 def agent_settings(
@@ -256,10 +245,16 @@ def test_rule_example_job_checkpoints_on_sigterm_and_resumes_bit_for_bit(
 def test_example_job_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None:
     checkpoint = tmp_path / "state.bin"
     base = [*EXAMPLE_JOB, "--steps", "50", "--out", str(tmp_path)]
-    job = subprocess.Popen([*base, "--checkpoint", str(checkpoint), "--step-sleep-s", "0.01"])
-    time.sleep(0.3)
+    job = subprocess.Popen(
+        [*base, "--checkpoint", str(checkpoint), "--step-sleep-s", "0.01"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert job.stderr is not None
+    assert "started at step 0" in job.stderr.readline(), "SIGTERM only once it is handled"
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=10) == 0
+    job.stderr.close()
     other_width = subprocess.run(
         [*base, "--resume", str(checkpoint), "--width", "8"],
         capture_output=True,
@@ -274,41 +269,9 @@ def test_example_job_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None
 
 
 def seed_database(sessions: sessionmaker[Session], urls: dict[str, str]) -> None:
-    """The two sites and the running job, as the daemon's polls would have stored them."""
-    now = datetime.now(UTC)
-    with unit_of_work(sessions) as session:
-        for site_id, url in urls.items():
-            session.add(
-                Site(
-                    id=site_id,
-                    gpus_total=4,
-                    it_power_max_kw=4.0,
-                    pue=1.2,
-                    wan_bandwidth_gbps=10.0,
-                    controller_url=url,
-                    vtn_id=None,
-                    resource_id=site_id,
-                    online=True,
-                    updated_at=now,
-                )
-            )
-        session.flush()
-        session.add(
-            Job(
-                id=JOB_ID,
-                site_id="alpha",
-                gpus=1,
-                power_kw=0.6,
-                checkpoint_gb=0.001,
-                work_remaining_gpu_h=2.0,
-                migratable=True,
-                flex_tier=1,
-                state="running",
-                first_seen_at=now,
-                arrived_at_site_at=now,
-                updated_at=now,
-            )
-        )
+    """The two sites and the job running at alpha, as the daemon's polls would have stored
+    them."""
+    agent_fleet.seed_database(sessions, urls, SITE, JOB, "alpha")
 
 
 def live_processes(agents: Sequence[RunningAgent], job_id: str = JOB_ID) -> list[str]:
@@ -363,15 +326,25 @@ async def drive(
             await asyncio.sleep(0.01)
 
 
-async def test_migration_mid_training_between_two_agents_is_bit_for_bit(
-    session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
-) -> None:
+@asynccontextmanager
+async def training_at_alpha(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> AsyncIterator[list[RunningAgent]]:
+    """Agents alpha and beta, the database seeded with both, and the job training at alpha."""
     async with running_agents(
         agent_settings(tmp_path, "alpha", [job_table()]), agent_settings(tmp_path, "beta")
     ) as agents:
         alpha, beta = agents
-        seed_database(session_factory, {"alpha": alpha.url, "beta": beta.url})
+        seed_database(sessions, {"alpha": alpha.url, "beta": beta.url})
         await training_started(alpha)
+        yield agents
+
+
+async def test_migration_mid_training_between_two_agents_is_bit_for_bit(
+    session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
+) -> None:
+    async with training_at_alpha(session_factory, tmp_path) as agents:
+        alpha, beta = agents
 
         state, seen, migration_s = await drive(session_factory, agents)
         assert state == "completed", seen
@@ -403,12 +376,8 @@ async def test_aborted_migration_resumes_the_job_from_its_checkpoint_bit_for_bit
     """The target already holds another checkpoint under the migration's id and refuses this
     one: the transfer fails, the Dispatcher aborts, and the job resumes at the source from the
     checkpoint it wrote."""
-    async with running_agents(
-        agent_settings(tmp_path, "alpha", [job_table()]), agent_settings(tmp_path, "beta")
-    ) as agents:
+    async with training_at_alpha(session_factory, tmp_path) as agents:
         alpha, beta = agents
-        seed_database(session_factory, {"alpha": alpha.url, "beta": beta.url})
-        await training_started(alpha)
 
         async def occupy(migration_id: str) -> None:
             other = b"another checkpoint"
@@ -807,6 +776,77 @@ async def test_a_failing_job_is_restarted_then_given_up(tmp_path: Path) -> None:
         assert state["jobs"][0]["restarts"] == 3
 
 
+# ---- the state file ----------------------------------------------------------------------------
+
+
+def saved_state(tmp_path: Path) -> AgentState:
+    """A state with one of everything the file holds."""
+    at = datetime(2026, 6, 21, 12, tzinfo=UTC)
+    spec = JobSpec(JOB_ID, gpus=2, power_kw=1.2, checkpoint_gb=2e6, work_remaining_gpu_h=3.0)
+    checkpoint = CheckpointFile(tmp_path / "c.bin", 1234, "ab" * 32)
+    state = AgentState()
+    state.jobs[JOB_ID] = AgentJob(
+        spec=spec,
+        command=("{python}", ""),
+        state="checkpointed",
+        work_remaining_gpu_h=2.5,
+        progressed_at=at,
+        checkpoint=checkpoint,
+        checkpoint_sequence=3,
+        checkpoint_migration_id="m1",
+        restarts=1,
+        pgid=4242,
+    )
+    done = JobSpec("done", gpus=1, power_kw=0.0, checkpoint_gb=0.5, work_remaining_gpu_h=0.0)
+    state.jobs["done"] = AgentJob(done, None, "finished", 0.0, at)
+    state.reservations["m2"] = Reservation("m2", "other", 1, 0.5, "consumed")
+    key = ("m1", "checkpoint")
+    state.operations[key] = Operation.started(key, JOB_ID, at, 4.0, Checkpoint(1.2e-6, "ab" * 32))
+    state.operation_args[key] = [JOB_ID]
+    state.transfer_tokens["m1"] = "token-of-the-target"
+    state.manifests["m3"] = Manifest("j3", ("{python}", "-m", "job"), "alpha")
+    state.released_unknown = {"m4"}
+    state.resumed = {("m5", JOB_ID)}
+    state.released_jobs = {("m6", "gone")}
+    return state
+
+
+def test_state_file_round_trips(tmp_path: Path) -> None:
+    state = saved_state(tmp_path)
+    save_state(state, tmp_path)
+    assert load_state(tmp_path) == state
+    assert (tmp_path / "agent-state.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("label", "path", "value", "field"),
+    [
+        ("flex tier not an integer", ("jobs", 0, "spec", "flex_tier"), "1", "spec.flex_tier"),
+        ("job state unknown", ("jobs", 0, "state"), "dancing", "jobs[0].state"),
+        ("pgid not an integer", ("jobs", 0, "pgid"), "4242", "jobs[0].pgid"),
+        ("command not strings", ("jobs", 0, "command"), ["{python}", 1], "command[1]"),
+        ("reservation id not an id", ("reservations", 0, "migration_id"), "../m", "migration_id"),
+        ("reservation state unknown", ("reservations", 0, "state"), "lost", "state"),
+        ("manifest command", ("manifests", 0, "command"), "job", "manifests[0].command"),
+        ("pair of three", ("resumed", 0), ["m", "j", "x"], "resumed[0]"),
+        ("released not strings", ("released_unknown",), [1], "released_unknown[0]"),
+    ],
+)
+def test_damaged_state_file_names_the_file_and_the_field(
+    tmp_path: Path, label: str, path: tuple[str | int, ...], value: object, field: str
+) -> None:
+    document = state_to_json(saved_state(tmp_path))
+    parent: Any = document
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    (tmp_path / "agent-state.json").write_text(json.dumps(document))
+    with pytest.raises(AgentStateError) as error:
+        load_state(tmp_path)
+    assert str(tmp_path / "agent-state.json") in str(error.value)
+    assert field in str(error.value), label
+
+
 # ---- configuration and the command line ---------------------------------------------------
 
 
@@ -863,14 +903,7 @@ def pid_alive(pid: int) -> bool:
 
 async def start_cli_agent(config: Path) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        "site-agent",
-        "--config",
-        str(config),
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
+        *agent_fleet.agent_command(config), stderr=asyncio.subprocess.PIPE, cwd=ROOT
     )
     assert process.stderr is not None
     while True:

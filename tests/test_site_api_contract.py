@@ -34,8 +34,8 @@ from gateway.agent.server import start_agent_server
 from gateway.clock import ManualClock
 from gateway.sites.schema import JobSpec
 from simulators.site_controller import SimulatedSite, build_app, start_site_server
-from simulators.traces import RenewableTrace
 from tests.openapi_contract import Answered, Contract, ContractClient, ContractError
+from tests.site_fixtures import RESTORE_JOB, restore_body, simulated_site
 
 START_AT = datetime(2026, 6, 21, 12, tzinfo=UTC)
 TOKEN_A = "contract-token-a"
@@ -72,7 +72,7 @@ def test_rule_every_served_route_is_documented(
     contract: Contract, server: str, tmp_path: Path
 ) -> None:
     if server == "simulator":
-        app = build_app(_site("probe", TOKEN_A, ManualClock(START_AT), []))
+        app = build_app(simulated_site("probe", TOKEN_A, ManualClock(START_AT), []))
     else:
         app = build_agent_app(SiteAgent(_agent_settings("probe", TOKEN_A, tmp_path)))
     served = {
@@ -170,19 +170,6 @@ class Bench:
     settle: Settle
 
 
-def _site(site_id: str, token: str, clock: ManualClock, jobs: list[JobSpec]) -> SimulatedSite:
-    return SimulatedSite(
-        site_id=site_id,
-        token=token,
-        clock=clock,
-        trace=RenewableTrace.constant(10.0),
-        gpus_total=8,
-        it_power_max_kw=8.0,
-        idle_kw_per_gpu=0.1,
-        jobs=jobs,
-    )
-
-
 def _simulator_settle(clock: ManualClock) -> Settle:
     async def settle(client: ContractClient, migration_id: str, kind: str) -> dict[str, Any]:
         path = f"/v1/operations/{migration_id}/{kind}"
@@ -203,8 +190,8 @@ async def simulator_bench(contract: Contract, seen: set[Answered]) -> AsyncItera
         JobSpec("job-1", gpus=4, power_kw=2.6, checkpoint_gb=12.0, work_remaining_gpu_h=40.0),
         JobSpec("job-2", gpus=2, power_kw=1.0, checkpoint_gb=6.0, work_remaining_gpu_h=40.0),
     ]
-    runner_a, url_a = await start_site_server(_site("site-a", TOKEN_A, clock, jobs))
-    runner_b, url_b = await start_site_server(_site("site-b", TOKEN_B, clock, []))
+    runner_a, url_a = await start_site_server(simulated_site("site-a", TOKEN_A, clock, jobs))
+    runner_b, url_b = await start_site_server(simulated_site("site-b", TOKEN_B, clock, []))
     try:
         async with aiohttp.ClientSession() as session:
             yield Bench(
@@ -528,25 +515,6 @@ async def test_rule_agent_answers_as_the_document_says(
 # ---- (c) robustness: malformed requests ---------------------------------------------------
 
 
-def _restore(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "migration_id": "m-1",
-        "source_site_id": "site-a",
-        "checkpoint": {"size_gb": 12.0, "sha256": "0" * 64},
-        "job": {
-            "gpus": 4,
-            "power_kw": 2.6,
-            "checkpoint_gb": 12.0,
-            "work_remaining_gpu_h": 40.0,
-            "migratable": True,
-            "flex_tier": 1,
-        },
-    }
-    body.update(changes)
-    return body
-
-
-_JOB = _restore()["job"]
 _RESERVE = {"migration_id": "m-1", "job_id": "job-1", "gpus": 1, "power_kw": 1.0}
 _TRANSFER = {
     "migration_id": "m-1",
@@ -587,11 +555,11 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
     ("bool for number", "POST", "/v1/reservations", JSON,
      _json({**_RESERVE, "power_kw": True}), 400, "power_kw"),
     ("string for bool", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job={**_JOB, "migratable": "yes"})), 400, "job.migratable"),
+     _json(restore_body(job={**RESTORE_JOB, "migratable": "yes"})), 400, "job.migratable"),
     ("list for object", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(checkpoint=[12.0, "ab"])), 400, "checkpoint"),
+     _json(restore_body(checkpoint=[12.0, "ab"])), 400, "checkpoint"),
     ("string for object", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job="big")), 400, "job"),
+     _json(restore_body(job="big")), 400, "job"),
     ("number for token", "POST", "/v1/jobs/job-1/transfer", JSON,
      _json({**_TRANSFER, "target_token": 7}), 400, "target_token"),
     # missing fields
@@ -602,10 +570,10 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
     ("missing target url", "POST", "/v1/jobs/job-1/transfer", JSON,
      _json({k: v for k, v in _TRANSFER.items() if k != "target_url"}), 400, "target_url"),
     ("missing nested field", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job={k: v for k, v in _JOB.items() if k != "flex_tier"})), 400,
+     _json(restore_body(job={k: v for k, v in RESTORE_JOB.items() if k != "flex_tier"})), 400,
      "job.flex_tier"),
     ("null for field", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(source_site_id=None)), 400, "source_site_id"),
+     _json(restore_body(source_site_id=None)), 400, "source_site_id"),
     # huge numbers
     ("float overflow", "POST", "/v1/reservations", JSON,
      _raw('{"migration_id": "m-1", "job_id": "job-1", "gpus": 1, "power_kw": 1e400}'), 400,
@@ -625,10 +593,10 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
     ("tiniest bandwidth", "POST", "/v1/jobs/job-1/transfer", JSON,
      _json({**_TRANSFER, "bandwidth_gbps": 5e-324}), 400, "bandwidth_gbps"),
     ("huge checkpoint", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(checkpoint={"size_gb": 1e300, "sha256": "0" * 64})), 400,
+     _json(restore_body(checkpoint={"size_gb": 1e300, "sha256": "0" * 64})), 400,
      "checkpoint.size_gb"),
     ("huge job checkpoint", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job={**_JOB, "checkpoint_gb": 1e300})), 400, "job.checkpoint_gb"),
+     _json(restore_body(job={**RESTORE_JOB, "checkpoint_gb": 1e300})), 400, "job.checkpoint_gb"),
     # negative values
     ("negative GPUs", "POST", "/v1/reservations", JSON,
      _json({**_RESERVE, "gpus": -1}), 400, "gpus"),
@@ -637,20 +605,20 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
     ("negative bandwidth", "POST", "/v1/jobs/job-1/transfer", JSON,
      _json({**_TRANSFER, "bandwidth_gbps": -10}), 400, "bandwidth_gbps"),
     ("negative work", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job={**_JOB, "work_remaining_gpu_h": -1})), 400,
+     _json(restore_body(job={**RESTORE_JOB, "work_remaining_gpu_h": -1})), 400,
      "job.work_remaining_gpu_h"),
     ("negative flex tier", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job={**_JOB, "flex_tier": -1})), 400, "job.flex_tier"),
+     _json(restore_body(job={**RESTORE_JOB, "flex_tier": -1})), 400, "job.flex_tier"),
     ("negative checkpoint size", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(checkpoint={"size_gb": -1, "sha256": "0" * 64})), 400,
+     _json(restore_body(checkpoint={"size_gb": -1, "sha256": "0" * 64})), 400,
      "checkpoint.size_gb"),
     # unknown fields
     ("unknown field", "POST", "/v1/reservations", JSON,
      _json({**_RESERVE, "priority": 9}), 400, "priority"),
     ("unknown nested field", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(job={**_JOB, "nodes": 2})), 400, "job.nodes"),
+     _json(restore_body(job={**RESTORE_JOB, "nodes": 2})), 400, "job.nodes"),
     ("unknown checkpoint field", "POST", "/v1/jobs/job-1/restore", JSON,
-     _json(_restore(checkpoint={"size_gb": 1.0, "sha256": "ab", "path": "/etc"})), 400,
+     _json(restore_body(checkpoint={"size_gb": 1.0, "sha256": "ab", "path": "/etc"})), 400,
      "checkpoint.path"),
     # wrong content type
     ("text/plain", "POST", "/v1/jobs/job-1/checkpoint", {"Content-Type": "text/plain"},
@@ -704,7 +672,7 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
 @pytest.fixture
 async def simulator_site() -> AsyncIterator[tuple[aiohttp.ClientSession, str, SimulatedSite]]:
     jobs = [JobSpec("job-1", gpus=4, power_kw=2.6, checkpoint_gb=12.0, work_remaining_gpu_h=40.0)]
-    site = _site("site-a", TOKEN_A, ManualClock(START_AT), jobs)
+    site = simulated_site("site-a", TOKEN_A, ManualClock(START_AT), jobs)
     runner, url = await start_site_server(site)
     try:
         async with aiohttp.ClientSession() as session:

@@ -26,16 +26,23 @@ from gateway.sites.schema import (
     status_to_wire,
 )
 from simulators.site_controller import SimulatedSite, start_site_server
-from simulators.traces import RenewableTrace
+from tests.site_fixtures import (
+    CHECKPOINT_WRITE_GB_PER_S,
+    EFFICIENCY,
+    IDLE_KW_PER_GPU,
+    RESTORE_GB_PER_S,
+    RESTORE_JOB,
+    restore_body,
+    simulated_site,
+)
 
 START_AT = datetime(2026, 6, 21, 12, tzinfo=UTC)
 TOKEN_A = "secret-token-a"
 TOKEN_B = "secret-token-b"
-IDLE_KW_PER_GPU = 0.1
 JOB = JobSpec("j1", gpus=4, power_kw=2.6, checkpoint_gb=12.0, work_remaining_gpu_h=40.0)
-CHECKPOINT_S = 12.0 / 0.6
-TRANSFER_S = 8 * 12.0 / (0.9 * 10.0)
-RESTORE_S = 12.0 / 1.5
+CHECKPOINT_S = 12.0 / CHECKPOINT_WRITE_GB_PER_S
+TRANSFER_S = 8 * 12.0 / (EFFICIENCY * 10.0)
+RESTORE_S = 12.0 / RESTORE_GB_PER_S
 
 
 @dataclass
@@ -50,27 +57,11 @@ class Fleet:
     session: aiohttp.ClientSession
 
 
-def _site(site_id: str, token: str, clock: ManualClock, jobs: list[JobSpec]) -> SimulatedSite:
-    return SimulatedSite(
-        site_id=site_id,
-        token=token,
-        clock=clock,
-        trace=RenewableTrace.constant(10.0),
-        gpus_total=8,
-        it_power_max_kw=8.0,
-        idle_kw_per_gpu=IDLE_KW_PER_GPU,
-        checkpoint_write_gb_per_s=0.6,
-        restore_gb_per_s=1.5,
-        efficiency=0.9,
-        jobs=jobs,
-    )
-
-
 @pytest.fixture
 async def fleet() -> AsyncIterator[Fleet]:
     clock = ManualClock(START_AT)
-    site_a = _site("nc-greensboro", TOKEN_A, clock, [JOB])
-    site_b = _site("fl-miami", TOKEN_B, clock, [])
+    site_a = simulated_site("nc-greensboro", TOKEN_A, clock, [JOB])
+    site_b = simulated_site("fl-miami", TOKEN_B, clock, [])
     runner_a, url_a = await start_site_server(site_a)
     runner_b, url_b = await start_site_server(site_b)
     try:
@@ -410,7 +401,7 @@ async def test_lost_reply_then_retry_reserves_once(fleet: Fleet) -> None:
 
 
 async def test_unreachable_controller_is_transient(fleet: Fleet) -> None:
-    site = _site("gone", "t", fleet.clock, [])
+    site = simulated_site("gone", "t", fleet.clock, [])
     runner, url = await start_site_server(site)
     await runner.cleanup()
     client = SiteControllerClient("gone", url, "t", fleet.session, timeout_s=2.0)
@@ -442,27 +433,6 @@ async def test_missing_or_wrong_token_is_401(
     assert (error.value.status, error.value.transient) == (401, False)
     assert TOKEN_B not in str(error.value) and TOKEN_B not in caplog.text
     assert TOKEN_B not in repr(client)
-
-
-def _restore_body(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "migration_id": "m1",
-        "source_site_id": "nc-greensboro",
-        "checkpoint": {"size_gb": 12.0, "sha256": "ab"},
-        "job": {
-            "gpus": 4,
-            "power_kw": 2.6,
-            "checkpoint_gb": 12.0,
-            "work_remaining_gpu_h": 40.0,
-            "migratable": True,
-            "flex_tier": 1,
-        },
-    }
-    body.update(changes)
-    return body
-
-
-_JOB_FIELDS = _restore_body()["job"]
 
 
 @pytest.mark.parametrize(
@@ -514,14 +484,14 @@ _JOB_FIELDS = _restore_body()["job"]
             "nested job field",
             "POST",
             "/v1/jobs/j1/restore",
-            _restore_body(job={**_JOB_FIELDS, "gpus": 2.5}),
+            restore_body(job={**RESTORE_JOB, "gpus": 2.5}),
             "job.gpus",
         ),
         (
             "nested checkpoint field",
             "POST",
             "/v1/jobs/j1/restore",
-            _restore_body(checkpoint={"size_gb": 12.0}),
+            restore_body(checkpoint={"size_gb": 12.0}),
             "checkpoint.sha256",
         ),
         ("unknown operation kind", "GET", "/v1/operations/m1/teleport", None, "kind"),
@@ -566,7 +536,7 @@ async def test_status_round_trips_through_the_wire(fleet: Fleet) -> None:
         ("naive timestamp", {"at": "2026-06-21T12:00:00"}, "at"),
         (
             "bad job state",
-            {"jobs": [{**_JOB_FIELDS, "job_id": "j1", "state": "dancing"}]},
+            {"jobs": [{**RESTORE_JOB, "job_id": "j1", "state": "dancing"}]},
             "jobs[0].state",
         ),
         ("forecast not numbers", {"renewable_forecast_kw": [1.0, "x"]}, "renewable_forecast_kw[1]"),

@@ -17,9 +17,11 @@ from gateway.sites.schema import ID_PATTERN
 
 KEYS_DOC = "docs/site-agent.md"
 
-COMMAND_PLACEHOLDERS = ("python", "job_id", "output_dir", "checkpoint_path")
+COMMAND_PLACEHOLDERS = ("python", "job_id", "output_dir", "checkpoint_path", "resumed_path")
 """What ``{...}`` may name in a job's command: the agent's Python interpreter, the job's id, its
-output directory at this site and the file its checkpoint must be written to."""
+output directory at this site, the file its checkpoint must be written to, and the file it
+creates once it has loaded a checkpoint (a command that names ``{resumed_path}`` promises to:
+a restore then completes only when the file exists, see ``docs/site-agent.md``)."""
 
 SiteId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 JobId = Annotated[str, Field(pattern=ID_PATTERN.pattern)]
@@ -117,6 +119,9 @@ class AgentSettings(_Section):
     """Longest a job may take from SIGTERM to its exit; then it is killed [s]."""
     stop_timeout_s: PositiveFloat = 30.0
     """When the agent stops: longest wait for its jobs to checkpoint and exit [s]."""
+    resume_timeout_s: PositiveFloat = 600.0
+    """Longest a restored job whose command names ``{resumed_path}`` may take to confirm that it
+    loaded its checkpoint; then the restore fails and the job is stopped [s]."""
     max_restarts: Annotated[int, Field(ge=0)] = 3
     """Restarts of a job that exits on its own with an error, before the agent gives up."""
     peer_tokens: dict[SiteId, Token] = {}

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any, TextIO
@@ -37,7 +38,14 @@ from gateway.agent.capacity import Capacity
 from gateway.agent.checkpoint_store import discard, store_paths
 from gateway.agent.config import AgentSettings, command_problem
 from gateway.agent.errors import AgentRequestError, bad_request, conflict, not_found
-from gateway.agent.jobs import CheckpointFile, JobPaths, JobProcess, hash_file, program_problem
+from gateway.agent.jobs import (
+    CheckpointFile,
+    JobPaths,
+    JobProcess,
+    confirms_resume,
+    hash_file,
+    program_problem,
+)
 from gateway.agent.manifest import ManifestError, send_manifest
 from gateway.agent.operations import OperationBook
 from gateway.agent.state import (
@@ -55,6 +63,7 @@ from gateway.agent.transfer import CheckpointTransferError, send_checkpoint, ver
 from gateway.clock import Clock, SystemClock
 from gateway.errors import InputError
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
+from gateway.sites.rules import check_release, check_restore, repeated_reservation
 from gateway.sites.schema import (
     Checkpoint,
     JobSpec,
@@ -72,7 +81,8 @@ log = logging.getLogger(__name__)
 
 RECEIVED_DIR = "received"
 """Under ``data_dir``: checkpoints other agents sent (``gateway.agent.transfer``'s store)."""
-_EPSILON = 1e-9
+_RESUME_POLL_S = 0.02
+"""How often a restore looks for the job's confirmation that it resumed [s]."""
 
 
 class SiteAgent:
@@ -283,18 +293,15 @@ class SiteAgent:
         self, migration_id: str, job_id: str, gpus: int, power_kw: float
     ) -> ReservationState:
         """``POST /v1/reservations``: the reservation's state after the call."""
-        existing = self._state.reservations.get(migration_id)
-        if existing is not None:
-            if (existing.job_id, existing.gpus, existing.power_kw) != (job_id, gpus, power_kw):
-                raise conflict(f"migration {migration_id} reserved with other arguments")
-            return existing.state
-        if migration_id in self._state.released_unknown:
-            return "released"
+        asked = Reservation(migration_id, job_id, gpus, power_kw, "reserved")
+        repeated = repeated_reservation(
+            self._state.reservations.get(migration_id), asked, self._state.released_unknown
+        )
+        if repeated is not None:
+            return repeated
         if not self._fits(gpus, power_kw):
             raise conflict(self._why_not(gpus, power_kw))
-        self._state.reservations[migration_id] = Reservation(
-            migration_id, job_id, gpus, power_kw, "reserved"
-        )
+        self._state.reservations[migration_id] = asked
         self._save()
         log.info("site %s: reserved %d GPUs for %s", self.site_id, gpus, migration_id)
         return "reserved"
@@ -446,16 +453,14 @@ class SiteAgent:
         previous = self._operations.previous(key, args)
         if previous is not None:
             return previous
-        reservation = self._state.reservations.get(migration_id)
-        if reservation is None or reservation.state != "reserved":
-            raise conflict(f"no reservation for migration {migration_id} at {self.site_id}")
-        if reservation.job_id != job.job_id:
-            raise conflict(f"reservation {migration_id} is for job {reservation.job_id}")
-        if job.gpus > reservation.gpus or job.power_kw > reservation.power_kw + _EPSILON:
-            raise conflict(f"job {job.job_id} needs more than reservation {migration_id} holds")
-        if job.job_id in self._state.jobs:
-            state = self._state.jobs[job.job_id].state
-            raise conflict(f"job {job.job_id} is already here ({state})")
+        here = self._state.jobs.get(job.job_id)
+        reservation = check_restore(
+            migration_id,
+            self._state.reservations.get(migration_id),
+            job,
+            self.site_id,
+            None if here is None else here.state,
+        )
         self._state.reservations[migration_id] = replace(reservation, state="consumed")
         self._state.jobs[job.job_id] = AgentJob(
             spec=job,
@@ -475,6 +480,11 @@ class SiteAgent:
         job_id, _spec, _source, wire_checkpoint = self._operations.args(key)
         expected_sha256 = str(wire_checkpoint["sha256"]).lower()
         job = self._state.jobs.get(job_id)
+        if job is not None and job.state == "running" and job.command is not None:
+            # Started in an earlier run of the agent, which died before the job confirmed;
+            # the supervisor's recovery has run it on: wait for its confirmation again.
+            await self._confirm_resume(key, job)
+            return
         if job is None or job.state != "restoring":
             self._operations.finish(key, error="the job left its restoring state")
             self._save()
@@ -510,9 +520,36 @@ class SiteAgent:
         except OSError as exc:
             self._fail_restore(key, job, f"the job cannot start here: {exc}")
             return
+        self._save()
+        await self._confirm_resume(key, job)
+
+    async def _confirm_resume(self, key: OperationKey, job: AgentJob) -> None:
+        """Finish a restore whose job is started: at once, or, for a job whose command names
+        ``{resumed_path}``, when the job has created that file (it loaded its checkpoint).
+
+        The restore fails when the job stops running here before it confirms (the supervisor
+        gave up on it) or does not confirm within ``resume_timeout_s``; the job is then
+        stopped and forgotten here, and the gateway resumes it at the source."""
+        if job.command is not None and confirms_resume(job.command):
+            marker = self._jobs.paths(job.job_id).resumed_marker
+            deadline = time.monotonic() + self.settings.resume_timeout_s
+            while not marker.exists():
+                if self._state.jobs.get(job.job_id) is not job or job.state != "running":
+                    self._fail_restore(key, job, "the job stopped before it confirmed its resume")
+                    return
+                if time.monotonic() >= deadline:
+                    self._jobs.abandon(job)
+                    self._fail_restore(
+                        key,
+                        job,
+                        f"the job did not confirm its resume within "
+                        f"{self.settings.resume_timeout_s:g} s",
+                    )
+                    return
+                await asyncio.sleep(_RESUME_POLL_S)
         self._operations.finish(key, checkpoint=job.checkpoint)
         self._save()
-        self._forget_received(migration_id)  # the job holds its own link to the file
+        self._forget_received(key[0])  # the job holds its own link to the file
 
     def _fail_restore(self, key: OperationKey, job: AgentJob, why: str) -> None:
         """The job never ran here: forget it, free its reservation and what arrived for it."""
@@ -577,12 +614,9 @@ class SiteAgent:
         job = self._state.jobs.get(job_id)
         if job is None or (migration_id, job_id) in self._state.released_jobs:
             return
-        if job.state != "finished":
-            transfer = self._operations.get((migration_id, "transfer"))
-            if job.state != "checkpointed":
-                raise conflict(f"job {job_id} is {job.state}; only a checkpointed job is released")
-            if transfer is None or transfer.job_id != job_id or transfer.state != "done":
-                raise conflict(f"job {job_id} has no completed transfer for {migration_id}")
+        check_release(
+            job_id, migration_id, job.state, self._operations.get((migration_id, "transfer"))
+        )
         del self._state.jobs[job_id]
         self._state.released_jobs.add((migration_id, job_id))
         self._save()

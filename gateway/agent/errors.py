@@ -1,25 +1,16 @@
-"""The site agent's refusals: each becomes a JSON error answer ``{"error", "detail"}``."""
+"""The site agent's refusals: each becomes a JSON error answer ``{"error", "detail"}``.
+
+The agent raises the shared :class:`~gateway.sites.serving.RequestError` (also the simulator's),
+which the servers' error middleware answers; ``bad_request`` is the agent's own 400.
+"""
 
 from __future__ import annotations
 
+from gateway.sites.serving import RequestError as AgentRequestError
+from gateway.sites.serving import conflict, not_found
 
-class AgentRequestError(Exception):
-    """A request the agent refuses, with its HTTP status and error code."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
+__all__ = ["AgentRequestError", "bad_request", "conflict", "not_found"]
 
 
 def bad_request(detail: str) -> AgentRequestError:
     return AgentRequestError(400, "bad_request", detail)
-
-
-def not_found(detail: str) -> AgentRequestError:
-    return AgentRequestError(404, "not_found", detail)
-
-
-def conflict(detail: str) -> AgentRequestError:
-    return AgentRequestError(409, "conflict", detail)

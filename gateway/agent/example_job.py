@@ -2,6 +2,7 @@
 
     python -m gateway.agent.example_job --steps N --out DIR [--resume CHECKPOINT]
         [--checkpoint PATH] [--seed S] [--width W] [--step-sleep-s S]
+        [--resumed-file PATH] [--load-delay-s S]
 
 A two-layer perceptron (tanh hidden layer, ``--width`` units) learns a synthetic regression task
 by minibatch SGD with momentum. The data set is drawn from a generator seeded with ``--seed``;
@@ -11,7 +12,9 @@ the minibatches are drawn from a second generator whose state is part of the tra
   momentum, the minibatch generator's state, the step) atomically to ``--checkpoint`` (default:
   ``$DR_AGENT_CHECKPOINT_PATH``, else ``DIR/checkpoint.bin``) and exits 0.
 - Given ``--resume CHECKPOINT`` it continues from that state: the final model is the same, bit
-  for bit, as that of a run that was never interrupted.
+  for bit, as that of a run that was never interrupted. With ``--resumed-file PATH`` it creates
+  that file once the checkpoint is loaded (after ``--load-delay-s``, which stands for the time a
+  large model takes to load): the agent's restore completes only then.
 - After ``--steps`` steps it writes the final model to ``DIR/model.bin`` (atomically) and exits 0.
 
 Exit codes: 0 finished or checkpointed, 2 bad arguments or an unusable checkpoint.
@@ -230,6 +233,13 @@ def _save_checkpoint(
     write_arrays_atomically(path, state, meta)
 
 
+def _confirm_resume(path: Path) -> None:
+    """Tell the agent the checkpoint is loaded: create ``path`` (empty), durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as stream:
+        os.fsync(stream.fileno())
+
+
 def train(args: argparse.Namespace) -> int:
     hyper = Hyper(seed=args.seed, width=args.width)
     out_dir: Path = args.out
@@ -247,6 +257,10 @@ def train(args: argparse.Namespace) -> int:
         except CheckpointFileError as exc:
             log.error("cannot resume: %s", exc)
             return _EXIT_BAD_INPUT
+        if args.load_delay_s > 0:
+            time.sleep(args.load_delay_s)  # stands for a large model's load onto its GPUs
+        if args.resumed_file is not None:
+            _confirm_resume(args.resumed_file)
         log.info("resumed from %s at step %d of %d", args.resume, step, args.steps)
     else:
         state, rng, step = initial_state(hyper), np.random.default_rng([hyper.seed, 2]), 0
@@ -314,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=_positive_int, default=256, help="hidden units (256)")
     parser.add_argument(
         "--step-sleep-s", type=_non_negative_float, default=0.0, help="pause after each step [s]"
+    )
+    parser.add_argument(
+        "--resumed-file",
+        type=Path,
+        metavar="PATH",
+        help="create this file once a --resume checkpoint is loaded (the agent's {resumed_path})",
+    )
+    parser.add_argument(
+        "--load-delay-s",
+        type=_non_negative_float,
+        default=0.0,
+        help="pause after loading a --resume checkpoint, before confirming it [s] (0)",
     )
     return parser
 

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import string
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ RESUME_OPTION = "--resume"
 CHECKPOINT_ENV = "DR_AGENT_CHECKPOINT_PATH"
 OUTPUT_ENV = "DR_AGENT_OUTPUT_DIR"
 JOB_ID_ENV = "DR_AGENT_JOB_ID"
+RESUMED_ENV = "DR_AGENT_RESUMED_PATH"
+RESUMED_PLACEHOLDER = "resumed_path"
 _HASH_BUFFER_BYTES = 1 << 20
 _PR_SET_PDEATHSIG = 1
 
@@ -80,6 +83,11 @@ class JobPaths:
     def log_path(self) -> Path:
         return self.root / "job.log"
 
+    @property
+    def resumed_marker(self) -> Path:
+        """The file a job that confirms its resumes creates once it has loaded a checkpoint."""
+        return self.root / "resumed"
+
     def checkpoint_file(self, sequence: int) -> Path:
         return self.checkpoints_dir / f"checkpoint-{sequence:06d}.bin"
 
@@ -91,18 +99,29 @@ class JobPaths:
 def job_argv(
     command: Sequence[str], job_id: str, paths: JobPaths, resume_from: Path | None
 ) -> list[str]:
-    """The command with ``{python}``, ``{job_id}``, ``{output_dir}`` and ``{checkpoint_path}``
-    filled in, and ``--resume PATH`` appended when ``resume_from`` is given."""
+    """The command with ``{python}``, ``{job_id}``, ``{output_dir}``, ``{checkpoint_path}`` and
+    ``{resumed_path}`` filled in, and ``--resume PATH`` appended when ``resume_from`` is given."""
     values = {
         "python": sys.executable,
         "job_id": job_id,
         "output_dir": str(paths.output_dir),
         "checkpoint_path": str(paths.pending_checkpoint),
+        RESUMED_PLACEHOLDER: str(paths.resumed_marker),
     }
     argv = [argument.format(**values) for argument in command]
     if resume_from is not None:
         argv += [RESUME_OPTION, str(resume_from)]
     return argv
+
+
+def confirms_resume(command: Sequence[str]) -> bool:
+    """Whether the command names ``{resumed_path}``: the job confirms that it has loaded its
+    checkpoint by creating that file."""
+    return any(
+        name == RESUMED_PLACEHOLDER
+        for argument in command
+        for _, name, _, _ in string.Formatter().parse(argument)
+    )
 
 
 def program_problem(command: Sequence[str]) -> str | None:

@@ -1,21 +1,20 @@
 """The agent's operations, keyed by (migration id, kind), with the arguments that started them.
 
 A call that repeats a migration id answers the operation it started; the same migration id with
-other arguments is a conflict. Arguments are kept in their JSON form so that they survive the
-state file.
+other arguments is a conflict (:mod:`gateway.sites.rules`, as in the simulator). Arguments
+are kept in their JSON form so that they survive the state file.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
-from gateway.agent.errors import conflict
 from gateway.agent.jobs import CheckpointFile
 from gateway.agent.state import AgentState, OperationKey
 from gateway.clock import Clock
+from gateway.sites.rules import repeated_operation
 from gateway.sites.schema import Checkpoint, Operation
 
 log = logging.getLogger(__name__)
@@ -44,12 +43,7 @@ class OperationBook:
     def previous(self, key: OperationKey, args: Any) -> Operation | None:
         """The operation a repeated call answers, or None for a new one; a conflict when the
         migration id started it with other arguments."""
-        op = self._state.operations.get(key)
-        if op is None:
-            return None
-        if self._state.operation_args[key] != args:
-            raise conflict(f"migration {key[0]} already started a {key[1]} with other arguments")
-        return op
+        return repeated_operation(self._state.operations, self._state.operation_args, key, args)
 
     def in_progress(self) -> list[OperationKey]:
         return [key for key, op in self._state.operations.items() if op.state == "in_progress"]
@@ -66,18 +60,8 @@ class OperationBook:
         checkpoint: CheckpointFile | None,
     ) -> Operation:
         """Record a new operation in progress, expected to take ``expected_s`` [s]."""
-        now = self._clock.now()
-        op = Operation(
-            migration_id=key[0],
-            kind=key[1],
-            job_id=job_id,
-            state="in_progress",
-            started_at=now,
-            done_at=now + timedelta(seconds=expected_s),
-            expected_s=expected_s,
-            checkpoint=None if checkpoint is None else wire_checkpoint(checkpoint),
-            error=None,
-        )
+        wire = None if checkpoint is None else wire_checkpoint(checkpoint)
+        op = Operation.started(key, job_id, self._clock.now(), expected_s, wire)
         self._state.operations[key] = op
         self._state.operation_args[key] = args
         log.info(

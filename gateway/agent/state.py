@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from gateway.agent.jobs import CheckpointFile
 from gateway.errors import GatewayError, SiteControllerError
 from gateway.sites.schema import (
+    GPU_HOLDING_STATES,
     JOB_STATES,
     RESERVATION_STATES,
     FieldError,
@@ -27,19 +28,21 @@ from gateway.sites.schema import (
     JobState,
     JobStatus,
     Operation,
-    OperationKind,
-    ReservationState,
     format_at,
+    job_spec_from_fields,
+    job_spec_to_wire,
     operation_to_wire,
     parse_operation,
+    reservation_from_fields,
 )
+
+# Re-exported: the agent's other modules import these two from here.
+from gateway.sites.schema import OperationKey as OperationKey
+from gateway.sites.schema import Reservation as Reservation
 
 STATE_FILE = "agent-state.json"
 LOCK_FILE = "agent.lock"
 _VERSION = 1
-GPU_HOLDING_STATES: tuple[JobState, ...] = ("running", "checkpointing", "restoring")
-
-OperationKey = tuple[str, OperationKind]
 
 
 class AgentStateError(GatewayError):
@@ -94,28 +97,7 @@ class AgentJob:
     def status(self, now: datetime) -> JobStatus:
         """The job as ``GET /v1/status`` lists it."""
         self.progress(now)
-        spec = self.spec
-        return JobStatus(
-            job_id=spec.job_id,
-            gpus=spec.gpus,
-            power_kw=spec.power_kw,
-            checkpoint_gb=spec.checkpoint_gb,
-            work_remaining_gpu_h=self.work_remaining_gpu_h,
-            migratable=spec.migratable,
-            flex_tier=spec.flex_tier,
-            state=self.state,
-        )
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """GPUs [-] and power [kW] held at this (target) site for one migration."""
-
-    migration_id: str
-    job_id: str
-    gpus: int
-    power_kw: float
-    state: ReservationState
+        return JobStatus.of(self.spec, self.state, self.work_remaining_gpu_h)
 
 
 @dataclass(frozen=True)
@@ -146,27 +128,11 @@ class AgentState:
 
 
 def _spec_to_json(spec: JobSpec) -> dict[str, Any]:
-    return {
-        "job_id": spec.job_id,
-        "gpus": spec.gpus,
-        "power_kw": spec.power_kw,
-        "checkpoint_gb": spec.checkpoint_gb,
-        "work_remaining_gpu_h": spec.work_remaining_gpu_h,
-        "migratable": spec.migratable,
-        "flex_tier": spec.flex_tier,
-    }
+    return {"job_id": spec.job_id, **job_spec_to_wire(spec)}
 
 
 def _spec_from(fields: Fields) -> JobSpec:
-    return JobSpec(
-        job_id=fields.text("job_id"),
-        gpus=fields.integer("gpus", minimum=1),
-        power_kw=fields.number("power_kw", minimum=0.0),
-        checkpoint_gb=fields.number("checkpoint_gb", positive=True),
-        work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
-        migratable=fields.flag("migratable"),
-        flex_tier=fields.integer("flex_tier"),
-    )
+    return job_spec_from_fields(fields.text("job_id"), fields, bounded=False)
 
 
 def _checkpoint_to_json(checkpoint: CheckpointFile | None) -> dict[str, Any] | None:
@@ -202,25 +168,10 @@ def _job_to_json(job: AgentJob) -> dict[str, Any]:
     }
 
 
-def _strings(document: Any, name: str) -> tuple[str, ...]:
-    if not isinstance(document, list) or not all(isinstance(item, str) for item in document):
-        raise FieldError(name, "expected a list of strings")
-    return tuple(document)
-
-
-def _optional_int(document: Any, name: str) -> int | None:
-    if document is None:
-        return None
-    if isinstance(document, bool) or not isinstance(document, int):
-        raise FieldError(name, "expected an integer or null")
-    return document
-
-
-def _job_from(fields: Fields, raw: dict[str, Any]) -> AgentJob:
-    command = raw.get("command")
+def _job_from(fields: Fields) -> AgentJob:
     return AgentJob(
         spec=_spec_from(fields.obj("spec")),
-        command=None if command is None else _strings(command, "command"),
+        command=fields.text_list("command") if fields.has("command") else None,
         state=fields.choice("state", JOB_STATES),
         work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
         progressed_at=fields.timestamp("progressed_at"),
@@ -228,7 +179,7 @@ def _job_from(fields: Fields, raw: dict[str, Any]) -> AgentJob:
         checkpoint_sequence=fields.integer("checkpoint_sequence", minimum=0),
         checkpoint_migration_id=fields.optional_text("checkpoint_migration_id"),
         restarts=fields.integer("restarts", minimum=0),
-        pgid=_optional_int(raw.get("pgid"), "pgid"),
+        pgid=fields.optional_integer("pgid"),
     )
 
 
@@ -236,16 +187,7 @@ def state_to_json(state: AgentState) -> dict[str, Any]:
     return {
         "version": _VERSION,
         "jobs": [_job_to_json(job) for job in state.jobs.values()],
-        "reservations": [
-            {
-                "migration_id": r.migration_id,
-                "job_id": r.job_id,
-                "gpus": r.gpus,
-                "power_kw": r.power_kw,
-                "state": r.state,
-            }
-            for r in state.reservations.values()
-        ],
+        "reservations": [asdict(r) for r in state.reservations.values()],
         "operations": [
             {"operation": operation_to_wire(op), "args": state.operation_args[key]}
             for key, op in state.operations.items()
@@ -266,15 +208,17 @@ def state_to_json(state: AgentState) -> dict[str, Any]:
     }
 
 
-def _pairs(document: Any, name: str) -> set[tuple[str, str]]:
-    if not isinstance(document, list):
-        raise FieldError(name, "expected a list")
+def _pairs(fields: Fields, key: str) -> set[tuple[str, str]]:
+    """A list of [migration id, job id] pairs."""
     pairs = set()
-    for i, item in enumerate(document):
-        pair = _strings(item, f"{name}[{i}]")
-        if len(pair) != 2:
-            raise FieldError(f"{name}[{i}]", "expected two strings")
-        pairs.add((pair[0], pair[1]))
+    for name, item in fields.items(key):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(v, str) for v in item)
+        ):
+            raise FieldError(name, "expected two strings")
+        pairs.add((item[0], item[1]))
     return pairs
 
 
@@ -284,17 +228,11 @@ def state_from_json(document: Any) -> AgentState:
     if fields.integer("version") != _VERSION:
         raise FieldError("version", f"expected {_VERSION}")
     state = AgentState()
-    for i, raw in enumerate(document["jobs"]):
-        job = _job_from(Fields(raw, f"jobs[{i}]"), raw)
+    for item in fields.obj_list("jobs"):
+        job = _job_from(item)
         state.jobs[job.job_id] = job
     for item in fields.obj_list("reservations"):
-        reservation = Reservation(
-            migration_id=item.text("migration_id"),
-            job_id=item.text("job_id"),
-            gpus=item.integer("gpus", minimum=1),
-            power_kw=item.number("power_kw", minimum=0.0),
-            state=item.choice("state", RESERVATION_STATES),
-        )
+        reservation = reservation_from_fields(item, item.choice("state", RESERVATION_STATES))
         state.reservations[reservation.migration_id] = reservation
     for raw in document["operations"]:
         op = parse_operation(raw["operation"])
@@ -305,15 +243,15 @@ def state_from_json(document: Any) -> AgentState:
     if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
         raise FieldError("transfer_tokens", "expected an object of strings")
     state.transfer_tokens = dict(tokens)
-    for i, item in enumerate(fields.obj_list("manifests")):
+    for item in fields.obj_list("manifests"):
         state.manifests[item.text("migration_id")] = Manifest(
             job_id=item.text("job_id"),
-            command=_strings(document["manifests"][i]["command"], f"manifests[{i}].command"),
+            command=item.text_list("command"),
             source_site_id=item.text("source_site_id"),
         )
-    state.released_unknown = set(_strings(document["released_unknown"], "released_unknown"))
-    state.resumed = _pairs(document["resumed"], "resumed")
-    state.released_jobs = _pairs(document["released_jobs"], "released_jobs")
+    state.released_unknown = set(fields.text_list("released_unknown"))
+    state.resumed = _pairs(fields, "resumed")
+    state.released_jobs = _pairs(fields, "released_jobs")
     return state
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 
 from gateway.agent.config import AgentSettings
@@ -27,11 +28,13 @@ from gateway.agent.jobs import (
     CHECKPOINT_ENV,
     JOB_ID_ENV,
     OUTPUT_ENV,
+    RESUMED_ENV,
     CheckpointFile,
     JobPaths,
     JobProcess,
     describe_exit,
     job_argv,
+    kill_group,
     promote_checkpoint,
     reap_group,
 )
@@ -92,11 +95,13 @@ class JobSupervisor:
         paths = self.paths(job.job_id)
         paths.create()
         paths.pending_checkpoint.unlink(missing_ok=True)
+        paths.resumed_marker.unlink(missing_ok=True)  # each run confirms its own resume
         resume_from = job.checkpoint.path if job.checkpoint is not None else None
         env = {
             CHECKPOINT_ENV: str(paths.pending_checkpoint),
             OUTPUT_ENV: str(paths.output_dir),
             JOB_ID_ENV: job.job_id,
+            RESUMED_ENV: str(paths.resumed_marker),
         }
         process = await JobProcess.start(
             job_argv(job.command, job.job_id, paths, resume_from),
@@ -145,6 +150,19 @@ class JobSupervisor:
         process = self._processes.get(job.job_id)
         if process is not None:
             process.request_stop(self._settings.checkpoint_timeout_s)
+
+    def abandon(self, job: AgentJob) -> None:
+        """SIGKILL the job's process group, at once and without a checkpoint: the job is being
+        forgotten here (a restore that failed after its start)."""
+        process = self._processes.pop(job.job_id, None)
+        if process is not None:
+            kill_group(process.pid, signal.SIGKILL)
+        job.pgid = None
+
+    def running_process(self, job_id: str) -> bool:
+        """Whether a process of the job is running (started and not yet exited)."""
+        process = self._processes.get(job_id)
+        return process is not None and process.returncode is None
 
     async def stop_all(self) -> None:
         """The agent stops: every job checkpoints and exits (killed after ``stop_timeout_s``)."""

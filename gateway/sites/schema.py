@@ -1,9 +1,10 @@
 """Typed records of the site controller API (``docs/site-api.md``) and their JSON form.
 
 This is the one place where site-controller JSON becomes typed objects and back: the
-gateway's client parses answers with :func:`parse_status` and :func:`parse_operation`, the
-simulator reads request bodies with :class:`Fields` and writes answers with the ``*_to_wire``
-functions. Nothing raw leaves this module.
+gateway's client parses answers with :func:`parse_status` and :func:`parse_operation`; the two
+servers of the API (the simulator and the site agent) read request bodies with the
+``*_from_fields`` functions (over :class:`Fields`, which :mod:`gateway.sites.serving` gives
+them) and write answers with the ``*_to_wire`` functions. Nothing raw leaves this module.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, get_args
+
+from yarl import URL
 
 from gateway.errors import SiteControllerError
 
@@ -21,11 +24,15 @@ JobState = Literal["running", "checkpointing", "checkpointed", "restoring", "fin
 OperationKind = Literal["checkpoint", "transfer", "restore"]
 OperationState = Literal["in_progress", "done", "failed"]
 ReservationState = Literal["reserved", "consumed", "released"]
+OperationKey = tuple[str, OperationKind]
+"""An operation's key: (migration id, kind)."""
 
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 OPERATION_KINDS: tuple[OperationKind, ...] = get_args(OperationKind)
 OPERATION_STATES: tuple[OperationState, ...] = get_args(OperationState)
 RESERVATION_STATES: tuple[ReservationState, ...] = get_args(ReservationState)
+GPU_HOLDING_STATES: tuple[JobState, ...] = ("running", "checkpointing", "restoring")
+"""The states in which a job holds its GPUs at a site (``checkpointed`` and ``finished`` do not)."""
 
 _Choice = TypeVar("_Choice", bound=str)
 
@@ -36,6 +43,20 @@ MAX_CHECKPOINT_GB = 1e6
 MIN_BANDWIDTH_GBPS = 1e-3
 """Smallest WAN bandwidth a transfer request may name [Gbit/s]."""
 _ECHO_MAX_CHARS = 40
+
+JOB_SPEC_FIELDS = (
+    "gpus",
+    "power_kw",
+    "checkpoint_gb",
+    "work_remaining_gpu_h",
+    "migratable",
+    "flex_tier",
+)
+"""The fields of a ``JobSpec`` object (a restore's ``job``; a job submission adds more)."""
+CHECKPOINT_FIELDS = ("size_gb", "sha256")
+RESERVATION_FIELDS = ("migration_id", "job_id", "gpus", "power_kw")
+TRANSFER_FIELDS = ("migration_id", "target_site_id", "target_url", "bandwidth_gbps", "target_token")
+RESTORE_FIELDS = ("migration_id", "source_site_id", "checkpoint", "job")
 
 
 class FieldError(ValueError):
@@ -74,6 +95,10 @@ class Fields:
             raise FieldError(self._name(key), "missing")
         return self._doc[key]
 
+    def has(self, key: str) -> bool:
+        """Whether the field is there and not null."""
+        return self._doc.get(key) is not None
+
     def text(self, key: str) -> str:
         value = self._get(key)
         if not isinstance(value, str) or not value:
@@ -101,6 +126,17 @@ class Fields:
                     self._name(key[:_ECHO_MAX_CHARS]), f"unknown field; expected only {expected}"
                 )
 
+    def http_url(self, key: str) -> str:
+        """An absolute http or https URL, as given."""
+        text = self.text(key)
+        try:
+            url = URL(text)
+        except ValueError as exc:
+            raise FieldError(self._name(key), f"not a URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise FieldError(self._name(key), "expected an absolute http or https URL")
+        return text
+
     def optional_text(self, key: str) -> str | None:
         value = self._doc.get(key)
         if value is None:
@@ -115,6 +151,14 @@ class Fields:
             raise FieldError(self._name(key), f"expected an integer, got {_kind_of(value)}")
         if minimum is not None and value < minimum:
             raise FieldError(self._name(key), f"must be >= {minimum}, got {value}")
+        return value
+
+    def optional_integer(self, key: str) -> int | None:
+        value = self._doc.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(self._name(key), f"expected an integer or null, got {_kind_of(value)}")
         return value
 
     def number(
@@ -160,17 +204,28 @@ class Fields:
         value = self._doc.get(key)
         return None if value is None else Fields(value, self._name(key))
 
-    def float_list(self, key: str) -> tuple[float, ...]:
+    def items(self, key: str) -> list[tuple[str, Any]]:
+        """The items of a list, each with its name for errors (``key[i]``), unchecked."""
         value = self._get(key)
         if not isinstance(value, list):
             raise FieldError(self._name(key), f"expected a list, got {_kind_of(value)}")
-        return tuple(_number(item, f"{self._name(key)}[{i}]") for i, item in enumerate(value))
+        return [(f"{self._name(key)}[{i}]", item) for i, item in enumerate(value)]
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        """A list of strings (empty ones included)."""
+        return tuple(_text_item(item, name) for name, item in self.items(key))
+
+    def float_list(self, key: str) -> tuple[float, ...]:
+        return tuple(_number(item, name) for name, item in self.items(key))
 
     def obj_list(self, key: str) -> list[Fields]:
-        value = self._get(key)
-        if not isinstance(value, list):
-            raise FieldError(self._name(key), f"expected a list, got {_kind_of(value)}")
-        return [Fields(item, f"{self._name(key)}[{i}]") for i, item in enumerate(value)]
+        return [Fields(item, name) for name, item in self.items(key)]
+
+
+def _text_item(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise FieldError(name, f"expected a string, got {_kind_of(value)}")
+    return value
 
 
 def _echo(value: str) -> str:
@@ -252,6 +307,24 @@ class JobStatus:
     flex_tier: int
     state: JobState
 
+    @classmethod
+    def of(
+        cls, spec: JobSpec, state: JobState, work_remaining_gpu_h: float | None = None
+    ) -> JobStatus:
+        """A job as a site reports it; ``work_remaining_gpu_h`` [GPU h] defaults to the spec's."""
+        return cls(
+            job_id=spec.job_id,
+            gpus=spec.gpus,
+            power_kw=spec.power_kw,
+            checkpoint_gb=spec.checkpoint_gb,
+            work_remaining_gpu_h=(
+                spec.work_remaining_gpu_h if work_remaining_gpu_h is None else work_remaining_gpu_h
+            ),
+            migratable=spec.migratable,
+            flex_tier=spec.flex_tier,
+            state=state,
+        )
+
     def spec(self) -> JobSpec:
         """The job as it would be restored elsewhere now."""
         return JobSpec(
@@ -315,19 +388,80 @@ class Operation:
     checkpoint: Checkpoint | None
     error: str | None
 
+    @classmethod
+    def started(
+        cls,
+        key: OperationKey,
+        job_id: str,
+        at: datetime,
+        expected_s: float,
+        checkpoint: Checkpoint | None,
+    ) -> Operation:
+        """An operation in progress since ``at``, expected to take ``expected_s`` [s]."""
+        return cls(
+            migration_id=key[0],
+            kind=key[1],
+            job_id=job_id,
+            state="in_progress",
+            started_at=at,
+            done_at=at + timedelta(seconds=expected_s),
+            expected_s=expected_s,
+            checkpoint=checkpoint,
+            error=None,
+        )
 
-def job_spec_from_fields(job_id: str, fields: Fields) -> JobSpec:
-    """The ``job`` object of a restore request (the job id comes from the path)."""
-    spec = JobSpec(
+
+@dataclass(frozen=True)
+class Reservation:
+    """GPUs [-] and power [kW] held at a target for one migration (``POST /v1/reservations``)."""
+
+    migration_id: str
+    job_id: str
+    gpus: int
+    power_kw: float
+    state: ReservationState = "reserved"
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """``POST /v1/jobs/{job_id}/transfer``: bandwidth_gbps [Gbit/s]; target_token: the target's
+    bearer token for an agent's upload, None when not given (or empty)."""
+
+    migration_id: str
+    target_site_id: str
+    target_url: str
+    bandwidth_gbps: float
+    target_token: str | None
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """``POST /v1/jobs/{job_id}/restore``: load ``checkpoint`` into the migration's reservation
+    and run ``job`` from it."""
+
+    migration_id: str
+    source_site_id: str
+    checkpoint: Checkpoint
+    job: JobSpec
+
+
+def job_spec_from_fields(job_id: str, fields: Fields, *, bounded: bool = True) -> JobSpec:
+    """A ``JobSpec`` object, e.g. a restore's ``job`` (the job id comes from the path).
+
+    ``bounded``: with a request's limits (``checkpoint_gb`` at most :data:`MAX_CHECKPOINT_GB`,
+    ``flex_tier`` >= 0); a job a site reports, or one the site agent saved, is read without them.
+    """
+    return JobSpec(
         job_id=job_id,
         gpus=fields.integer("gpus", minimum=1),
         power_kw=fields.number("power_kw", minimum=0.0),
-        checkpoint_gb=fields.number("checkpoint_gb", positive=True, maximum=MAX_CHECKPOINT_GB),
+        checkpoint_gb=fields.number(
+            "checkpoint_gb", positive=True, maximum=MAX_CHECKPOINT_GB if bounded else None
+        ),
         work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
         migratable=fields.flag("migratable"),
-        flex_tier=fields.integer("flex_tier", minimum=0),
+        flex_tier=fields.integer("flex_tier", minimum=0 if bounded else None),
     )
-    return spec
 
 
 def checkpoint_from_fields(fields: Fields) -> Checkpoint:
@@ -337,17 +471,45 @@ def checkpoint_from_fields(fields: Fields) -> Checkpoint:
     )
 
 
-def _job_status_from_fields(fields: Fields) -> JobStatus:
-    return JobStatus(
-        job_id=fields.text("job_id"),
+def reservation_from_fields(fields: Fields, state: ReservationState = "reserved") -> Reservation:
+    """A reservation request's fields (:data:`RESERVATION_FIELDS`), held in ``state``."""
+    return Reservation(
+        migration_id=fields.identifier("migration_id"),
+        job_id=fields.identifier("job_id"),
         gpus=fields.integer("gpus", minimum=1),
         power_kw=fields.number("power_kw", minimum=0.0),
-        checkpoint_gb=fields.number("checkpoint_gb", positive=True),
-        work_remaining_gpu_h=fields.number("work_remaining_gpu_h", minimum=0.0),
-        migratable=fields.flag("migratable"),
-        flex_tier=fields.integer("flex_tier"),
-        state=fields.choice("state", JOB_STATES),
+        state=state,
     )
+
+
+def transfer_request_from_fields(fields: Fields) -> TransferRequest:
+    """A transfer request's fields (:data:`TRANSFER_FIELDS`)."""
+    return TransferRequest(
+        migration_id=fields.identifier("migration_id"),
+        target_site_id=fields.text("target_site_id"),
+        target_url=fields.http_url("target_url"),
+        bandwidth_gbps=fields.number("bandwidth_gbps", minimum=MIN_BANDWIDTH_GBPS),
+        target_token=fields.optional_text("target_token") or None,
+    )
+
+
+def restore_request_from_fields(job_id: str, fields: Fields) -> RestoreRequest:
+    """A restore request's fields (:data:`RESTORE_FIELDS`); its ``checkpoint`` and ``job``
+    objects may hold no other fields than theirs."""
+    migration_id = fields.identifier("migration_id")
+    source_site_id = fields.text("source_site_id")
+    checkpoint_fields = fields.obj("checkpoint")
+    checkpoint_fields.reject_unknown(CHECKPOINT_FIELDS)
+    checkpoint = checkpoint_from_fields(checkpoint_fields)
+    job_fields = fields.obj("job")
+    job_fields.reject_unknown(JOB_SPEC_FIELDS)
+    job = job_spec_from_fields(job_id, job_fields)
+    return RestoreRequest(migration_id, source_site_id, checkpoint, job)
+
+
+def _job_status_from_fields(fields: Fields) -> JobStatus:
+    spec = job_spec_from_fields(fields.text("job_id"), fields, bounded=False)
+    return JobStatus.of(spec, fields.choice("state", JOB_STATES))
 
 
 def _operation_from_fields(fields: Fields) -> Operation:
