@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist): most tests wait on sockets, timers and child processes, so
+# more workers than cores pays off; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test check format clean
 
@@ -21,13 +24,13 @@ demo: $(STAMP)
 	$(BIN)/dr-gateway demo --config config/demo.toml --scenario config/demo-scenario.toml
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -20,6 +20,8 @@ from gateway import feasibility as fm
 from gateway.errors import ConfigError, GatewayError, InputError
 from gateway.evaluation import cli as evaluation_cli
 from gateway.maintenance import cli as maintenance_cli
+from gateway.reports import carbon_cli
+from gateway.reports import cli as report_cli
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -124,10 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feas.add_argument("--json", action="store_true", help="print JSON")
 
-    report = commands.add_parser("report", help="per-site energy, migrations and events (SQL)")
-    _add_config(report)
-    report.add_argument("--site", help="only this site id")
-    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report_cli.add_parser(commands, _add_config)
 
     demo = commands.add_parser(
         "demo",
@@ -185,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation_cli.add_parser(commands)
     maintenance_cli.add_parser(commands, _add_config)
+    carbon_cli.add_parser(commands, _add_config)
     agent = commands.add_parser(
         "site-agent",
         help="run a site agent: the site's controller, running training jobs as processes",
@@ -294,22 +294,6 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.db import make_engine
-    from gateway.reporting import format_report, site_report
-
-    engine = make_engine(settings.database.url)
-    try:
-        with engine.connect() as connection:
-            rows = site_report(connection, args.site)
-    finally:
-        engine.dispose()
-    if args.site and not rows:
-        raise InputError(f"--site {args.site}: no such site in {settings.database.url}")
-    print(format_report(rows, args.format), end="")
-    return 0
-
-
 async def _run_daemon(settings: Settings) -> int:
     from gateway.clock import ScaledClock, SystemClock
     from gateway.daemon import Gateway
@@ -387,13 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.agent.server import serve_until_signalled
 
             return asyncio.run(serve_until_signalled(load_agent_settings(args.config)))
+        if args.command == "report":
+            return report_cli.run(args)
         settings = load_settings(args.config)
         if args.command == "db":
             return _db(args, settings)
-        if args.command == "report":
-            return _report(args, settings)
         if args.command == "maintenance":
             return maintenance_cli.run(args, settings)
+        if args.command == "carbon":
+            return carbon_cli.run(args, settings)
         if args.command == "run":
             return asyncio.run(_run_daemon(settings))
     except (ConfigError, InputError) as exc:

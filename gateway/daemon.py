@@ -40,9 +40,11 @@ from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.settings import Settings
 from gateway.sites.client import RetryPolicy, SiteControllerClient
 from gateway.sites.schema import SiteStatus
+from gateway.sites.tls import optional_client_context
 from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
 from gateway.ven.reports import ResourceStatus
+from gateway.web import DaemonState, VtnState, WebServer, make_app
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class Gateway:
         self._stopping = False
         self._rounds: set[asyncio.Task[Any]] = set()
         """Rounds in progress (scheduled or asked for): stop() lets them finish."""
+        self.web: WebServer | None = None
+        """The dashboard, API and metrics server while it runs (``[web]``)."""
         self.availability = AvailabilitySender(settings, clock, session_factory)
         f = settings.feasibility
         self.policy_params = PolicyParams(
@@ -88,6 +92,8 @@ class Gateway:
         with unit_of_work(self._sessions) as session:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
             maintenance_store.sync_config(session, self.settings.maintenance, self.clock.now())
+        if self.settings.web.enabled:
+            await self._start_web()
         self._http = aiohttp.ClientSession()
         calls = self.settings.site_controller
         retry = RetryPolicy(calls.retry_attempts, calls.retry_initial_s, calls.retry_max_s)
@@ -99,6 +105,9 @@ class Gateway:
                 self._http,
                 calls.request_timeout_s,
                 retry=retry,
+                ssl_context=optional_client_context(
+                    s.controller_ca_path, s.controller_cert_path, s.controller_key_path
+                ),
             )
             for s in self.settings.site
         }
@@ -149,6 +158,26 @@ class Gateway:
             # Not ready at start: keep trying in the background with back-off and jitter
             # (the connection has logged why, once).
             connection.retry_in_background()
+
+    async def _start_web(self) -> None:
+        """Serve the dashboard, API, /healthz and /metrics (``docs/web.md``)."""
+        web = self.settings.web
+        app = make_app(self._sessions, web, self.clock, self.web_state)
+        server = WebServer(app, web.host, web.port)
+        try:
+            url = await server.start()
+        except OSError as exc:
+            raise ConfigError(f"web: cannot listen on {web.host}:{web.port}: {exc}") from exc
+        self.web = server
+        log.info("dashboard, API and metrics at %s/ (bearer token from [web])", url)
+
+    def web_state(self) -> DaemonState:
+        """What /healthz reports of the daemon beyond the database."""
+        return DaemonState(
+            scheduler_running=self._scheduler is not None and self._scheduler.running,
+            stopping=self._stopping,
+            vtns=tuple(VtnState(c.vtn_id, c.available) for c in self.vens),
+        )
 
     def _start_scheduler(self) -> None:
         scheduler = AsyncIOScheduler(timezone=UTC)
@@ -213,6 +242,9 @@ class Gateway:
             if self._http is not None:
                 await self._http.close()
                 self._http = None
+        if self.web is not None:  # last: /healthz says "stopping" until the end
+            await self.web.stop()
+            self.web = None
 
     # -- rounds ---------------------------------------------------------------------------
 

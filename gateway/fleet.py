@@ -17,6 +17,7 @@ from gateway.accounting import LedgerEntry, PowerSample, ledger_entry
 from gateway.maintenance.store import maintenance_by_site
 from gateway.planner.offers import SiteOffer
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
+from gateway.reports.rollups import add_to_rollups
 from gateway.settings import SiteSettings
 from gateway.sites.schema import SiteStatus
 from models import FINAL_STATES, Job, LedgerRow, Migration, Offer, Site, SiteSample
@@ -102,6 +103,7 @@ def record_status(
         float(migration_kwh or 0.0),
     )
     session.add(LedgerRow(**asdict(entry)))
+    add_to_rollups(session, entry.site_id, entry.interval_start_at)
     return entry
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -34,6 +35,7 @@ from gateway.planner.signals import (
     SignalRule,
     default_rules,
 )
+from gateway.sites.tls import TlsFileError, check_tls_files, readable_file_problem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -376,6 +378,45 @@ class SiteSettings(_Section):
     manual_override: bool = False
     """The operator has taken this site out of automatic control: its TELEMETRY_STATUS says
     so (``oadrManualOverride``) and its flexibility offers are zero (``docs/reports.md``)."""
+    controller_ca_path: Path | None = None
+    """PEM CA certificate(s) the controller's HTTPS certificate must chain to; empty: the
+    system's trust store. Relative paths are relative to the working directory."""
+    controller_cert_path: Path | None = None
+    """Our PEM client certificate for the controller's mutual TLS (with controller_key_path)."""
+    controller_key_path: Path | None = None
+    """The unencrypted PEM private key of ``controller_cert_path``."""
+
+    @field_validator("controller_ca_path", "controller_cert_path", "controller_key_path")
+    @classmethod
+    def _controller_tls_file(cls, path: Path | None) -> Path | None:
+        if path is not None and (problem := readable_file_problem(path)) is not None:
+            raise ValueError(problem)
+        return path
+
+    @model_validator(mode="after")
+    def _controller_tls(self) -> SiteSettings:
+        cert, key, ca = self.controller_cert_path, self.controller_key_path, self.controller_ca_path
+        if (cert is None) != (key is None):
+            missing = "controller_key_path" if key is None else "controller_cert_path"
+            raise KeyProblem(
+                (missing,),
+                "a client certificate needs controller_cert_path and controller_key_path",
+            )
+        if (cert is not None or ca is not None) and self.controller_url.scheme != "https":
+            raise KeyProblem(
+                ("controller_url",),
+                f"{self.controller_url.scheme}:// carries no TLS; use https:// with "
+                "controller_ca_path, controller_cert_path and controller_key_path",
+            )
+        try:
+            check_tls_files(
+                None if cert is None else ("controller_cert_path", cert),
+                None if key is None else ("controller_key_path", key),
+                None if ca is None else ("controller_ca_path", ca),
+            )
+        except TlsFileError as exc:
+            raise KeyProblem((exc.key,), exc.message) from exc
+        return self
 
     @property
     def openadr_resource_id(self) -> str:
@@ -408,6 +449,96 @@ class MaintenanceSettings(_Section):
         return self
 
 
+WEB_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+"""A bearer token as RFC 6750 allows it (``b64token``): safe in a header, a cookie and a URL."""
+WEB_TOKEN_MIN_LENGTH = 16
+WEB_TOKEN_RULE = (
+    f"at least {WEB_TOKEN_MIN_LENGTH} characters of A-Z a-z 0-9 . _ ~ + / - (then = only), "
+    "e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+)
+
+
+def web_token_problem(token: str) -> str | None:
+    """Why ``token`` cannot guard the web server, or None when it can."""
+    if len(token) < WEB_TOKEN_MIN_LENGTH or not WEB_TOKEN_PATTERN.match(token):
+        return f"expected {WEB_TOKEN_RULE}"
+    return None
+
+
+class WebSettings(_Section):
+    """The dashboard, JSON API, ``/healthz`` and ``/metrics`` (``[web]``, ``docs/web.md``)."""
+
+    enabled: bool = False
+    """Serve them from the daemon."""
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    """The address to listen on; the default answers this machine only."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8787
+    """The TCP port; 0 lets the operating system choose one (the daemon logs the URL)."""
+    token: SecretStr | None = None
+    """The bearer token every request must carry (kept out of reprs and logs). Prefer
+    ``token_file``."""
+    token_file: Path | None = None
+    """A file holding the token (surrounding whitespace ignored), readable by the daemon only."""
+    refresh_s: Annotated[float, Field(ge=0.2, le=3600)] = 5.0
+    """How often the dashboard page asks for new figures [wall s]."""
+
+    @field_validator("token")
+    @classmethod
+    def _token_format(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and (problem := web_token_problem(token.get_secret_value())):
+            raise KeyProblem((), problem)  # a KeyProblem: the message leaves the secret out
+        return token
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file_readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            try:
+                read_web_token(path)
+            except ValueError as exc:
+                raise KeyProblem((), f"{path}: {exc}") from exc
+        return path
+
+    @model_validator(mode="after")
+    def _one_token(self) -> WebSettings:
+        if self.token is not None and self.token_file is not None:
+            raise KeyProblem(("token_file",), "set token or token_file, not both")
+        if self.enabled and self.token is None and self.token_file is None:
+            raise KeyProblem(
+                ("token",),
+                "the web server needs a token: set [web] token or token_file "
+                f"({WEB_TOKEN_RULE}), or enabled = false",
+            )
+        return self
+
+    def bearer_token(self) -> str:
+        """The configured token, read from ``token_file`` now if that is where it is.
+
+        Raises ConfigError naming the key when there is none or the file went bad."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is None:
+            raise ConfigError("web.token: no token configured; set [web] token or token_file")
+        try:
+            return read_web_token(self.token_file)
+        except ValueError as exc:
+            raise ConfigError(f"web.token_file: {self.token_file}: {exc}") from exc
+
+
+def read_web_token(path: Path) -> str:
+    """The token in ``path``, stripped; ValueError saying what is wrong with the file."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError as exc:
+        raise ValueError("no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token: {exc}") from exc
+    problem = web_token_problem(token)
+    if problem is not None:
+        raise ValueError(f"the file's token is not usable: {problem}")
+    return token
+
+
 class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     clock: ClockSettings = ClockSettings()
@@ -420,6 +551,7 @@ class Settings(_Section):
     vtn: list[VtnSettings] = []
     site: list[SiteSettings] = []
     maintenance: list[MaintenanceSettings] = []
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _maintenance_sites(self) -> Settings:

@@ -7,6 +7,7 @@ from models.job import Job
 from models.ledger import LedgerRow
 from models.migration import FINAL_STATES, MIGRATION_STATES, Migration, MigrationState
 from models.offer import Offer
+from models.rollup import CarbonIntensity, EnergyRollupDay, EnergyRollupHour
 from models.site import Site, SiteSample
 from models.ven import VenRegistration
 
@@ -16,6 +17,9 @@ __all__ = [
     "WINDOW_SOURCES",
     "AvailabilityWindow",
     "Base",
+    "CarbonIntensity",
+    "EnergyRollupDay",
+    "EnergyRollupHour",
     "Event",
     "EventInterval",
     "EventResponse",

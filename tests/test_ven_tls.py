@@ -15,17 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from openleadr import utils as openleadr_utils
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +30,14 @@ from gateway.errors import ConfigError
 from gateway.settings import VtnSettings, parse_settings
 from gateway.ven.client import VenConnection
 from simulators.vtn import SimulatedVtn, VtnTls
+from tests.pki import (
+    KeyType,
+    ca_certificate,
+    leaf_certificate,
+    new_key,
+    write_cert,
+    write_key,
+)
 from tests.test_ven_integration import (
     SITES,
     VTN_ID,
@@ -46,7 +50,6 @@ from tests.test_ven_integration import (
 
 pytestmark = pytest.mark.integration
 
-KeyType = Literal["ec", "rsa"]
 VEN_NAME = "dr-gateway-tls"
 PASSPHRASE = "correct horse battery staple 7f3a"
 PASSPHRASE_ENV = "DR_GATEWAY_TEST_VEN_KEY_PASSPHRASE"
@@ -76,102 +79,29 @@ class Pki:
         return str(openleadr_utils.certificate_fingerprint(self.vtn_cert.read_bytes()))
 
 
-def _new_key(key_type: KeyType) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
-    if key_type == "ec":
-        return ec.generate_private_key(ec.SECP256R1())
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] | None,
-    usage: ExtendedKeyUsageOID | None = None,
-) -> x509.Certificate:
-    now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name if issuer is None else issuer[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        )
-        return builder.sign(key, hashes.SHA256())
-    _, ca_key = issuer
-    builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-    builder = builder.add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-    )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            False,
-        )
-    return builder.sign(ca_key, hashes.SHA256())
-
-
-def _write_key(
-    path: Path,
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
-    passphrase: str | None = None,
-) -> Path:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.NoEncryption()
-        if passphrase is None
-        else serialization.BestAvailableEncryption(passphrase.encode())
-    )
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    return path
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 def build_pki(directory: Path, key_type: KeyType) -> Pki:
-    ca_key = _new_key(key_type)
-    ca = _certificate("dr-gateway test CA", ca_key, None)
-    other_key = _new_key(key_type)
-    other = _certificate("some other CA", other_key, None)
-    vtn_key = _new_key(key_type)
-    vtn = _certificate("127.0.0.1", vtn_key, (ca, ca_key), ExtendedKeyUsageOID.SERVER_AUTH)
-    ven_key = _new_key(key_type)
-    ven = _certificate(VEN_NAME, ven_key, (ca, ca_key), ExtendedKeyUsageOID.CLIENT_AUTH)
+    ca_key = new_key(key_type)
+    ca = ca_certificate("dr-gateway test CA", ca_key)
+    other_key = new_key(key_type)
+    other = ca_certificate("some other CA", other_key)
+    vtn_key = new_key(key_type)
+    vtn = leaf_certificate(
+        "127.0.0.1",
+        vtn_key,
+        (ca, ca_key),
+        [ExtendedKeyUsageOID.SERVER_AUTH],
+        loopback_names=True,
+    )
+    ven_key = new_key(key_type)
+    ven = leaf_certificate(VEN_NAME, ven_key, (ca, ca_key), [ExtendedKeyUsageOID.CLIENT_AUTH])
     return Pki(
-        ca=_write_cert(directory / "ca.pem", ca),
-        other_ca=_write_cert(directory / "other-ca.pem", other),
-        vtn_cert=_write_cert(directory / "vtn.pem", vtn),
-        vtn_key=_write_key(directory / "vtn.key", vtn_key),
-        ven_cert=_write_cert(directory / "ven.pem", ven),
-        ven_key=_write_key(directory / "ven.key", ven_key),
-        ven_key_encrypted=_write_key(directory / "ven-encrypted.key", ven_key, PASSPHRASE),
+        ca=write_cert(directory / "ca.pem", ca),
+        other_ca=write_cert(directory / "other-ca.pem", other),
+        vtn_cert=write_cert(directory / "vtn.pem", vtn),
+        vtn_key=write_key(directory / "vtn.key", vtn_key),
+        ven_cert=write_cert(directory / "ven.pem", ven),
+        ven_key=write_key(directory / "ven.key", ven_key),
+        ven_key_encrypted=write_key(directory / "ven-encrypted.key", ven_key, PASSPHRASE),
     )
 
 

@@ -6,6 +6,7 @@ Like the gateway's settings: unknown keys are rejected and a bad value raises
 
 from __future__ import annotations
 
+import ssl
 import string
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.settings import KeyProblem, parse_model, read_toml
 from gateway.sites.schema import ID_PATTERN
+from gateway.sites.tls import (
+    TlsFileError,
+    check_tls_files,
+    client_context,
+    readable_file_problem,
+    server_context,
+)
 
 KEYS_DOC = "docs/site-agent.md"
 
@@ -57,6 +65,61 @@ class RenewableSettings(_Section):
     """Spacing of ``renewable_forecast_kw`` in the status [s]."""
     forecast_horizon_s: NonNegativeFloat = 86400.0
     """How far the forecast reaches [s]."""
+
+
+class TlsSettings(_Section):
+    """``[tls]``: the agent serves HTTPS and, with ``ca_path``, requires mutual TLS."""
+
+    cert_path: Path
+    """The agent's PEM certificate (its chain may follow): served as the server certificate
+    and presented as the client certificate when it calls other agents. It must name the host
+    that the gateway's ``controller_url`` and the other agents use (a DNS name or an IP
+    address). Relative paths are relative to the working directory."""
+    key_path: Path
+    """The unencrypted PEM private key of ``cert_path``."""
+    ca_path: Path | None = None
+    """The PEM CA certificate(s) that sign the fleet's certificates: other agents' server
+    certificates must chain to it and, with ``require_client_cert``, every client's; without
+    it other agents are verified against the system's trust store."""
+    require_client_cert: bool | None = None
+    """Refuse, at the handshake, every client without a certificate that chains to
+    ``ca_path`` (mutual TLS); default: true when ``ca_path`` is given."""
+
+    @field_validator("cert_path", "key_path", "ca_path")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and (problem := readable_file_problem(path)) is not None:
+            raise ValueError(problem)
+        return path
+
+    @model_validator(mode="after")
+    def _usable(self) -> TlsSettings:
+        ca = None if self.ca_path is None else ("ca_path", self.ca_path)
+        try:
+            check_tls_files(("cert_path", self.cert_path), ("key_path", self.key_path), ca)
+        except TlsFileError as exc:
+            raise KeyProblem((exc.key,), exc.message) from exc
+        if self.require_client_cert and self.ca_path is None:
+            raise KeyProblem(
+                ("require_client_cert",),
+                "needs ca_path: the CA that clients' certificates must chain to",
+            )
+        return self
+
+    @property
+    def mutual(self) -> bool:
+        """True when clients must present a certificate (mutual TLS)."""
+        if self.require_client_cert is None:
+            return self.ca_path is not None
+        return self.require_client_cert
+
+    def server_context(self) -> ssl.SSLContext:
+        """The context the agent serves HTTPS with; ConfigError when a file went bad."""
+        return server_context(self.cert_path, self.key_path, self.ca_path, self.mutual)
+
+    def client_context(self) -> ssl.SSLContext:
+        """The context of the agent's calls to other agents; ConfigError as above."""
+        return client_context(self.ca_path, self.cert_path, self.key_path)
 
 
 class JobSettings(_Section):
@@ -126,6 +189,8 @@ class AgentSettings(_Section):
     """Restarts of a job that exits on its own with an error, before the agent gives up."""
     peer_tokens: dict[SiteId, Token] = {}
     """Bearer tokens of other sites' agents, for transfer calls without ``target_token``."""
+    tls: TlsSettings | None = None
+    """HTTPS and mutual TLS; without it the agent serves plain HTTP."""
     renewable: RenewableSettings = RenewableSettings()
     job: list[JobSettings] = []
 
@@ -143,6 +208,12 @@ class AgentSettings(_Section):
                     f"the jobs up to this one need {gpus} GPUs; gpus_total is {self.gpus_total}",
                 )
         return self
+
+    def peer_ssl(self) -> ssl.SSLContext | bool:
+        """aiohttp's ``ssl`` for calls to other agents (manifests, checkpoints): the ``[tls]``
+        client context, or True (https:// peers verified against the system's trust store).
+        ConfigError when a file went bad since validation."""
+        return True if self.tls is None else self.tls.client_context()
 
 
 def parse_agent_settings(data: dict[str, Any], source: str) -> AgentSettings:

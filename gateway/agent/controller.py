@@ -134,7 +134,8 @@ class SiteAgent:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = lock_data_dir(self.data_dir)
         self.received_dir.mkdir(exist_ok=True)
-        self._session = aiohttp.ClientSession()
+        peers_tls = aiohttp.TCPConnector(ssl=self.settings.peer_ssl())  # calls to other agents
+        self._session = aiohttp.ClientSession(connector=peers_tls)
         saved = load_state(self.data_dir)
         if saved is not None:
             self._use_state(saved)

@@ -2,7 +2,8 @@
 
 ``PUT /v1/manifests/{migration_id}`` ``{"job_id", "command", "source_site_id"}`` with the
 target's bearer token (``docs/site-api.md``, agent only). Sent again after a failure that may
-pass (no answer, 5xx), a few times with back-off.
+pass (no answer, 5xx), a few times with back-off. To an ``https://`` target the caller's session
+presents the agent's certificate and verifies the target's (``[tls]``, ``docs/site-agent.md``).
 """
 
 from __future__ import annotations

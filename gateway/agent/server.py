@@ -188,20 +188,30 @@ async def start_agent_server(
 ) -> tuple[web.AppRunner, str]:
     """Start an agent and serve it on ``host:port`` (0: an OS-assigned port); returns the
     runner (``await runner.cleanup()`` stops the server and the agent, whose jobs checkpoint
-    and exit) and the base URL, e.g. ``http://127.0.0.1:41234``. The agent is
-    ``runner.app[AGENT_KEY]``."""
+    and exit) and the base URL, e.g. ``http://127.0.0.1:41234`` (``https://`` with ``[tls]``,
+    which refuses clients without a certificate at the handshake when it requires them). The
+    agent is ``runner.app[AGENT_KEY]``. ConfigError when a TLS file went bad."""
+    ssl_context = None if settings.tls is None else settings.tls.server_context()
     agent = SiteAgent(settings)
     runner = web.AppRunner(build_app(agent), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError:
         await runner.cleanup()
         raise
     bound_host, bound_port = runner.addresses[0][:2]
-    base_url = f"http://{bound_host}:{bound_port}"
-    log.info("site agent %s serving at %s", settings.site_id, base_url)
+    scheme = "http" if ssl_context is None else "https"
+    base_url = f"{scheme}://{_url_host(bound_host)}:{bound_port}"
+    tls = settings.tls
+    security = "" if tls is None else " (mutual TLS)" if tls.mutual else " (TLS)"
+    log.info("site agent %s serving at %s%s", settings.site_id, base_url, security)
     return runner, base_url
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it stands in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 async def serve_until_signalled(settings: AgentSettings) -> int:

@@ -30,7 +30,9 @@ The receiving side is :mod:`gateway.agent.checkpoint_receiver` (its files:
 module is the sending side and re-exports what an agent needs of the others. The sender reads
 the target's HEAD before each attempt and resumes from there; it sends with ``Expect:
 100-continue``; it paces the body with :class:`gateway.agent.throttle.TokenBucket` when given
-a rate. Measured figures: ``benchmarks/transfer.py``.
+a rate. Measured figures: ``benchmarks/transfer.py``. TLS is the caller's session's: the site
+agent's connector presents its certificate to ``https://`` targets and verifies theirs
+(``[tls]`` in ``docs/site-agent.md``).
 
 Errors of the sending side form one family under :class:`CheckpointTransferError`:
 :class:`CheckpointUnauthorizedError` (401/403), :class:`CheckpointRejectedError` (422: the

@@ -6,7 +6,10 @@ Every answer is parsed into the typed records of :mod:`gateway.sites.schema`. Fa
 ``detail``. With a :class:`RetryPolicy` every call is tried again after a transient failure,
 with exponential back-off and jitter, a bounded number of times; every call is safe to
 repeat (reads, and mutating calls keyed by their migration id). The bearer token is never
-logged nor put into a message.
+logged nor put into a message. Over ``https://`` each client uses its site's TLS context
+(:mod:`gateway.sites.tls`: the CA that verifies the controller, the client certificate of
+mutual TLS); a controller whose certificate does not verify is a configuration problem, not
+``transient``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +89,9 @@ class SiteControllerClient:
     token: the site's bearer token; session: shared aiohttp session (owned by the caller);
     timeout_s: limit on each whole request [s]; retry: how transient failures are retried
     (default: not at all); rng: the source of the back-off's jitter (seed it in tests);
-    sleep: waits between tries [wall s] (tests may record them).
+    sleep: waits between tries [wall s] (tests may record them); ssl_context: the TLS context
+    of this site's ``https://`` calls (:func:`gateway.sites.tls.client_context`), None for
+    aiohttp's default (the system's trust store).
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class SiteControllerClient:
         retry: RetryPolicy = NO_RETRY,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -110,6 +117,7 @@ class SiteControllerClient:
         self._retry = retry
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._ssl: ssl.SSLContext | bool = True if ssl_context is None else ssl_context
 
     def __repr__(self) -> str:
         return f"SiteControllerClient(site_id={self.site_id!r}, base_url={self.base_url!r})"
@@ -172,10 +180,22 @@ class SiteControllerClient:
         logger.debug("%s", where)
         try:
             async with self._session.request(
-                method, self.base_url + path, json=body, headers=headers, timeout=self._timeout
+                method,
+                self.base_url + path,
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
+                ssl=self._ssl,
             ) as response:
                 status = response.status
                 text = await response.text()
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise SiteControllerError(
+                f"{where} failed: the controller's TLS certificate does not verify "
+                f"({exc.certificate_error}); check the site's controller_ca_path and that the "
+                "certificate names the controller_url's host",
+                transient=False,
+            ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = str(exc) or "timed out"
             raise SiteControllerError(
