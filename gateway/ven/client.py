@@ -153,6 +153,9 @@ class VenConnection:
         """The current client has registered (start() succeeded and it was not stopped since)."""
         self._ven_id: str | None = vtn.ven_id
         self._registration_id: str | None = None
+        self._answers_in_flight: set[int] = set()
+        """Stored answers (``response_id``) in an ``oadrCreatedEvent`` awaiting the VTN's
+        acknowledgement: not sent again meanwhile (by a resend or a repeated distribution)."""
         self._distribution = DistributionHandler(
             vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported
         )
@@ -509,6 +512,19 @@ class VenConnection:
         """Send ``answers`` in one ``oadrCreatedEvent``; record them sent once the VTN
         acknowledged. False when it did not (they stay unsent and go out again when the VTN
         distributes the event again)."""
+        answers = [a for a in answers if a.response_id not in self._answers_in_flight]
+        if not answers:
+            return True  # all in a request under way, which records them sent
+        in_flight = {a.response_id for a in answers if a.response_id is not None}
+        self._answers_in_flight |= in_flight
+        try:
+            return await self._send_answers_now(client, answers, request_id)
+        finally:
+            self._answers_in_flight -= in_flight
+
+    async def _send_answers_now(
+        self, client: Any, answers: Sequence[Answer], request_id: str
+    ) -> bool:
         request_id = request_id or openleadr_utils.generate_id()
         message = client._create_message(
             "oadrCreatedEvent",
