@@ -724,7 +724,7 @@ KILL_CASES = (
     # Planned: the daemon is killed, then the test commits the planned migration: the state a
     # kill leaves between the planner's commit and the first call (SIGSTOP of the daemon to
     # hold it there deadlocks: the stopped daemon may hold row locks the planning needs).
-    KillCase("planned", {}),
+    KillCase("planned", {}, step_sleep_s=0.02),  # the job outlives a daemon restart
     KillCase(
         "target_reserved",
         {
