@@ -166,11 +166,7 @@ def migration_report(
         column("target_site_id"),
         column("migration_id"),
     )
-    conditions: list[ColumnElement[bool]] = []
-    if since is not None:
-        conditions.append(view.c.planned_at >= bindparam("since", since, UTCDateTime()))
-    if until is not None:
-        conditions.append(view.c.planned_at < bindparam("until", until, UTCDateTime()))
+    conditions = _in_range(view.c.planned_at, since, until)
     if site_ids is not None:
         conditions.append(
             or_(view.c.source_site_id.in_(list(site_ids)), view.c.target_site_id.in_(site_ids))
@@ -205,11 +201,7 @@ def event_report(
         column("vtn_id"),
         column("event_id"),
     )
-    conditions: list[ColumnElement[bool]] = []
-    if since is not None:
-        conditions.append(view.c.start_at >= bindparam("since", since, UTCDateTime()))
-    if until is not None:
-        conditions.append(view.c.start_at < bindparam("until", until, UTCDateTime()))
+    conditions = _in_range(view.c.start_at, since, until)
     if site_ids is not None:
         conditions.append(view.c.site_id.in_(list(site_ids)))
     query: Select[Any] = (
@@ -241,6 +233,18 @@ def _by_keys(by: Sequence[str]) -> tuple[str, ...]:
     if "hour" in keys and "day" in keys:
         raise InputError("by: choose hour or day, not both")
     return keys
+
+
+def _in_range(
+    at: ColumnElement[Any], since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    """Conditions that keep rows whose ``at`` lies in [since, until) (None: unbounded)."""
+    conditions: list[ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(at >= bindparam("since", since, UTCDateTime()))
+    if until is not None:
+        conditions.append(at < bindparam("until", until, UTCDateTime()))
+    return conditions
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
