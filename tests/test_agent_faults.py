@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
@@ -658,44 +658,14 @@ class AgentDaemon(DaemonProcess):
     """``dr-gateway run`` against the two agents: static policy (it plans nothing; it only
     advances the migration the test plans), slow WAN links, beta reached via the proxy."""
 
-    def _config(self, policy: str) -> Path:
-        sites = "".join(
-            f"""
-[[site]]
-id = "{site_id}"
-gpus_total = 4
-it_power_max_kw = 4.0
-wan_bandwidth_gbps = {WAN_BANDWIDTH_GBPS}
-controller_url = "{url}"
-controller_token = "{TOKENS[site_id]}"
-"""
-            for site_id, url in self._urls.items()
-        )
-        path = self._tmp_path / f"gateway-{policy}.toml"
-        path.write_text(
-            f"""
-[database]
-url = "{self._database_url}"
-
-[scheduler]
-poll_interval_s = 0.2
-plan_interval_s = 0.3
-
-[planner]
-policy = "{policy}"
-
-[feasibility]
-timeout_margin = 3.0
-timeout_floor_s = 10.0
-
-[site_controller]
-request_timeout_s = 2.0
-retry_attempts = 3
-retry_initial_s = 0.05
-retry_max_s = 0.2
-{sites}"""
-        )
-        return path
+    site_values: ClassVar[dict[str, float]] = {
+        "gpus_total": 4,
+        "it_power_max_kw": 4.0,
+        "wan_bandwidth_gbps": WAN_BANDWIDTH_GBPS,
+    }
+    planner_extra = ""
+    timeout_floor_s = 10.0
+    tokens: ClassVar[Mapping[str, str]] = TOKENS
 
 
 def migration_state(sessions: sessionmaker[Session], migration_id: str) -> str:

@@ -19,11 +19,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
@@ -457,16 +457,27 @@ class DaemonProcess:
         self.log_path = tmp_path / "daemon.log"
         self.process: asyncio.subprocess.Process | None = None
 
+    site_values: ClassVar[dict[str, float]] = {
+        "gpus_total": 8,
+        "it_power_max_kw": 6.0,
+        "wan_bandwidth_gbps": 10.0,
+    }
+    """Each ``[[site]]``'s sizes and link."""
+    planner_extra = "min_residence_s = 0.0\n"
+    """Lines added to ``[planner]``."""
+    timeout_floor_s = 5.0
+    """``[feasibility] timeout_floor_s`` [s]."""
+    tokens: ClassVar[Mapping[str, str]] = TOKENS
+    """Each site's ``controller_token``."""
+
     def _config(self, policy: str) -> Path:
+        values = "".join(f"{key} = {value}\n" for key, value in self.site_values.items())
         sites = "".join(
             f"""
 [[site]]
 id = "{site_id}"
-gpus_total = 8
-it_power_max_kw = 6.0
-wan_bandwidth_gbps = 10.0
-controller_url = "{url}"
-controller_token = "{TOKENS[site_id]}"
+{values}controller_url = "{url}"
+controller_token = "{self.tokens[site_id]}"
 """
             for site_id, url in self._urls.items()
         )
@@ -482,11 +493,10 @@ plan_interval_s = 0.3
 
 [planner]
 policy = "{policy}"
-min_residence_s = 0.0
-
+{self.planner_extra}
 [feasibility]
 timeout_margin = 3.0
-timeout_floor_s = 5.0
+timeout_floor_s = {self.timeout_floor_s}
 
 [site_controller]
 request_timeout_s = 2.0
