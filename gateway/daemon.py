@@ -91,6 +91,7 @@ class Gateway:
     async def start(self, *, schedule: bool = True, connect_vens: bool = True) -> None:
         with unit_of_work(self._sessions) as session:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
+            fleet.sync_programmes(session, self.settings.baseline_programmes(), self.clock.now())
             maintenance_store.sync_config(session, self.settings.maintenance, self.clock.now())
         if self.settings.web.enabled:
             await self._start_web()

@@ -10,17 +10,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from gateway.accounting import LedgerEntry, PowerSample, ledger_entry
+from gateway.baselines import BaselineParams
 from gateway.maintenance.store import maintenance_by_site
 from gateway.planner.offers import SiteOffer
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
 from gateway.reports.rollups import add_to_rollups
 from gateway.settings import SiteSettings
 from gateway.sites.schema import SiteStatus
-from models import FINAL_STATES, Job, LedgerRow, Migration, Offer, Site, SiteSample
+from models import (
+    FINAL_STATES,
+    Job,
+    LedgerRow,
+    Migration,
+    Offer,
+    ProgrammeRow,
+    Site,
+    SiteSample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,30 @@ def sync_sites(session: Session, sites: Sequence[SiteSettings], now: datetime) -
         row.controller_url = str(cfg.controller_url).rstrip("/")
         row.vtn_id = cfg.vtn
         row.resource_id = cfg.openadr_resource_id
+        row.updated_at = now
+
+
+def sync_programmes(
+    session: Session, programmes: Sequence[tuple[str, BaselineParams]], now: datetime
+) -> None:
+    """Make the ``programmes`` table the configured programmes (market context, baseline):
+    insert or update each, delete those no longer configured (``Settings.baseline_programmes``).
+    """
+    configured = {market_context for market_context, _params in programmes}
+    session.execute(delete(ProgrammeRow).where(ProgrammeRow.market_context.not_in(configured)))
+    for market_context, params in programmes:
+        row = session.get(ProgrammeRow, market_context)
+        if row is None:
+            row = ProgrammeRow(market_context=market_context)
+            session.add(row)
+        row.baseline_method = params.method
+        row.like_days = params.like_days
+        row.lookback_days = params.lookback_days
+        row.min_like_days = params.min_like_days
+        row.adjustment_window_s = params.adjustment_window_s
+        row.adjustment_gap_s = params.adjustment_gap_s
+        row.adjustment_cap = params.adjustment_cap
+        row.meter_window_s = params.meter_window_s
         row.updated_at = now
 
 

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.baselines import BaselineMethod, BaselineParams
 from gateway.errors import ConfigError, GatewayError
 from gateway.feasibility import FeasibilityParams
 from gateway.maintenance.window import instant_problem, span_problem
@@ -197,13 +198,53 @@ class SignalRuleSettings(_Section):
         )
 
 
-class ProgrammeSettings(_Section):
-    """A utility's programme (``[[programme]]``): its market context and signal mapping."""
+DEFAULT_BASELINE = BaselineParams()
+"""The baseline of a programme without ``baseline`` keys: ``like-days`` with CAISO's
+parameters (``docs/views.md`` says why)."""
+BASELINE_KEYS: dict[BaselineMethod, tuple[str, ...]] = {
+    "like-days": (
+        "like_days",
+        "lookback_days",
+        "min_like_days",
+        "adjustment_window_s",
+        "adjustment_gap_s",
+        "adjustment_cap",
+        "meter_window_s",
+    ),
+    "meter-before-after": ("meter_window_s",),
+    "hour-before": (),
+}
+"""The parameters each baseline method reads (``like-days`` falls back to
+``meter-before-after``, so it reads that one's window too)."""
 
-    market_context: Annotated[str, Field(min_length=1)]
+
+class ProgrammeSettings(_Section):
+    """A utility's programme (``[[programme]]``): its market context, signal mapping and the
+    baseline its events are measured against."""
+
+    market_context: Annotated[str, Field(min_length=1, max_length=512)]
     """The market context URI its events carry; ``*`` for any market context not listed."""
     signal: list[SignalRuleSettings] = []
     """The signal mapping; empty takes the design's table (design section 7)."""
+    baseline: BaselineMethod = DEFAULT_BASELINE.method
+    """How the utility computes the baseline of its events (``docs/views.md``)."""
+    like_days: Annotated[int, Field(ge=1, le=60)] = DEFAULT_BASELINE.like_days
+    """like-days: like days averaged at most [count]."""
+    lookback_days: Annotated[int, Field(ge=1, le=366)] = DEFAULT_BASELINE.lookback_days
+    """like-days: UTC days before the event's day searched for like days [count]."""
+    min_like_days: Annotated[int, Field(ge=1, le=60)] = DEFAULT_BASELINE.min_like_days
+    """like-days: with fewer like days, fall back to meter-before-after [count]."""
+    adjustment_window_s: Annotated[float, Field(ge=0, le=86400)] = (
+        DEFAULT_BASELINE.adjustment_window_s
+    )
+    """like-days: length of the same-day adjustment window; 0 for no adjustment [s]."""
+    adjustment_gap_s: Annotated[float, Field(ge=0, le=86400)] = DEFAULT_BASELINE.adjustment_gap_s
+    """like-days: the adjustment window ends this long before the event's start [s]."""
+    adjustment_cap: Annotated[float, Field(ge=0, le=1)] = DEFAULT_BASELINE.adjustment_cap
+    """like-days: the adjustment ratio stays within 1 -/+ this [fraction]."""
+    meter_window_s: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_BASELINE.meter_window_s
+    """meter-before-after (and like-days' fallback): the window before the start whose mean
+    load is the baseline [s]."""
 
     @model_validator(mode="after")
     def _distinct_signals(self) -> ProgrammeSettings:
@@ -213,6 +254,38 @@ class ProgrammeSettings(_Section):
                 raise KeyProblem(("signal", i), f"signal {row.name}/{row.type} is mapped twice")
             seen.append((row.name, row.type))
         return self
+
+    @model_validator(mode="after")
+    def _baseline_parameters(self) -> ProgrammeSettings:
+        used = BASELINE_KEYS[self.baseline]
+        for key in (k for k in BASELINE_KEYS["like-days"] if k in self.model_fields_set):
+            if key not in used:
+                users = ", ".join(m for m, keys in BASELINE_KEYS.items() if key in keys)
+                raise KeyProblem(
+                    (key,),
+                    f'baseline = "{self.baseline}" does not use {key}; remove it or choose a '
+                    f"baseline that does ({users})",
+                )
+        if self.min_like_days > self.like_days:
+            raise KeyProblem(
+                ("min_like_days",),
+                f"{self.min_like_days} is above like_days = {self.like_days}; the minimum "
+                "cannot exceed the number of like days averaged",
+            )
+        return self
+
+    def baseline_params(self) -> BaselineParams:
+        """The programme's baseline for ``gateway.baselines``."""
+        return BaselineParams(
+            method=self.baseline,
+            like_days=self.like_days,
+            lookback_days=self.lookback_days,
+            min_like_days=self.min_like_days,
+            adjustment_window_s=self.adjustment_window_s,
+            adjustment_gap_s=self.adjustment_gap_s,
+            adjustment_cap=self.adjustment_cap,
+            meter_window_s=self.meter_window_s,
+        )
 
 
 _CRON_UNITS_S = ((60, 1), (3600, 60), (86400, 3600))
@@ -618,6 +691,13 @@ class Settings(_Section):
                 for p in self.programme
             )
         )
+
+    def baseline_programmes(self) -> tuple[tuple[str, BaselineParams], ...]:
+        """(market context, baseline) of every programme, as the ``programmes`` table holds
+        them; without ``[[programme]]`` one for any market context with the default."""
+        if not self.programme:
+            return ((ANY_MARKET_CONTEXT, DEFAULT_BASELINE),)
+        return tuple((p.market_context, p.baseline_params()) for p in self.programme)
 
     def site_by_id(self, site_id: str) -> SiteSettings:
         for site in self.site:

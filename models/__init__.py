@@ -7,6 +7,7 @@ from models.job import Job
 from models.ledger import LedgerRow
 from models.migration import FINAL_STATES, MIGRATION_STATES, Migration, MigrationState
 from models.offer import Offer
+from models.programme import ProgrammeRow
 from models.rollup import CarbonIntensity, EnergyRollupDay, EnergyRollupHour
 from models.site import Site, SiteSample
 from models.ven import VenRegistration
@@ -30,6 +31,7 @@ __all__ = [
     "Migration",
     "MigrationState",
     "Offer",
+    "ProgrammeRow",
     "Site",
     "SiteSample",
     "UTCDateTime",

@@ -42,6 +42,7 @@ VIEWS = (
     "site_energy_daily",
     "migration_timeline",
     "event_delivery",
+    "event_interval_delivery",
 )
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "views.md"
 UNIT_OF_SUFFIX = (
@@ -171,31 +172,40 @@ def test_event_delivery_against_a_hand_computed_baseline(
     assert set(events) == {"OLD", "SHED", "LEVEL", "CAP", "PRICE", "FUTURE"}
     assert set(_by_event(alpha_only)) == {"SHED", "LEVEL"}
 
-    # baseline: the ten previous days without an event (D-3 had OLD; D-12 is the eleventh),
-    # same hours: mean of 5 + k for k in 1, 2, 4, ..., 11 = 11.3 kWh per hour
+    # like-days: D is a Thursday; the like days are the weekdays among the 45 before it
+    # without an event: D-3 (Monday) had OLD, D-4, D-5, D-11, D-12 are weekend days, so
+    # k = 1, 2, 6, 7, 8, 9, 10: 7 days (at least the 5 required), 5 + 43/7 kWh per hour.
+    like_kw = 5.0 + 43.0 / 7.0
     shed = events["SHED"]
     assert shed["site_id"] == "alpha"
     assert shed["signal"] == "LOAD_DISPATCH/delta"
     assert shed["direction"] == "shed"
     assert shed["opt"] == "optIn"
-    assert shed["baseline_method"] == "previous_days"
-    assert shed["baseline_days"] == 10
+    assert shed["baseline_method"] == "like-days"
+    assert shed["baseline_days"] == 7
     assert shed["start_at"] == D + timedelta(hours=14)
     assert shed["end_at"] == D + timedelta(hours=16)
+    # same-day adjustment over 10:00-13:00 (3 h ending an hour before the start): 11 kW
+    # measured against like_kw, a ratio of 0.987 within the 20 % cap: 11 kWh per hour
     assert shed["requested_kwh"] == pytest.approx(2.0 + 4.0)
-    assert shed["baseline_kwh"] == pytest.approx(2 * 11.3)
+    assert shed["baseline_kwh"] == pytest.approx(2 * 11.0)
     assert shed["actual_kwh"] == pytest.approx(16.0)
-    assert shed["delivered_kwh"] == pytest.approx(22.6 - 16.0)
-    assert shed["delivery_ratio"] == pytest.approx(6.6 / 6.0)
+    assert shed["delivered_kwh"] == pytest.approx(22.0 - 16.0)
+    assert shed["delivery_ratio"] == pytest.approx(6.0 / 6.0)
 
-    level = events["LEVEL"]  # SIMPLE level 2: half of the baseline
-    assert level["requested_kwh"] == pytest.approx(0.5 * 11.3)
-    assert level["delivered_kwh"] == pytest.approx(11.3 - 11.0)
-    assert level["delivery_ratio"] == pytest.approx(0.3 / 5.65)
+    # SIMPLE level 2: half of the baseline; adjustment over 14:00-17:00 (8, 8, 11 kWh): 9 kW
+    # against like_kw, 0.808, inside the cap
+    level = events["LEVEL"]
+    assert level["baseline_kwh"] == pytest.approx(9.0)
+    assert level["requested_kwh"] == pytest.approx(0.5 * 9.0)
+    assert level["delivered_kwh"] == pytest.approx(9.0 - 11.0)
+    assert level["delivery_ratio"] == pytest.approx(-2.0 / 4.5)
     assert pd.isna(level["opt"])
 
-    cap = events["CAP"]  # no earlier day of beta: the hour before (9 kWh); cap 0.5*10*1.25 kW
-    assert cap["baseline_method"] == "hour_before"
+    # no earlier day of beta: meter-before-after, the 15 minutes before 10:00 (9 kW); cap
+    # 0.5*10*1.25 kW
+    cap = events["CAP"]
+    assert cap["baseline_method"] == "meter-before-after"
     assert cap["baseline_days"] == 0
     assert cap["baseline_kwh"] == pytest.approx(9.0)
     assert cap["requested_kwh"] == pytest.approx(9.0 - 6.25)
@@ -208,8 +218,10 @@ def test_event_delivery_against_a_hand_computed_baseline(
     assert price["delivered_kwh"] == pytest.approx(11.0 - 9.0)
     assert price["delivery_ratio"] == pytest.approx(2.0 / 3.5)
 
-    future = events["FUTURE"]  # not yet accounted: nothing delivered yet
-    assert future["baseline_kwh"] == pytest.approx(11.3)
+    # not yet accounted: nothing delivered yet; no rows in its adjustment window: ratio 1
+    future = events["FUTURE"]
+    assert future["baseline_method"] == "like-days"
+    assert future["baseline_kwh"] == pytest.approx(like_kw)
     assert future["requested_kwh"] == pytest.approx(1.0)
     assert future["actual_kwh"] is None or math.isnan(future["actual_kwh"])
     assert future["delivered_kwh"] is None or math.isnan(future["delivered_kwh"])
