@@ -278,7 +278,7 @@ WITH
         SELECT
             c.*,
             CASE
-                WHEN c.method <> 'like-days' THEN NULL
+                WHEN c.method IS NULL OR c.method <> 'like-days' THEN NULL
                 WHEN c.raw_ratio < 1.0 - c.adjustment_cap THEN 1.0 - c.adjustment_cap
                 WHEN c.raw_ratio > 1.0 + c.adjustment_cap THEN 1.0 + c.adjustment_cap
                 ELSE c.raw_ratio
