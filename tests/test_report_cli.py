@@ -629,6 +629,51 @@ def test_migrations_and_events_reports(
     assert "requested [kWh]" in header and "delivery ratio [%]" in header
 
 
+def test_events_by_interval(
+    config: Path, written: Written, capsys: pytest.CaptureFixture[str]
+) -> None:
+    del written
+    # one event of one hour on s1 at 12:00; one earlier day only, fewer than the 5 like days
+    # the default programme needs: meter-before-after, the 15 minutes before 12:00 of the
+    # half-hour row from 11:30 (step 71: 1.1 kWh, 2.2 kW); the hour drew 1.2 + 1.3 kWh
+    assert _cli("events", "--config", str(config), "--by", "interval", "--format", "json") == 0
+    [interval] = json.loads(capsys.readouterr().out)
+    assert (interval["event_id"], interval["site_id"], interval["interval_index"]) == (
+        "ev-1",
+        "s1",
+        0,
+    )
+    assert interval["start_at"] == "2026-06-02T12:00:00+00:00"
+    assert interval["end_at"] == "2026-06-02T13:00:00+00:00"
+    assert interval["kind"] == "shed"
+    assert interval["opt"] == "optIn"
+    assert interval["baseline_method"] == "meter-before-after"
+    assert interval["requested_kw"] == pytest.approx(2.0)
+    assert interval["requested_kwh"] == pytest.approx(2.0)
+    assert interval["baseline_kw"] == pytest.approx(2.2)
+    assert interval["actual_kwh"] == pytest.approx(2.5)
+    assert interval["delivered_kwh"] == pytest.approx(2.2 - 2.5)
+    assert interval["delivery_ratio"] == pytest.approx(-0.3 / 2.0)
+    assert _cli("events", "--config", str(config), "--format", "json") == 0
+    [event] = json.loads(capsys.readouterr().out)
+    assert event["delivered_kwh"] == pytest.approx(interval["delivered_kwh"])
+    assert event["baseline_method"] == "meter-before-after"
+    assert _cli("events", "--config", str(config), "--by", "interval", "--format", "csv") == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(frame["interval_index"]) == [0]
+    assert _cli("events", "--config", str(config), "--by", "interval") == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "interval index" in header and "requested [kW]" in header
+    assert "baseline [kW]" in header and "delivery ratio [%]" in header
+
+
+def test_events_by_an_unknown_level_exits_2_naming_it(
+    offline_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli("events", "--config", str(offline_config), "--by", "hour") == 2
+    _assert_one_line_naming(capsys.readouterr().err, "--by hour: unknown level")
+
+
 @pytest.fixture
 def offline_config(tmp_path: Path) -> Path:
     """A configuration whose database is never opened: for errors found before any query."""

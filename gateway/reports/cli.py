@@ -3,7 +3,8 @@
     dr-gateway report energy     --config FILE [--since T] [--until T] [--site ID ...]
                                  [--by site,day] [--format F] [--output FILE] [--plot FILE.png]
     dr-gateway report migrations --config FILE [--since T] [--until T] [--site ID ...] [...]
-    dr-gateway report events     --config FILE [--since T] [--until T] [--site ID ...] [...]
+    dr-gateway report events     --config FILE [--since T] [--until T] [--site ID ...]
+                                 [--by event|interval] [...]
     dr-gateway report            --config FILE [--site ID] [--format table|csv|json]
 
 The bare form (no kind) prints each site's totals over all time from the ``site_report``
@@ -97,6 +98,14 @@ def _events(connection: Connection, request: ReportRequest) -> pd.DataFrame:
     )
 
 
+def _event_intervals(connection: Connection, request: ReportRequest) -> pd.DataFrame:
+    from gateway.reports.queries import event_interval_report
+
+    return event_interval_report(
+        connection, since=request.since, until=request.until, site_ids=request.site_ids
+    )
+
+
 @dataclass(frozen=True)
 class ReportKind:
     """One ``dr-gateway report KIND``: its help, its query and its table's total row."""
@@ -114,6 +123,9 @@ class ReportKind:
     them. ``None``: every column."""
     grouped: bool = False
     """Takes ``--by`` and ``--plot`` (the energy report only)."""
+    levels: tuple[str, ...] = ()
+    """The ``--by`` choices of a kind that reports at several levels of detail, the default
+    first; ``LEVEL_KINDS`` holds each other level's kind."""
 
     def totals(self) -> Totals:
         """How the kind's table builds its ``TOTAL`` row."""
@@ -180,16 +192,19 @@ REPORT_KINDS: tuple[ReportKind, ...] = (
     ),
     ReportKind(
         name="events",
-        help="one row per event and site: requested against delivered kWh, and the ratio",
+        help="per event and site, or per interval: requested against delivered, and the ratio",
         description=(
-            "One row per demand-response event and site: signal, start and end, requested, "
-            "baseline, actual and delivered energy [kWh], the delivery ratio and the site's "
-            "answer. --since and --until select events by their start. docs/views.md "
-            "defines the baseline method and every column."
+            "One row per demand-response event and site (--by event, the default) or per "
+            "event, site and interval (--by interval): signal, start and end, requested, "
+            "baseline, actual and delivered energy [kWh] (per interval also power [kW]), the "
+            "delivery ratio, the programme's baseline method and the site's answer. --since "
+            "and --until select events, or intervals, by their start. docs/views.md defines "
+            "the baseline methods and every column."
         ),
         query=_events,
         total_sums=("requested_kwh", "baseline_kwh", "actual_kwh", "delivered_kwh"),
         total_ratios=(("delivery_ratio", "delivered_kwh", "requested_kwh"),),
+        levels=("event", "interval"),
         table_columns=(
             "vtn_id",
             "event_id",
@@ -209,6 +224,44 @@ REPORT_KINDS: tuple[ReportKind, ...] = (
     ),
 )
 KINDS_BY_NAME = {kind.name: kind for kind in REPORT_KINDS}
+
+LEVEL_KINDS: dict[tuple[str, str], ReportKind] = {
+    ("events", "interval"): ReportKind(
+        name="events",
+        help="one row per event, site and interval",
+        description="",
+        query=_event_intervals,
+        total_sums=("requested_kwh", "baseline_kwh", "actual_kwh", "delivered_kwh"),
+        total_ratios=(("delivery_ratio", "delivered_kwh", "requested_kwh"),),
+        table_columns=(
+            "vtn_id",
+            "event_id",
+            "site_id",
+            "interval_index",
+            "start_at",
+            "end_at",
+            "kind",
+            "opt",
+            "baseline_method",
+            "requested_kw",
+            "baseline_kw",
+            "requested_kwh",
+            "baseline_kwh",
+            "actual_kwh",
+            "delivered_kwh",
+            "delivery_ratio",
+        ),
+    ),
+}
+"""(kind, ``--by`` level) -> the kind that answers it, for the levels other than the first."""
+
+
+def kind_of(request: ReportRequest) -> ReportKind:
+    """The kind that answers ``request``: its own, or that of its ``--by`` level."""
+    level = request.by[0] if len(request.by) == 1 else None
+    if level is not None and (request.kind, level) in LEVEL_KINDS:
+        return LEVEL_KINDS[(request.kind, level)]
+    return KINDS_BY_NAME[request.kind]
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -271,6 +324,16 @@ def _add_kind_options(parser: argparse.ArgumentParser, kind: ReportKind) -> None
             help=(
                 "comma list of site, hour, day (at most one of hour and day); "
                 f"'{NO_GROUPING}' for one fleet-total row (default {','.join(DEFAULT_BY)})"
+            ),
+        )
+    if kind.levels:
+        parser.add_argument(
+            "--by",
+            default=kind.levels[0],
+            metavar="LEVEL",
+            help=(
+                f"one row per {' or per '.join(kind.levels)} (default {kind.levels[0]}); "
+                "docs/views.md defines the columns of each"
             ),
         )
     parser.add_argument(
@@ -358,6 +421,18 @@ def parse_by(text: str, allowed: Sequence[str]) -> tuple[str, ...]:
     return keys
 
 
+def parse_level(text: str, levels: Sequence[str]) -> str:
+    """The ``--by`` level of a kind that reports at several levels (``events``).
+
+    :param text: e.g. ``interval``.
+    :param levels: the kind's levels (``ReportKind.levels``).
+    """
+    level = text.strip()
+    if level not in levels:
+        raise InputError(f"--by {text}: unknown level; choose one of {', '.join(levels)}")
+    return level
+
+
 def parse_format(text: str) -> ReportFormat:
     """The ``--format`` value, checked against ``REPORT_FORMATS``."""
     from gateway.reports.formats import REPORT_FORMATS
@@ -397,6 +472,8 @@ def request_from_args(args: argparse.Namespace, allowed_by: Sequence[str]) -> Re
         if path is not None and not path.parent.is_dir():
             raise InputError(f"{option} {path}: the directory {path.parent} does not exist")
     by = parse_by(args.by, allowed_by) if kind.grouped else ()
+    if kind.levels:
+        by = (parse_level(args.by, kind.levels),)
     if kind.grouped:
         _check_boundaries(by, (("--since", args.since, since), ("--until", args.until, until)))
     return ReportRequest(
@@ -481,7 +558,7 @@ def run_request(request: ReportRequest, settings: Settings, out: TextIO, err: Te
     """
     from gateway.db import make_engine
 
-    kind = KINDS_BY_NAME[request.kind]
+    kind = kind_of(request)
     engine = make_engine(settings.database.url)
     try:
         with engine.connect() as connection:

@@ -213,6 +213,46 @@ def event_report(
     return _frame(conn, query, EVENT_TIME_COLUMNS)
 
 
+def event_interval_report(
+    conn: Connection,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    site_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per (event, site, interval) from the ``event_interval_delivery`` view:
+    requested against delivered energy per interval, with the programme's baseline.
+
+    since, until: only intervals whose start lies in [since, until) [aware UTC].
+    site_ids: only these sites; None for all.
+    """
+    _check_range(since, until)
+    view = table(
+        "event_interval_delivery",
+        column("start_at", UTCDateTime()),
+        column("site_id"),
+        column("vtn_id"),
+        column("event_id"),
+        column("interval_index"),
+    )
+    conditions = _in_range(view.c.start_at, since, until)
+    if site_ids is not None:
+        conditions.append(view.c.site_id.in_(list(site_ids)))
+    query: Select[Any] = (
+        select(literal_column("*"))
+        .select_from(view)
+        .where(*conditions)
+        .order_by(
+            view.c.start_at,
+            view.c.vtn_id,
+            view.c.event_id,
+            view.c.site_id,
+            view.c.interval_index,
+        )
+    )
+    return _frame(conn, query, EVENT_TIME_COLUMNS)
+
+
 def energy_captured_kwh(conn: Connection) -> float:
     """The fleet's captured surplus over all time, from the daily rollup [kWh]."""
     total = conn.execute(
