@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.baselines import BaselineParams
 from gateway.cli import main
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import load_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,41 @@ BAD = [
         "site[0].controller_token",
         "at least 8",
     ),
+    (
+        "unknown baseline",
+        'baseline = "like-days"',
+        'baseline = "10-in-10"',
+        "programme[0].baseline",
+        "'like-days', 'meter-before-after' or 'hour-before'",
+    ),
+    (
+        "adjustment cap above 1",
+        "adjustment_cap = 0.2",
+        "adjustment_cap = 1.5",
+        "programme[0].adjustment_cap",
+        "less than or equal to 1",
+    ),
+    (
+        "minimum above the like days",
+        "min_like_days = 5",
+        "min_like_days = 12",
+        "programme[0].min_like_days",
+        "12 is above like_days = 10",
+    ),
+    (
+        "a parameter the baseline does not use",
+        'baseline = "meter-before-after"',
+        'baseline = "meter-before-after"\nlike_days = 10',
+        "programme[1].like_days",
+        'baseline = "meter-before-after" does not use like_days',
+    ),
+    (
+        "an empty meter window",
+        "meter_window_s = 900.0",
+        "meter_window_s = 0.0",
+        "programme[0].meter_window_s",
+        "greater than 0",
+    ),
 ]
 
 
@@ -79,3 +115,13 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     broken.write_text("[database\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(broken)
+
+
+def test_programme_baselines_default_to_like_days_and_without_programmes_one_for_any() -> None:
+    settings = load_settings(ROOT / "config" / "example.toml")
+    [fleet_dr, other] = settings.baseline_programmes()
+    assert fleet_dr == ("http://utility-a.example/programmes/fleet-dr", BaselineParams())
+    assert other == ("*", BaselineParams(method="meter-before-after", meter_window_s=900.0))
+    bare = parse_settings({"programme": [{"market_context": "urn:x"}]}, "test")
+    assert bare.baseline_programmes() == (("urn:x", BaselineParams()),)
+    assert parse_settings({}, "test").baseline_programmes() == (("*", BaselineParams()),)
