@@ -33,7 +33,7 @@ from gateway.reports import baseline_input
 from gateway.reports.rollups import rebuild_rollups
 from gateway.ven import store as event_store
 from models import LedgerRow, ProgrammeRow
-from tests.reporting_data import dr_event, fleet_settings, ledger_row
+from tests.reporting_data import PUE, dr_event, fleet_settings, ledger_row, site_status
 
 D = datetime(2027, 5, 20, tzinfo=UTC)
 """A Thursday: D-4 and D-5 are a Sunday and a Saturday."""
@@ -432,3 +432,25 @@ def _same(value: float | None, expected: float | None) -> bool:
     if value is None or expected is None:
         return value is None and expected is None
     return math.isclose(value, expected, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_baselines_and_actuals_are_facility_energy_it_power_times_pue(
+    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    # the daemon's path: polled IT power (4 kW) becomes ledger energy at PUE 1.25 (5 kW)
+    settings = fleet_settings(database_url, ["alpha"])
+    with unit_of_work(session_factory) as session:
+        fleet.sync_sites(session, settings.site, D)
+        event_store.save_event(
+            session,
+            dr_event("FACILITY", START, ("LOAD_DISPATCH", "delta"), [(900.0, -1.0)]),
+            D,
+        )
+    for minutes in range(0, 45, 5):
+        at = START - timedelta(minutes=20) + timedelta(minutes=minutes)
+        with unit_of_work(session_factory) as session:
+            fleet.record_status(session, settings.site[0], site_status("alpha", at, 4.0, 0.0), at)
+    [row] = _interval_rows(engine)
+    assert row["baseline_method"] == "meter-before-after"
+    assert row["baseline_kw"] == pytest.approx(4.0 * PUE)
+    assert row["actual_kwh"] == pytest.approx(4.0 * PUE * 0.25)
