@@ -152,7 +152,7 @@ WITH
         AND {_weekend(d.epoch("dr.period_start_at"))} = w.weekend
         AND NOT EXISTS (
             SELECT 1
-            FROM event_site_windows AS o
+            FROM windows AS o
             WHERE o.site_id = w.site_id
             AND (o.stop_s IS NULL OR o.stop_s > o.start_s)
             AND o.start_s < {d.epoch("dr.period_start_at")} + 86400.0
@@ -285,11 +285,24 @@ WITH
             END AS adjustment
         FROM chosen AS c
     ),
-    like_sums AS (
-        SELECT event_pk, site_id, position, SUM(load_kwh) AS load_kwh
+    interval_sums AS (
+        SELECT
+            event_pk,
+            site_id,
+            position,
+            SUM(CASE WHEN purpose = 'like' THEN load_kwh END) AS like_kwh,
+            MAX(CASE WHEN purpose = 'actual' THEN load_kwh END) AS actual_kwh
         FROM measured
-        WHERE purpose = 'like'
+        WHERE purpose IN ('like', 'actual')
         GROUP BY event_pk, site_id, position
+    ),
+    ledger_ends AS (
+        SELECT
+            s.site_id,
+            (
+                SELECT MAX(x.interval_start_at) FROM ledger AS x WHERE x.site_id = s.site_id
+            ) AS last_start_at
+        FROM (SELECT DISTINCT site_id FROM windows) AS s
     ),
     baselined AS (
         SELECT
@@ -299,28 +312,21 @@ WITH
             r.adjustment,
             CASE r.method
                 WHEN 'like-days' THEN
-                    COALESCE(ls.load_kwh, 0.0) / r.days * r.adjustment / (iv.duration_s / 3600.0)
+                    COALESCE(sums.like_kwh, 0.0) / r.days * r.adjustment
+                        / (iv.duration_s / 3600.0)
                 WHEN 'meter-before-after' THEN r.meter_kw
                 WHEN 'hour-before' THEN r.hour_kw
             END AS baseline_kw,
             CASE
-                WHEN EXISTS (
-                    SELECT 1
-                    FROM ledger AS x
-                    WHERE x.site_id = iv.site_id AND x.interval_start_at >= {d.at("iv.end_s")}
-                ) THEN act.load_kwh
+                WHEN ends.last_start_at >= {d.at("iv.end_s")} THEN sums.actual_kwh
             END AS actual_kwh
         FROM asked AS iv
         JOIN ratios AS r ON r.event_pk = iv.event_pk AND r.site_id = iv.site_id
-        LEFT JOIN like_sums AS ls
-            ON ls.event_pk = iv.event_pk
-            AND ls.site_id = iv.site_id
-            AND ls.position = iv.interval_position
-        LEFT JOIN measured AS act
-            ON act.event_pk = iv.event_pk
-            AND act.site_id = iv.site_id
-            AND act.purpose = 'actual'
-            AND act.position = iv.interval_position
+        LEFT JOIN interval_sums AS sums
+            ON sums.event_pk = iv.event_pk
+            AND sums.site_id = iv.site_id
+            AND sums.position = iv.interval_position
+        LEFT JOIN ledger_ends AS ends ON ends.site_id = iv.site_id
     ),
     requested AS (
         SELECT
@@ -391,20 +397,25 @@ LEFT JOIN answers AS ans ON ans.event_pk = q.event_pk
 
 
 def event_delivery_sql(d: Any) -> str:
-    """Per event and site: the sums of ``event_interval_delivery`` (revision 0005's columns)."""
+    """Per event and site: the sums of ``event_interval_delivery`` (revision 0005's columns).
+
+    The signal is read from the event's tables (its first signal the design's table maps),
+    not from ``event_site_intervals``, which PostgreSQL would evaluate once per event.
+    """
     del d  # the same on both backends
-    return """
+    return f"""
 WITH
-    first_signal AS (
-        SELECT event_pk, MIN(signal_position) AS signal_position
-        FROM event_site_intervals
-        GROUP BY event_pk
+{R0005.SIGNAL_MAP_SQL},
+    mapped AS (
+        SELECT sg.event_pk, sg.position, sg.signal_name, sg.signal_type
+        FROM event_signals AS sg
+        JOIN signal_map AS m ON m.signal_name = sg.signal_name AND m.signal_type = sg.signal_type
+        WHERE EXISTS (SELECT 1 FROM event_intervals AS i WHERE i.signal_pk = sg.id)
     ),
     signals AS (
-        SELECT DISTINCT i.event_pk, i.signal_name, i.signal_type
-        FROM event_site_intervals AS i
-        JOIN first_signal AS f
-            ON f.event_pk = i.event_pk AND f.signal_position = i.signal_position
+        SELECT mp.event_pk, mp.signal_name, mp.signal_type
+        FROM mapped AS mp
+        WHERE mp.position = (SELECT MIN(o.position) FROM mapped AS o WHERE o.event_pk = mp.event_pk)
     ),
     totals AS (
         SELECT
