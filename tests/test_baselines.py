@@ -454,3 +454,48 @@ def test_baselines_and_actuals_are_facility_energy_it_power_times_pue(
     assert row["baseline_method"] == "meter-before-after"
     assert row["baseline_kw"] == pytest.approx(4.0 * PUE)
     assert row["actual_kwh"] == pytest.approx(4.0 * PUE * 0.25)
+
+
+def test_a_cancelled_event_is_measured_until_the_cancellation_takes_effect(
+    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    settings = fleet_settings(database_url, ["alpha"])
+    quarters = [(900.0, -1.0)] * 4
+    with unit_of_work(session_factory) as session:
+        fleet.sync_sites(session, settings.site, D)
+        session.flush()
+        session.add_all(_hand_ledger("alpha", 16.0))
+        for event in (
+            dr_event(
+                "CUT",
+                START,
+                ("LOAD_DISPATCH", "delta"),
+                quarters,
+                status="cancelled",
+                cancel_effective_at=START + timedelta(minutes=20),
+            ),
+            dr_event(
+                "EARLY",
+                START,
+                ("LOAD_DISPATCH", "delta"),
+                quarters,
+                status="cancelled",
+                cancel_effective_at=START - timedelta(minutes=5),
+            ),
+        ):
+            event_store.save_event(session, event, D)
+        rebuild_rollups(session.connection())
+    rows = _interval_rows(engine)
+    assert [(r["event_id"], r["interval_index"], r["duration_s"]) for r in rows] == [
+        ("CUT", 0, pytest.approx(900.0)),
+        ("CUT", 1, pytest.approx(300.0)),
+    ]
+    assert [r["requested_kwh"] for r in rows] == pytest.approx([0.25, 1.0 / 12.0])
+    with engine.connect() as conn:
+        early = conn.execute(
+            text(
+                "SELECT requested_kwh, baseline_kwh, baseline_method FROM event_delivery "
+                "WHERE event_id = 'EARLY'"
+            )
+        ).one()
+    assert tuple(early) == (0.0, None, None)
