@@ -300,6 +300,20 @@ def test_opt_out_without_room_elsewhere() -> None:
     assert decision.predicted_kw == pytest.approx(NET_JOB_KW)
 
 
+def test_opt_counts_no_room_at_sites_other_events_guard() -> None:
+    """b is the only room, but another opted-in event sheds at b while this one runs: b
+    takes no job then, so the shed at a cannot be delivered."""
+    e = event(values=(-1.0,), start_in_h=1.0, duration_h=2.0)
+    other = SiteRequest(
+        "b", "shed", 0.5, e.effective_start_at + timedelta(minutes=30), e.end_at, "vtn/other"
+    )
+    assert opt.decide(e, fleet_for_opt(), PARAMS, SIGNALS).opt == "optIn"
+    busy = replace(fleet_for_opt(), requests=(other,))
+    decision = opt.decide(e, busy, PARAMS, SIGNALS)
+    assert decision.opt == "optOut"
+    assert "0.0 kW deliverable" in decision.reason
+
+
 def test_shed_opt_does_not_wait_for_checkpoints_the_load_leaves_when_they_start() -> None:
     snapshot = replace(
         fleet_for_opt(), jobs=tuple(replace(j, checkpoint_gb=3000.0) for j in fleet_for_opt().jobs)

@@ -21,6 +21,7 @@ Pure: event, snapshot and parameters in, a decision with its reason out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def decide(
         return OptDecision("optIn", f"{prefix}nothing to deliver at the targeted sites")
     lead_s = lead_time_s(event, snapshot.at)
     duration_s = event.duration_s if event.duration_s > 0 else params.horizon_s
-    asked_sites = {r.site_id for r in requests}
+    asked_sites = {r.site_id for r in requests} | _committed_sites(event, snapshot, params)
     deliveries = [
         _deliverable(r, snapshot, asked_sites, lead_s, duration_s, params) for r in requests
     ]
@@ -105,6 +106,21 @@ def decide(
     if all(d.enough for d in deliveries):
         return OptDecision("optIn", f"{prefix}{text}", predicted_kw=predicted_kw)
     return OptDecision("optOut", f"{prefix}{text}", predicted_kw=predicted_kw)
+
+
+def _committed_sites(event: DrEvent, snapshot: Snapshot, params: PolicyParams) -> set[str]:
+    """Sites that other opted-in events guard while this one runs (from ``event_guard_s``
+    before its start to its end): they neither take its jobs nor give up theirs."""
+    source = f"{event.vtn_id}/{event.event_id}"
+    start = event.effective_start_at - timedelta(seconds=params.event_guard_s)
+    end = event.end_at
+    return {
+        r.site_id
+        for r in snapshot.requests
+        if r.source != source
+        and (end is None or r.start_at < end + timedelta(seconds=params.event_guard_s))
+        and (r.end_at is None or r.end_at > start)
+    }
 
 
 def _overridden_conflict(event: DrEvent, targeted: list[SiteView]) -> str | None:
@@ -140,7 +156,7 @@ def _deliverable(
             site.site_id,
             "absorb",
             request.power_kw,
-            _absorbable_kw(site, snapshot, lead_s, duration_s, params),
+            _absorbable_kw(site, snapshot, asked_sites, lead_s, duration_s, params),
         )
     asked_kw = request.power_kw
     if request.kind == "cap":
@@ -166,12 +182,17 @@ def _deliverable(
 
 
 def _absorbable_kw(
-    site: SiteView, snapshot: Snapshot, lead_s: float, duration_s: float, params: PolicyParams
+    site: SiteView,
+    snapshot: Snapshot,
+    asked_sites: set[str],
+    lead_s: float,
+    duration_s: float,
+    params: PolicyParams,
 ) -> float:
     jobs = [
         j
         for s in snapshot.sites
-        if s.site_id != site.site_id
+        if s.site_id != site.site_id and s.site_id not in asked_sites and s.online
         for j in _movable(snapshot, s.site_id)
     ]
     if not jobs:
