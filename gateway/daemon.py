@@ -87,6 +87,7 @@ class Gateway:
             max_migrations=settings.planner.max_migrations_per_plan,
             horizon_s=settings.planner.forecast_horizon_s,
             event_guard_s=settings.planner.event_guard_s,
+            poll_interval_s=settings.scheduler.poll_interval_s,
             delivery_margin=settings.planner.delivery_margin,
         )
         self.signal_policy = settings.signal_policy()

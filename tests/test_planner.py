@@ -254,6 +254,23 @@ def test_guarded_sites_give_up_no_job_before_their_event() -> None:
     assert plan(replace(snapshot, requests=(shed_later,)), PARAMS) == []
 
 
+def test_guarded_sites_take_no_job_before_their_event() -> None:
+    """A sunny site would take the dark site's job, but an absorb starts there within the
+    guard: a job arriving now would raise the baseline the absorb is judged against."""
+    start_at = NOW + timedelta(minutes=45)
+    absorb_later = SiteRequest(
+        "sunny", "absorb", 0.5, start_at, start_at + timedelta(hours=1), "v/e"
+    )
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=1.3), site("sunny", 10.0)),
+        jobs=(job("j1", "dark"),),
+        requests=(absorb_later,),
+    )
+    later = replace(PARAMS, absorb_early_s=0.0)
+    assert plan(snapshot, later) == [], "not the policy's move, and not yet the absorb's"
+
+
 def test_shedding_site_takes_no_new_jobs() -> None:
     request = SiteRequest("sunny", "shed", 1.0, NOW, NOW + timedelta(hours=2), "vtn/e1")
     snapshot = Snapshot(

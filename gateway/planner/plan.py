@@ -69,8 +69,8 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
             absorb_kw[i] = asked
             absorb_in_s[i] = max(0.0, (request.start_at - snapshot.at).total_seconds())
             absorb_source[request.site_id] = request.source
-    blocked = _blocked(snapshot, params)
     guarded = guarded_sites(snapshot, params)
+    blocked = _blocked(snapshot, params) | guarded
     fleet = FleetArrays(
         at_s=snapshot.at.timestamp(),
         step_s=params.step_s,
