@@ -148,6 +148,9 @@ class OptDecision:
     opt: Opt
     reason: str
     response_code: int = 200
+    predicted_kw: float | None = None
+    """The power the planner predicts the sites can deliver at the facility meter for the
+    event [kW]; None when it predicts none. Stored with the answer, not sent."""
 
 
 @dataclass(frozen=True)
