@@ -733,3 +733,37 @@ async def test_rule_8_intervals_that_do_not_fill_the_active_period_are_answered_
             policy=SignalPolicy(),
         )
         assert {r.source for r in asked} == {f"{VTN_ID}/EVT-24H"}, "EVT-64H moves no load"
+
+
+# -- one writer per answer ----------------------------------------------------------------------
+
+
+async def test_one_writer_an_answer_awaiting_acknowledgement_is_not_resent_meanwhile(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The VTN holds its acknowledgement of the answer; a plan round's resend comes in
+    between and must not send the same stored answer a second time (commit d7266b9)."""
+    async with running(session_factory) as rig:
+        service = rig.vtn.server.services["event_service"]
+        acknowledge = service.handlers["oadrCreatedEvent"]
+        arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def held(payload: dict[str, Any]) -> Any:
+            arrived.set()
+            await release.wait()
+            return await acknowledge(payload)
+
+        service.handlers["oadrCreatedEvent"] = held
+        rig.vtn.distribute([event_dict("EVT-1", start_at=rig.start())])
+        poll = asyncio.create_task(rig.connection._client._poll())
+        try:
+            await asyncio.wait_for(arrived.wait(), WAIT_S)
+            assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, False)]
+            resent = await rig.connection.resend_unsent()
+        finally:
+            release.set()
+            await asyncio.wait_for(poll, WAIT_S)
+
+        assert resent == 0
+        assert rig.got("EVT-1") == [(0, "optIn", 200)]
+        assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
