@@ -149,8 +149,7 @@ class OptDecision:
     reason: str
     response_code: int = 200
     predicted_kw: float | None = None
-    """The power the planner predicts the sites can deliver at the facility meter for the
-    event [kW]; None when it predicts none. Stored with the answer, not sent."""
+    """The planner's predicted delivery at the facility meter when it answered [kW]."""
 
 
 @dataclass(frozen=True)
