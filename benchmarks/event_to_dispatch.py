@@ -11,7 +11,8 @@ external ``on_poll`` mode (:class:`simulators.scripted_vtn.ScriptedVtn`); a real
 database is emptied at the end).
 
 Each round the VTN distributes one curtailment event (LOAD_DISPATCH delta) for another
-loaded site, starting in an hour, and the VEN polls once. Timed from the moment the parsed
+loaded site, starting now (a shed is carried out at its start, so the round the optIn triggers
+dispatches it at once), and the VEN polls once. Timed from the moment the parsed
 ``oadrDistributeEvent`` reaches the gateway (the poll itself excluded) to:
 - the opt answer acknowledged by the VTN (``oadrCreatedEvent`` round trip included), and
 - the planning round the optIn triggers having dispatched its migrations (each one created
@@ -136,7 +137,7 @@ async def run(n_sites: int, n_events: int, database_url: str) -> None:
                 [
                     event_dict(
                         f"EVT-{round_:04d}",
-                        start_at=clock.now() + timedelta(hours=1),
+                        start_at=clock.now(),
                         duration=timedelta(hours=2),
                         intervals=((timedelta(hours=2), -1.0),),
                         signal_name="LOAD_DISPATCH",

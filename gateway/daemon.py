@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -37,6 +37,7 @@ from gateway.planner.plan import plan
 from gateway.planner.requests import event_requests
 from gateway.planner.review import review
 from gateway.planner.snapshot import SiteRequest, Snapshot
+from gateway.planner.timing import next_plan_at
 from gateway.settings import Settings
 from gateway.sites.client import RetryPolicy, SiteControllerClient
 from gateway.sites.schema import SiteStatus
@@ -71,6 +72,8 @@ class Gateway:
         self._stopping = False
         self._rounds: set[asyncio.Task[Any]] = set()
         """Rounds in progress (scheduled or asked for): stop() lets them finish."""
+        self.next_plan_at: datetime | None = None
+        """The next instant an opted-in event needs a planning round (set by each round)."""
         self.web: WebServer | None = None
         """The dashboard, API and metrics server while it runs (``[web]``)."""
         self.availability = AvailabilitySender(settings, clock, session_factory)
@@ -83,6 +86,9 @@ class Gateway:
             min_gain_s=settings.planner.min_gain_s,
             max_migrations=settings.planner.max_migrations_per_plan,
             horizon_s=settings.planner.forecast_horizon_s,
+            event_guard_s=settings.planner.event_guard_s,
+            poll_interval_s=settings.scheduler.poll_interval_s,
+            delivery_margin=settings.planner.delivery_margin,
         )
         self.signal_policy = settings.signal_policy()
 
@@ -287,7 +293,28 @@ class Gateway:
             planned, snapshot = await self._plan_and_dispatch()
             self._refresh_offers(snapshot)
             await self.review_opts(snapshot)
+            self._plan_at_next_instant()
             return planned
+
+    def _plan_at_next_instant(self) -> None:
+        """Plan again at the next instant an event needs (a start, an interval boundary, an
+        absorb's departure: :mod:`gateway.planner.timing`), when it comes before the next
+        regular round; :attr:`next_plan_at` says when."""
+        with unit_of_work(self._sessions) as session:
+            snapshot = self._snapshot(session)
+            events = [(p.event, p.opt) for p in event_store.participations(session)]
+        self.next_plan_at = next_plan_at(events, snapshot, self.policy_params)
+        if self.next_plan_at is None or self._scheduler is None or not self._scheduler.running:
+            return
+        wait_s = self.clock.wall_s((self.next_plan_at - self.clock.now()).total_seconds())
+        self._scheduler.add_job(
+            self._guarded(self.plan_once),
+            "date",
+            run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, wait_s)),
+            id="event-instant",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
 
     async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot]:
         """One planning decision and its migrations created and started."""
@@ -362,7 +389,14 @@ class Gateway:
 
     def _snapshot(self, session: Session) -> Snapshot:
         now = self.clock.now()
-        base = fleet.build_snapshot(session, self.settings.site, self.statuses, (), now)
+        base = fleet.build_snapshot(
+            session,
+            self.settings.site,
+            self.statuses,
+            (),
+            now,
+            idle_kw_per_gpu=self.settings.feasibility.idle_kw_per_gpu,
+        )
         requests = self._requests(session, base)
         return Snapshot(
             at=base.at,
@@ -370,6 +404,7 @@ class Gateway:
             jobs=base.jobs,
             requests=tuple(requests),
             delivered_kw=base.delivered_kw,
+            absorbed_kw=base.absorbed_kw,
         )
 
     def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:

@@ -24,6 +24,16 @@ target's reservation) runs until both succeed; ``cleaned_up_at`` records that th
 
 After a restart, every migration in flight is first reconciled with both sites
 (:mod:`gateway.reconcile`) and continues from the state their answers imply.
+
+One writer per migration. The plan round advances the migrations it creates while the poll
+round advances every migration in flight; the two must never drive one migration at once (two
+restore calls built from two readings of the job, one refused with 409, the refusal taken for
+an abort and the job resumed at the source while the target runs it: one job at two sites).
+:meth:`Dispatcher.advance` therefore takes the migration for itself; a round that finds it
+taken leaves it to the round that holds it. An ambiguous answer is settled by asking, never
+by guessing: a refused restore is an abort only once the target says it has no restore of
+this migration and does not run the job, and an abort is cleaned up (the job resumed at the
+source) only once the target confirms it does not run the job.
 """
 
 from __future__ import annotations
@@ -72,10 +82,16 @@ class _Flight:
     entered_at: datetime | None
     """When the current state was committed."""
     checkpoint_started: bool
+    restore_started: bool
+    """The restore was announced: the target may have started the job."""
 
     @property
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(size_gb=self.spec.checkpoint_gb, sha256=self.checkpoint_sha256 or "")
+
+
+LIVE_AT_TARGET = ("running", "restoring", "checkpointing")
+"""Job states at the target that mean it holds the job (it must not resume at the source)."""
 
 
 class _Refused(SiteControllerError):
@@ -101,6 +117,8 @@ class Dispatcher:
         """Migrations this process created or has reconciled with both sites."""
         self._reported: set[tuple[str, str]] = set()
         """(migration, problem) already logged: a change is logged once, not every round."""
+        self._advancing: set[str] = set()
+        """Migrations a task is advancing now: one writer per migration."""
 
     # -- creation -------------------------------------------------------------------------
 
@@ -165,8 +183,25 @@ class Dispatcher:
         for migration_id in self.pending_ids():
             await self.advance(migration_id)
 
+    def advancing(self, migration_id: str) -> bool:
+        """True while a task is advancing the migration."""
+        return migration_id in self._advancing
+
     async def advance(self, migration_id: str) -> str:
-        """Move one migration on as far as it can go now; returns its state."""
+        """Move one migration on as far as it can go now; returns its state.
+
+        One task at a time: when another task is advancing the migration, this call leaves
+        it to that task and returns the stored state at once."""
+        if migration_id in self._advancing:
+            log.debug("%s is being advanced by another round; left to it", migration_id)
+            return self._load(migration_id).state
+        self._advancing.add(migration_id)
+        try:
+            return await self._advance(migration_id)
+        finally:
+            self._advancing.discard(migration_id)
+
+    async def _advance(self, migration_id: str) -> str:
         state = self._load(migration_id).state
         if timed_state(state) is None:
             self._reconciled.add(migration_id)  # planned: nothing was sent to any site yet
@@ -215,6 +250,7 @@ class Dispatcher:
                 checkpoint_sha256=m.checkpoint_sha256,
                 entered_at=getattr(m, f"{m.state}_at", None),
                 checkpoint_started=m.checkpointing_at is not None,
+                restore_started=m.restoring_at is not None,
             )
 
     def _on_error(self, migration_id: str, exc: SiteControllerError) -> str:
@@ -401,17 +437,35 @@ class Dispatcher:
         )
 
     async def _restore(self, f: _Flight, target: SiteControllerClient) -> Operation | None:
-        """Start the restore at the target; None when the target refuses it (committed as
-        an abort).
+        """Start the restore at the target; None when the target refused it and says it holds
+        no restore of this migration and does not run the job (committed as an abort).
 
-        A refusal (4xx) means the restore never started: a restore of this migration id
-        that had started would be answered with its operation, not refused.
+        A refusal alone is ambiguous: a 409 may answer a repeat whose arguments differ from a
+        restore the target did start. The target is asked before anything is aborted; an
+        answer that does not come (a transient failure) leaves the migration restoring.
         """
         try:
             return await target.restore(f.spec, f.id, f.source_id, f.checkpoint)
         except SiteControllerError as exc:
             if exc.transient:
                 raise
+            started = await target.operation(f.id, "restore")
+            if started is not None:
+                log.warning(
+                    "%s: the target refused a restore call (%s) but has the restore (%s): "
+                    "following it",
+                    f.id,
+                    exc,
+                    started.state,
+                )
+                return started
+            listed = (await target.status()).job(f.spec.job_id)
+            if listed is not None and listed.state in LIVE_AT_TARGET:
+                raise SiteControllerError(
+                    f"the target refused the restore ({exc}) yet lists job {f.spec.job_id} "
+                    f"{listed.state}: waiting for it to settle",
+                    status=exc.status,
+                ) from exc
             log.warning("aborting %s: the target refused the restore: %s", f.id, exc)
             self._commit_abort(f.id, f"target refused the restore: {exc}")
             return None
@@ -490,6 +544,8 @@ class Dispatcher:
         """Resume the job at the source (first: it runs again as soon as possible) and
         release the target's reservation; both are tried, each is safe to repeat."""
         failures: list[SiteControllerError] = []
+        if f.restore_started:
+            await self._target_does_not_run(f, target)
         if f.checkpoint_started:
             try:
                 await self._resume(f, source)
@@ -512,6 +568,21 @@ class Dispatcher:
             job.site_id = m.source_site_id
             job.updated_at = now
         log.info("aborted %s cleaned up: job %s runs at %s", f.id, f.spec.job_id, f.source_id)
+
+    async def _target_does_not_run(self, f: _Flight, target: SiteControllerClient) -> None:
+        """Raise unless the target confirms it neither runs the job nor holds a restore of
+        this migration that may still start it: only then may the source resume it."""
+        restore = await target.operation(f.id, "restore")
+        listed = (await target.status()).job(f.spec.job_id)
+        if (restore is not None and restore.state != "failed") or (
+            listed is not None and listed.state in LIVE_AT_TARGET
+        ):
+            what = "its restore " + restore.state if restore is not None else "the job"
+            raise SiteControllerError(
+                f"the target still holds {what} "
+                f"({'not listed' if listed is None else listed.state}); not resuming "
+                "the job at the source"
+            )
 
     async def _resume(self, f: _Flight, source: SiteControllerClient) -> None:
         try:

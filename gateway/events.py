@@ -148,6 +148,8 @@ class OptDecision:
     opt: Opt
     reason: str
     response_code: int = 200
+    predicted_kw: float | None = None
+    """The planner's predicted delivery at the facility meter when it answered [kW]."""
 
 
 @dataclass(frozen=True)

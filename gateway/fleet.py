@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.accounting import LedgerEntry, PowerSample, ledger_entry
 from gateway.baselines import BaselineParams
@@ -253,16 +253,36 @@ def job_views(session: Session) -> tuple[JobView, ...]:
     )
 
 
-def delivered_kw(session: Session, pue: Mapping[str, float]) -> dict[tuple[str, str], float]:
-    """Facility power moved off each site per event, by migrations not aborted [kW]."""
+def delivered_kw(
+    session: Session, pue: Mapping[str, float], idle_kw_per_gpu: float = 0.0
+) -> dict[tuple[str, str], float]:
+    """Facility power moved off each site per event, by migrations not aborted: the jobs'
+    power less the idle draw of the GPUs they free [kW]."""
+    return _moved_kw(session, Migration.source_site_id, pue, idle_kw_per_gpu)
+
+
+def absorbed_kw(
+    session: Session, pue: Mapping[str, float], idle_kw_per_gpu: float = 0.0
+) -> dict[tuple[str, str], float]:
+    """Facility power moved into each site per event, by migrations not aborted [kW]."""
+    return _moved_kw(session, Migration.target_site_id, pue, idle_kw_per_gpu)
+
+
+def _moved_kw(
+    session: Session,
+    site_column: InstrumentedAttribute[str],
+    pue: Mapping[str, float],
+    idle_kw_per_gpu: float,
+) -> dict[tuple[str, str], float]:
+    net_kw = func.sum(Job.power_kw - idle_kw_per_gpu * Job.gpus)
     rows = session.execute(
-        select(Migration.event_ref, Migration.source_site_id, func.sum(Job.power_kw))
+        select(Migration.event_ref, site_column, net_kw)
         .join(Job, Job.id == Migration.job_id)
         .where(Migration.event_ref.is_not(None), Migration.state != "aborted")
-        .group_by(Migration.event_ref, Migration.source_site_id)
+        .group_by(Migration.event_ref, site_column)
     )
     return {
-        (ref, site): float(kw or 0.0) * pue.get(site, 1.0)
+        (ref, site): max(0.0, float(kw or 0.0)) * pue.get(site, 1.0)
         for ref, site, kw in rows
         if ref is not None
     }
@@ -274,10 +294,12 @@ def build_snapshot(
     statuses: Mapping[str, SiteStatus],
     requests: Iterable[SiteRequest],
     now: datetime,
+    idle_kw_per_gpu: float = 0.0,
 ) -> Snapshot:
     """The fleet as the planner sees it. Jobs at a site under manual override are pinned
     (not migratable): the gateway does not move them."""
     overridden = {s.id for s in sites if s.manual_override}
+    pue = {s.id: s.pue for s in sites}
     jobs = tuple(
         replace(j, migratable=False) if j.site_id in overridden else j for j in job_views(session)
     )
@@ -286,7 +308,8 @@ def build_snapshot(
         sites=site_views(session, sites, statuses, maintenance_by_site(session, now)),
         jobs=jobs,
         requests=tuple(requests),
-        delivered_kw=delivered_kw(session, {s.id: s.pue for s in sites}),
+        delivered_kw=delivered_kw(session, pue, idle_kw_per_gpu),
+        absorbed_kw=absorbed_kw(session, pue, idle_kw_per_gpu),
     )
 
 

@@ -128,5 +128,11 @@ class EventResponse(Base):
     """False when the event said response_required = never: the answer is not sent."""
     sent_at: Mapped[datetime | None]
     """When the VTN acknowledged the oadrCreatedEvent carrying this answer; None if unsent."""
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    """The requestID of the oadrDistributeEvent this answer answers (conformance rule 42);
+    None for answers stored before revision 0007."""
+    predicted_kw: Mapped[float | None] = mapped_column(Float)
+    """The planner's predicted deliverable power at the facility meter when it answered [kW];
+    None when it predicted none."""
 
     event: Mapped[Event] = relationship(back_populates="responses")

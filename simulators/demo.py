@@ -24,6 +24,7 @@ from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.errors import ConfigError
 from gateway.reporting import format_report, site_report
+from gateway.reports.delivery import describe, read_delivery
 from gateway.settings import Settings, load_settings
 from gateway.sites.schema import JobSpec
 from models import Event, EventResponse, Migration
@@ -216,6 +217,7 @@ def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -
             select(func.count()).select_from(Migration).where(Migration.state == "completed")
         )
         rows = site_report(session.connection())
+        delivery = read_delivery(session.connection())
     print("\nEvents (sent by the simulated VTN over OpenADR, answered by the gateway):")
     kinds: dict[str, str] = {}
     for issued in vtn.issued:
@@ -224,8 +226,18 @@ def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -
         print(f"  {kinds.get(event_id, '?'):<11} {event_id} #{mod}: {opt_type}  ({reason})")
     print("\nPer-site report (dr-gateway report, from the site_report SQL view):")
     print(format_report(rows, "table"), end="")
+    print(
+        "\nDelivery of the events opted in to (event_delivery view: requested against "
+        "delivered at the facility meter):"
+    )
+    print("\n".join(describe(delivery)))
     answered_kinds = {kinds.get(r.event_id) for r in vtn.opts}
     problems = []
+    for short in delivery.short:
+        problems.append(
+            f"event {short.event_id} delivered {100 * short.ratio:.1f} % of its request "
+            f"(at least {100 * delivery.threshold:.0f} % promised)"
+        )
     for kind in ("curtailment", "surplus"):
         if any(e.kind == kind for e in events) and kind not in answered_kinds:
             problems.append(f"no {kind} event was answered")
@@ -234,5 +246,8 @@ def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -
     if problems:
         print(f"\ndemo: FAILED: {'; '.join(problems)}")
         return 1
-    print(f"\ndemo: OK: {len(vtn.opts)} answers reached the VTN, {completed} migrations completed")
+    print(
+        f"\ndemo: OK: {len(vtn.opts)} answers reached the VTN, {completed} migrations completed, "
+        f"{delivery.met} of {delivery.opted_in} opted-in events delivered"
+    )
     return 0

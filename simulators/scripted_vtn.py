@@ -5,12 +5,16 @@ number, a cancelled event sent again, a distribution that leaves an event out, a
 unknown signal names, events without per-interval dtstart, odd targets). In ``on_poll`` mode
 the VTN answers each ``oadrPoll`` with whatever message the test queued, built from plain
 dicts by openleadr's own message templates, so every byte still goes through openleadr's
-XML, schema validation and HTTP on loopback.
+XML, schema validation and HTTP on loopback. Distributions go out as written: openleadr's
+sender-side preflight (which would stretch an active period to the sum of its intervals and
+zero a SIMPLE signal's currentValue) is skipped for them, as other VTNs do not have it.
 
 It registers any VEN (a VEN that brings its venID keeps it), accepts the reports a VEN offers
 without asking for any, answers ``oadrRequestEvent`` with the events set in
 :attr:`ScriptedVtn.standing`, and records every ``eventResponse`` it receives with its
-response code (:attr:`ScriptedVtn.responses`) before acknowledging it.
+response code and requestID (:attr:`ScriptedVtn.responses`) before acknowledging it. The
+requestID of every distribution it sends, from a poll or in answer to ``oadrRequestEvent``,
+is in :attr:`ScriptedVtn.distributions` (openleadr sets it, not the script).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 from openleadr import OpenADRServer
+from openleadr import utils as openleadr_utils
+from openleadr.messaging import TEMPLATES, create_message
 
 from gateway.errors import GatewayError
 from simulators.vtn import on_each_event_response
@@ -45,6 +51,14 @@ class ReceivedResponse:
     request_id: str
 
 
+@dataclass(frozen=True)
+class SentDistribution:
+    """One ``oadrDistributeEvent`` as the VTN sent it."""
+
+    request_id: str
+    event_ids: tuple[str, ...]
+
+
 class ScriptedVtn:
     """A VTN on 127.0.0.1 (OS-assigned port) whose messages the test script decides.
 
@@ -62,6 +76,8 @@ class ScriptedVtn:
         self.polls = 0
         self.registrations: list[str] = []
         """The venID of every registration, in order."""
+        self.distributions: list[SentDistribution] = []
+        """Every distribution sent, in order."""
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         with warnings.catch_warnings():
@@ -78,6 +94,8 @@ class ScriptedVtn:
         self.server.add_handler("on_create_party_registration", self._on_create_party_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
         self._record_response_codes()
+        for service in self.server.services.values():
+            service._create_message = self._create_message
 
     @property
     def url(self) -> str:
@@ -104,12 +122,33 @@ class ScriptedVtn:
         self.queue.append(
             (
                 "oadrDistributeEvent",
-                {"events": [dict(e) for e in events], "request_id": _new_id("REQ")},
+                {"events": [dict(e) for e in events]},  # openleadr sets the requestID
             )
         )
 
     def responses_to(self, event_id: str) -> list[ReceivedResponse]:
         return [r for r in self.responses if r.event_id == event_id]
+
+    def _create_message(self, message_type: str, **payload: Any) -> str:
+        """The XML of one message: distributions as written (recorded with their requestID),
+        anything else through openleadr's ``create_message``."""
+        if message_type != "oadrDistributeEvent":
+            return str(create_message(message_type, **payload))
+        events = payload.get("events") or []
+        self.distributions.append(
+            SentDistribution(
+                request_id=str(payload.get("request_id")),
+                event_ids=tuple(str(e["event_descriptor"]["event_id"]) for e in events),
+            )
+        )
+        body = TEMPLATES.get_template(f"{message_type}.xml").render(**payload)
+        return str(
+            TEMPLATES.get_template("oadrPayload.xml").render(
+                template=message_type,
+                signature=None,
+                signed_object=openleadr_utils.flatten_xml(body),
+            )
+        )
 
     # -- openleadr handlers ----------------------------------------------------------------
 

@@ -265,3 +265,54 @@ def test_rule_requests_of_events(
     events: list[tuple[DrEvent, str | None]], expected: list[tuple[str, str, float]]
 ) -> None:
     assert requested(events) == expected
+
+
+def intervals(*hours: float) -> tuple[EventSignal, ...]:
+    """One signal whose intervals last ``hours``."""
+    return (
+        EventSignal(
+            "s",
+            "SIMPLE",
+            "level",
+            tuple(EventInterval(i, h * HOUR_S, 1.0) for i, h in enumerate(hours)),
+        ),
+    )
+
+
+RULE_8_CASES = [
+    pytest.param(24.0, intervals(8, 8, 8), [], id="three 8 h intervals fill 24 h"),
+    pytest.param(
+        24.0,
+        intervals(*[8.0] * 8),
+        ["signal s: intervals add up to 230400 s, the active period lasts 86400 s"],
+        id="64 h of intervals in a 24 h active period (seen in the field)",
+    ),
+    pytest.param(
+        24.0,
+        intervals(8, 8),
+        ["signal s: intervals add up to 57600 s, the active period lasts 86400 s"],
+        id="intervals shorter than the active period",
+    ),
+    pytest.param(0.0, intervals(8, 8), [], id="an open-ended event is not checked"),
+    pytest.param(24.0, intervals(8, 0), [], id="a last interval of duration 0 runs to the end"),
+    pytest.param(
+        24.0,
+        intervals(30, 0),
+        ["signal s: intervals add up to 108000 s, the active period lasts 86400 s"],
+        id="an open last interval after too long ones",
+    ),
+    pytest.param(
+        2.0,
+        (*intervals(1, 1), EventSignal("t", "SIMPLE", "level", (EventInterval(0, HOUR_S, 1.0),))),
+        ["signal t: intervals add up to 3600 s, the active period lasts 7200 s"],
+        id="every signal is checked",
+    ),
+]
+
+
+@pytest.mark.parametrize(("duration_h", "signals", "problems"), RULE_8_CASES)
+def test_rule_8_interval_durations_add_up_to_the_active_period(
+    duration_h: float, signals: tuple[EventSignal, ...], problems: list[str]
+) -> None:
+    checked = event("EVT", duration_h=duration_h, signals=signals)
+    assert rules.interval_mismatches(checked) == problems

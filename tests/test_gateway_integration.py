@@ -168,10 +168,18 @@ async def test_event_to_migration_to_ledger(world: World) -> None:
         ).all()
         assert response.opt == "optIn" and "dark: shed" in response.reason
 
-    # The optIn makes the daemon plan at once: it sheds by moving the job to the other site.
-    await wait_for(lambda: count(world.sessions, Migration) == 1)
-    with unit_of_work(world.sessions) as session:
-        planned = list(session.scalars(select(Migration.id)))
+    # The optIn makes the daemon plan at once, but a shed waits for the event's start (an
+    # earlier one would lower the baseline the meter judges it by): the daemon plans again
+    # at that instant and moves the job to the other site then.
+    start_at = stored.start_at + timedelta(seconds=stored.start_offset_s or 0.0)
+    await wait_for(lambda: gateway.next_plan_at is not None)
+    assert gateway.next_plan_at is not None
+    assert gateway.next_plan_at.replace(tzinfo=None) == start_at.replace(tzinfo=None)
+    assert count(world.sessions, Migration) == 0, "nothing moves before the start"
+    clock.set(gateway.next_plan_at)
+    await gateway.poll_once()
+    planned = await gateway.plan_once()
+    assert len(planned) == 1
     clock.advance(60)
     await gateway.poll_once()
     assert await gateway.plan_once() == [], "planned once, not again"

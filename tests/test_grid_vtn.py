@@ -211,6 +211,10 @@ async def world(session_factory: sessionmaker[Session], database_url: str) -> As
             await runner.cleanup()
 
 
+NET_KW = 1.3 - 2 * 0.11
+"""What the 1.3 kW job on 2 GPUs takes off its site's IT load: its GPUs then draw idle power."""
+
+
 def facility_kw(site: SimulatedSite) -> float:
     return site.status().it_power_kw * 1.2
 
@@ -236,16 +240,16 @@ async def test_grid_vtn_dispatches_against_the_offers_and_records_what_was_deliv
         }
         assert len(stored) == 2 * 3
         west = stored["west", hour]
-        assert west.shed_kw == pytest.approx(1.3 * 1.2)
+        assert west.shed_kw == pytest.approx(NET_KW * 1.2)
         assert 0 < west.notice_s < LEAD_S
-        assert stored["east", hour].absorb_kw == pytest.approx(1.3 * 1.2)
+        assert stored["east", hour].absorb_kw == pytest.approx(NET_KW * 1.2)
         shed_kw, notice_s = west.shed_kw, west.notice_s
 
     # The offers reach the VTN as projected readings.
     await wait_for(lambda: (ven_id, "west", hour) in grid.offers(), "the offers")
     offer = grid.offers()[ven_id, "west", hour]
     assert (offer.shed_kw, offer.notice_s) == pytest.approx((shed_kw, notice_s))
-    assert grid.offers()[ven_id, "east", hour].absorb_kw == pytest.approx(1.3 * 1.2)
+    assert grid.offers()[ven_id, "east", hour].absorb_kw == pytest.approx(NET_KW * 1.2)
     await wait_for(lambda: grid.usage(ven_id, "west"), "usage readings")
 
     # The high-MOER hour gets one curtailment event, sized from the offer, for west only.
@@ -260,26 +264,38 @@ async def test_grid_vtn_dispatches_against_the_offers_and_records_what_was_deliv
     await wait_for(lambda: grid.answer(dispatch) is not None, "the opt")
     assert grid.answer(dispatch) == "optIn"
 
-    # The gateway sheds by moving the job to east, before the hour starts.
+    # The gateway sheds when the hour starts (earlier would lower the baseline): it plans at
+    # that instant and moves the job to east.
+    await wait_for(lambda: gateway.next_plan_at is not None, "the round the optIn asked for")
+    assert gateway.next_plan_at == hour
+    clock.set(hour)
+    await gateway.poll_once()
+    assert len(await gateway.plan_once()) == 1
     for _ in range(20):
         clock.advance(10)
         await gateway.poll_once()
-        await gateway.plan_once()
         if sites["east"].job_state("job-1") == "running":
             break
     assert sites["east"].job_state("job-1") == "running"
-    assert clock.now() < hour
     with unit_of_work(world.sessions) as session:
         [migration] = session.scalars(select(Migration).where(Migration.job_id == "job-1"))
         assert (migration.source_site_id, migration.target_site_id) == ("west", "east")
         assert migration.event_ref == f"grid/{dispatch.event_id}"
+        assert migration.checkpointing_at is not None
+        assert migration.checkpointing_at.replace(tzinfo=UTC) == hour
 
-    # Inside the hour, the VEN's telemetry says what west delivered.
-    clock.set(hour + timedelta(seconds=60))
+    # Inside the hour, the VEN's telemetry says what west delivered (the readings after the
+    # shed: one taken at the hour's first instant may still see the job).
+    clock.advance(60)
     await gateway.poll_once()
     load_after_kw = facility_kw(sites["west"])
-    await wait_for(lambda: grid.outcome(dispatch) is not None, "readings in the hour")
-    outcome = grid.outcome(dispatch)
+    after = hour + timedelta(seconds=60)
+    await wait_for(
+        lambda: any(at >= after for at, _ in grid.usage(ven_id, "west")), "readings in the hour"
+    )
+    outcome = delivered(
+        grid.usage(ven_id, "west"), dispatch.issued_at, after, dispatch.end_at, grid.baseline_s
+    )
     assert outcome is not None
     assert outcome.baseline_kw == pytest.approx(load_before_kw)
     assert outcome.during_kw == pytest.approx(load_after_kw)

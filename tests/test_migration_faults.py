@@ -35,8 +35,8 @@ from gateway.daemon import Gateway
 from gateway.db import unit_of_work
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import Settings, parse_settings
-from gateway.sites.schema import JobSpec, OperationKind
-from models import Migration
+from gateway.sites.schema import Checkpoint, JobSpec, OperationKind
+from models import Job, Migration
 from simulators.site_controller import SimulatedSite, build_app
 from simulators.traces import RenewableTrace
 from tests.invariants import InvariantMonitor, SimulatorProbe
@@ -299,6 +299,78 @@ async def test_transfer_cut_midway_aborts_and_the_job_resumes_at_the_source(worl
     assert m.transferring_at is not None and m.restoring_at is None
     assert world.sites["sunny"].job_state(JOB_ID) is None, "nothing reached the target"
     assert world.sites["dark"].job_state(JOB_ID) == "running"
+    world.monitor.assert_held()
+    await world.monitor.assert_settled()
+
+
+# ---- one writer per migration --------------------------------------------------------------
+
+
+async def _transfer_done(world: World, migration_id: str) -> None:
+    """Rounds until the migration transfers, then time enough for the transfer to end (the
+    next advance announces the restore)."""
+    await world.rounds(lambda: world.state(migration_id) == "transferring")
+    world.clock.advance(ROUND_S)
+
+
+def _record_remaining_work(world: World, work_gpu_h: float) -> None:
+    """What a poll round records between two readings of the job: its remaining work (the
+    restore call carries it, so two restore calls built from two readings differ)."""
+    with unit_of_work(world.sessions) as session:
+        session.execute(update(Job).where(Job.id == JOB_ID).values(work_remaining_gpu_h=work_gpu_h))
+
+
+async def test_plan_and_poll_rounds_never_advance_one_migration_at_once(world: World) -> None:
+    """The race of issue 11: the plan round's restore call is slow at the target while the
+    poll round advances the same migration. Before the fix the poll round sent a second
+    restore with other arguments, took the 409 for a refusal, aborted and resumed the job at
+    the source while the target ran it: one job at two sites."""
+    assert world.gateway.dispatcher is not None
+    sunny = world.sites["sunny"]
+    migration_id = await world.start_migration()
+    await _transfer_done(world, migration_id)
+    sunny.hold("restore")  # a slow restore: the call waits at the target before it acts
+    plan_round = asyncio.create_task(world.gateway.dispatcher.advance(migration_id))
+    await wait_for(lambda: sunny.held("restore") == 1, "the plan round's restore call")
+    assert world.gateway.dispatcher.advancing(migration_id)
+    _record_remaining_work(world, 99.0)
+    poll_round = asyncio.create_task(world.gateway.poll_once())
+    await wait_for(
+        lambda: poll_round.done() or sunny.held("restore") > 1, "the poll round to settle"
+    )
+    assert sunny.held("restore") == 1, "the poll round sent a second restore call"
+    await poll_round
+    sunny.unhold("restore")
+    assert await plan_round == "restoring"
+    await world.rounds(lambda: world.ended(migration_id))
+    assert world.state(migration_id) == "completed"
+    assert sunny.job_state(JOB_ID) == "running"
+    world.monitor.assert_held()
+    await world.monitor.assert_settled()
+
+
+async def test_a_refused_restore_the_target_did_start_is_followed_not_aborted(
+    world: World,
+) -> None:
+    """A 409 may answer a repeat whose arguments differ from a restore the target started
+    (here an earlier call built from an older reading of the job): the gateway asks the
+    target, finds its restore and follows it instead of resuming the job at the source."""
+    assert world.gateway.dispatcher is not None
+    migration_id = await world.start_migration()
+    await _transfer_done(world, migration_id)
+    m = world.migration(migration_id)
+    assert m.checkpoint_sha256 is not None
+    earlier = JobSpec(
+        JOB_ID, gpus=2, power_kw=1.3, checkpoint_gb=m.checkpoint_gb, work_remaining_gpu_h=42.0
+    )
+    await world.gateway.clients["sunny"].restore(
+        earlier, migration_id, "dark", Checkpoint(m.checkpoint_gb, m.checkpoint_sha256)
+    )
+    await world.rounds(lambda: world.ended(migration_id))
+    m = world.migration(migration_id)
+    assert m.state == "completed", m.error
+    assert world.sites["sunny"].job_state(JOB_ID) == "running"
+    assert world.sites["dark"].job_state(JOB_ID) is None
     world.monitor.assert_held()
     await world.monitor.assert_settled()
 

@@ -15,6 +15,8 @@ from gateway.planner.snapshot import JobView, SiteView, Snapshot
 NOW = datetime(2026, 6, 21, 18, 10, tzinfo=UTC)
 """The first offered hour starts at 19:00: 3000 s of lead time."""
 STEP_S = 900.0
+IDLE_KW = 2 * 0.11
+"""The idle draw of a job's 2 GPUs: what stays on a site's meter when the job leaves [kW]."""
 PARAMS = PolicyParams(
     feasibility=FeasibilityParams(alpha=0.1, efficiency=0.9, network_kwh_per_gb=0.01, idle_kw=0.11),
     checkpoint_write_gb_per_s=0.5,
@@ -90,8 +92,8 @@ CASES = {
         sites=(site("dark", 0.0), site("sunny", 20.0)),
         jobs=(job("j1", "dark", power_kw=1.3),),
         expected={
-            ("dark", 0): (1.3, 0.0, WRITE_5GB_S),
-            ("sunny", 0): (0.0, 1.3, MOVE_5GB_S),
+            ("dark", 0): (1.3 - IDLE_KW, 0.0, WRITE_5GB_S),
+            ("sunny", 0): (0.0, 1.3 - IDLE_KW, MOVE_5GB_S),
         },
     ),
     "no renewable window at any target: nothing to shed, absorbing still possible": Case(
@@ -99,7 +101,7 @@ CASES = {
         jobs=(job("j1", "dark", power_kw=1.3),),
         expected={
             ("dark", 0): (0.0, 0.0, 0.0),
-            ("also-dark", 0): (0.0, 1.3, MOVE_5GB_S),
+            ("also-dark", 0): (0.0, 1.3 - IDLE_KW, MOVE_5GB_S),
         },
     ),
     "a move longer than the lead time counts from the hour it can complete by": Case(
@@ -111,7 +113,7 @@ CASES = {
             ("sunny", 0): (0.0, 0.0, 0.0),
             # 6600 s of lead; the window from 20:15 (the first forecast step at or after
             # 20:00) is the 14 h of forecast left: 50 400 s >= 38 889 s
-            ("dark", 1): (2.0, 0.0, WRITE_1000GB_S),
+            ("dark", 1): (2.0 - IDLE_KW, 0.0, WRITE_1000GB_S),
             # a one-hour window allows 360 s of migration: never absorbed
             ("sunny", 1): (0.0, 0.0, 0.0),
         },
@@ -131,7 +133,7 @@ CASES = {
     "the renewable window must cover the target's own load and the job's": Case(
         sites=(site("dark", 0.0), site("busy", 4.0, it_power_kw=3.5)),
         jobs=(job("j1", "dark", power_kw=1.0),),
-        expected={("dark", 0): (0.0, 0.0, 0.0), ("busy", 0): (0.0, 1.0, MOVE_5GB_S)},
+        expected={("dark", 0): (0.0, 0.0, 0.0), ("busy", 0): (0.0, 1.0 - IDLE_KW, MOVE_5GB_S)},
     ),
     "a target without free GPUs takes nothing": Case(
         sites=(site("dark", 0.0), site("full", 20.0, gpus_free=1)),
@@ -143,10 +145,10 @@ CASES = {
         jobs=(job("small", "dark", power_kw=1.0), job("large", "dark", power_kw=2.0)),
         expected={
             # 2.5 kW of IT headroom at sunny: the 2 kW job goes, the 1 kW one no longer fits
-            ("dark", 0): (3.0, 0.0, WRITE_5GB_S),
+            ("dark", 0): ((2.0 - IDLE_KW) * 1.5, 0.0, WRITE_5GB_S),
             # sunny's offer: 2.5 kW of room takes the 1 kW job then not the 2 kW one (quickest
             # first; both take equally long, so in listed order)
-            ("sunny", 0): (0.0, 1.0, MOVE_5GB_S),
+            ("sunny", 0): (0.0, 1.0 - IDLE_KW, MOVE_5GB_S),
         },
     ),
     "jobs that cannot move count for nothing": Case(
@@ -163,9 +165,13 @@ CASES = {
         jobs=(job("j1", "dark"), job("j2", "sunny")),
         overridden=frozenset({"sunny"}),
         expected={
-            ("dark", 0): (1.0, 1.0, MOVE_5GB_S),  # j1 goes to other; j2 could come in
+            ("dark", 0): (
+                1.0 - IDLE_KW,
+                1.0 - IDLE_KW,
+                MOVE_5GB_S,
+            ),  # j1 goes to other; j2 could come in
             ("sunny", 0): (0.0, 0.0, 0.0),
-            ("other", 0): (0.0, 2.0, MOVE_5GB_S),
+            ("other", 0): (0.0, 2 * (1.0 - IDLE_KW), MOVE_5GB_S),
         },
     ),
     "an offline site gets no offer and takes no job": Case(
@@ -176,7 +182,10 @@ CASES = {
     "beyond the forecast no renewable power is assumed": Case(
         sites=(site("dark", 0.0), site("short-forecast", [20.0] * 3)),
         jobs=(job("j1", "dark"),),
-        expected={("dark", 0): (0.0, 0.0, 0.0), ("short-forecast", 0): (0.0, 1.0, MOVE_5GB_S)},
+        expected={
+            ("dark", 0): (0.0, 0.0, 0.0),
+            ("short-forecast", 0): (0.0, 1.0 - IDLE_KW, MOVE_5GB_S),
+        },
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from gateway.planner.plan import fleet_arrays, plan
 from gateway.planner.policies import choose_shed_jobs
 from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
+from gateway.planner.timing import absorb_departures
 
 NOW = datetime(2026, 6, 21, 18, tzinfo=UTC)
 STEP_S = 900.0
@@ -195,22 +197,78 @@ def test_unmigratable_and_in_flight_jobs_stay() -> None:
     assert plan(snapshot, PARAMS) == []
 
 
-def test_shed_request_moves_jobs_off_until_covered() -> None:
-    request = SiteRequest(
-        "a", "shed", 3.0, NOW + timedelta(minutes=30), NOW + timedelta(hours=2), "vtn/e1"
-    )
+NET_JOB_KW = 1.3 - 2 * 0.11
+"""What a 1.3 kW job on 2 GPUs takes off its site's meter: the GPUs it leaves draw idle power."""
+
+
+def test_shed_request_moves_jobs_off_at_its_start_until_covered() -> None:
+    start_at = NOW + timedelta(minutes=30)
+    request = SiteRequest("a", "shed", 3.0, start_at, start_at + timedelta(hours=2), "vtn/e1")
     snapshot = Snapshot(
         at=NOW,
         sites=(site("a", 10.0, it_power_kw=5.2), site("b", 0.0), site("c", 0.0)),
         jobs=(job("j1", "a"), job("j2", "a"), job("j3", "a"), job("j4", "a")),
         requests=(request,),
     )
-    decisions = plan(snapshot, PARAMS)
-    assert len(decisions) == 3  # 3 x 1.3 kW >= 3 kW
+    # Half an hour ahead nothing moves: an early shed lowers the baseline the meter judges by.
+    assert plan(snapshot, PARAMS) == []
+    at_start = replace(snapshot, at=start_at)
+    decisions = plan(at_start, PARAMS)
+    # The ask plus the margin, in jobs' power less the idle draw they leave: 3.3 / 1.08 -> 4.
+    assert len(decisions) == math.ceil(3.0 * (1 + PARAMS.delivery_margin) / NET_JOB_KW)
     assert all(d.source_site_id == "a" and d.event_ref == "vtn/e1" for d in decisions)
     # What earlier moves delivered counts.
-    done = replace(snapshot, delivered_kw={("vtn/e1", "a"): 2.6})
-    assert len(plan(done, PARAMS)) == 1
+    done = replace(at_start, delivered_kw={("vtn/e1", "a"): 2 * NET_JOB_KW})
+    assert len(plan(done, PARAMS)) == 2
+
+
+def test_absorb_moves_leave_so_that_jobs_run_at_the_start() -> None:
+    start_at = NOW + timedelta(hours=1)
+    request = SiteRequest("b", "absorb", 1.0, start_at, start_at + timedelta(hours=1), "vtn/e3")
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("a", 10.0, it_power_kw=1.3), site("b", 0.0)),
+        jobs=(job("j1", "a", gb=5.0),),
+        requests=(request,),
+    )
+    move_s = 5 / 0.6 + 8 * 5 / 9 + 5 / 1.5
+    assert plan(snapshot, PARAMS) == []  # an hour ahead: too early
+    [due_at] = absorb_departures(snapshot, PARAMS)
+    assert due_at == start_at - timedelta(seconds=move_s)
+    [decision] = plan(replace(snapshot, at=due_at), PARAMS)
+    assert (decision.job_id, decision.target_site_id, decision.event_ref) == ("j1", "b", "vtn/e3")
+    assert decision.reason.startswith("absorb for vtn/e3")
+
+
+def test_guarded_sites_give_up_no_job_before_their_event() -> None:
+    """A dark site would lose its job to a sunny one, but a shed starts there within the
+    guard: the job stays until the shed moves it, so the baseline before the event holds."""
+    start_at = NOW + timedelta(minutes=45)
+    shed_later = SiteRequest("dark", "shed", 1.0, start_at, start_at + timedelta(hours=1), "v/e")
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=1.3), site("sunny", 10.0)),
+        jobs=(job("j1", "dark"),),
+    )
+    assert len(plan(snapshot, PARAMS)) == 1
+    assert plan(replace(snapshot, requests=(shed_later,)), PARAMS) == []
+
+
+def test_guarded_sites_take_no_job_before_their_event() -> None:
+    """A sunny site would take the dark site's job, but an absorb starts there within the
+    guard: a job arriving now would raise the baseline the absorb is judged against."""
+    start_at = NOW + timedelta(minutes=45)
+    absorb_later = SiteRequest(
+        "sunny", "absorb", 0.5, start_at, start_at + timedelta(hours=1), "v/e"
+    )
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("dark", 0.0, it_power_kw=1.3), site("sunny", 10.0)),
+        jobs=(job("j1", "dark"),),
+        requests=(absorb_later,),
+    )
+    later = replace(PARAMS, absorb_early_s=0.0)
+    assert plan(snapshot, later) == [], "not the policy's move, and not yet the absorb's"
 
 
 def test_shedding_site_takes_no_new_jobs() -> None:
@@ -247,21 +305,49 @@ def fleet_for_opt(*, room_gpus: int = 16) -> Snapshot:
 def test_opt_in_when_the_shed_is_deliverable() -> None:
     decision = opt.decide(event(values=(-3.0,)), fleet_for_opt(), PARAMS, SIGNALS)
     assert decision.opt == "optIn"
-    assert "a: shed 3.0 kW asked, 3.9 kW deliverable" in decision.reason
+    # Jobs go until the ask plus the margin is covered: 4 x 1.08 kW at PUE 1.
+    assert f"a: shed 3.0 kW asked, {4 * NET_JOB_KW:.1f} kW deliverable" in decision.reason
+    assert decision.predicted_kw == pytest.approx(3.0 * (1 + PARAMS.delivery_margin))
 
 
 def test_opt_out_without_room_elsewhere() -> None:
     decision = opt.decide(event(values=(-3.0,)), fleet_for_opt(room_gpus=2), PARAMS, SIGNALS)
     assert decision.opt == "optOut"
-    assert "1.3 kW deliverable" in decision.reason
+    assert f"{NET_JOB_KW:.1f} kW deliverable" in decision.reason
+    assert decision.predicted_kw == pytest.approx(NET_JOB_KW)
 
 
-def test_opt_out_when_checkpoints_cannot_be_written_by_the_start() -> None:
+def test_opt_counts_no_room_at_sites_other_events_guard() -> None:
+    """b is the only room, but another opted-in event sheds at b while this one runs: b
+    takes no job then, so the shed at a cannot be delivered."""
+    e = event(values=(-1.0,), start_in_h=1.0, duration_h=2.0)
+    other = SiteRequest(
+        "b", "shed", 0.5, e.effective_start_at + timedelta(minutes=30), e.end_at, "vtn/other"
+    )
+    assert opt.decide(e, fleet_for_opt(), PARAMS, SIGNALS).opt == "optIn"
+    busy = replace(fleet_for_opt(), requests=(other,))
+    decision = opt.decide(e, busy, PARAMS, SIGNALS)
+    assert decision.opt == "optOut"
+    assert "0.0 kW deliverable" in decision.reason
+
+
+def test_shed_opt_does_not_wait_for_checkpoints_the_load_leaves_when_they_start() -> None:
     snapshot = replace(
         fleet_for_opt(), jobs=tuple(replace(j, checkpoint_gb=3000.0) for j in fleet_for_opt().jobs)
     )
-    decision = opt.decide(event(values=(-3.0,), start_in_h=0.5), snapshot, PARAMS, SIGNALS)
+    decision = opt.decide(event(values=(-3.0,), start_in_h=0.0), snapshot, PARAMS, SIGNALS)
+    assert decision.opt == "optIn"
+
+
+def test_absorb_opt_counts_a_late_job_for_the_share_it_runs() -> None:
+    slow = replace(fleet_for_opt(), jobs=(job("j1", "a", gb=400.0),))  # ~ 1380 s to move
+    move_s = 400 / 0.6 + 8 * 400 / 9 + 400 / 1.5
+    in_time = event(values=(0.5,), resources=("b",), start_in_h=0.5, duration_h=1.0)
+    assert opt.decide(in_time, slow, PARAMS, SIGNALS).opt == "optIn"
+    now = event(values=(0.8,), resources=("b",), start_in_h=0.0, duration_h=1.0)
+    decision = opt.decide(now, slow, PARAMS, SIGNALS)
     assert decision.opt == "optOut"
+    assert decision.predicted_kw == pytest.approx(NET_JOB_KW * (1 - move_s / 3600))
 
 
 def test_absorb_opt_counts_jobs_that_arrive_in_time() -> None:
@@ -284,8 +370,9 @@ def test_test_event_is_answered_and_says_so() -> None:
 
 SHED_CASES = [
     # label, job (power kW, checkpoint GB) list, shed IT kW, expected job ids
-    ("the quickest job that covers", [(5.4, 84.0), (1.3, 5.0), (1.2, 3.6)], 1.0, ["j2"]),
-    ("two small quick jobs beat one slow big one", [(5.4, 84.0), (1.3, 5.0), (1.2, 3.6)], 2.2,
+    # each job on 2 GPUs: what it takes off the meter is its power less 0.22 kW of idle draw
+    ("the quickest job that covers", [(5.4, 84.0), (1.3, 5.0), (1.2, 3.6)], 0.9, ["j2"]),
+    ("two small quick jobs beat one slow big one", [(5.4, 84.0), (1.3, 5.0), (1.2, 3.6)], 2.0,
      ["j2", "j1"]),
     ("one big job beats many slow small ones", [(5.4, 20.0), (1.3, 50.0), (1.3, 50.0)], 2.5,
      ["j0"]),

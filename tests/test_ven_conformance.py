@@ -9,9 +9,10 @@ Each test runs on SQLite and PostgreSQL. ``docs/conformance.md`` lists the rules
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,11 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.events import DrEvent, OptDecision
+from gateway.planner.requests import event_requests
+from gateway.planner.signals import SignalPolicy
 from gateway.settings import VtnSettings, parse_settings
 from gateway.ven import store
 from gateway.ven.client import VenConnection
 from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict
+from tests.test_event_rules import site as site_view
 from tests.test_ven_integration import VTN_ID, Planner, site
 
 pytestmark = pytest.mark.integration
@@ -50,12 +54,13 @@ class Rig:
     sessions: sessionmaker[Session]
     clock: ManualClock
 
-    async def send(self, *events: dict[str, Any]) -> None:
+    async def send(self, *events: dict[str, Any]) -> str:
         """Distribute exactly ``events``: the VEN polls (openleadr's own poll, over HTTP) and
-        has handled the message when this returns."""
+        has handled the message when this returns; the distribution's requestID."""
         self.vtn.distribute(events)
         await self.connection._client._poll()
         assert not self.vtn.queue, "the VEN fetched the distribution"
+        return self.vtn.distributions[-1].request_id
 
     def start(self, hours: float = 1.0) -> datetime:
         return self.clock.now() + timedelta(hours=hours)
@@ -71,19 +76,25 @@ class Rig:
             for r in self.vtn.responses_to(event_id)
         ]
 
+    def answered_under(self, request_id: str) -> list[tuple[str, int, str, int]]:
+        """(event id, modification number, opt, code) of each answer the VTN received with
+        the requestID ``request_id``, in arrival order."""
+        return [
+            (r.event_id, r.modification_number, r.opt_type, r.response_code)
+            for r in self.vtn.responses
+            if r.request_id == request_id
+        ]
+
 
 @asynccontextmanager
-async def running(
+async def connected(
+    vtn: ScriptedVtn,
     session_factory: sessionmaker[Session],
-    vtn_id: str = "UTILITY-1",
+    planner: Planner,
+    clock: ManualClock,
     programmes: list[dict[str, Any]] | None = None,
-) -> AsyncIterator[Rig]:
-    """A started VEN against a scripted VTN; ``programmes`` as ``[[programme]]`` tables
-    (default: none, the design's mapping for every market context)."""
-    vtn = ScriptedVtn(vtn_id, poll_interval_s=POLL_S)
-    await vtn.start()
-    planner = Planner()
-    clock = ManualClock(datetime.now(UTC))
+) -> AsyncIterator[VenConnection]:
+    """A started VEN against ``vtn``, stopped afterwards; a new one each time (a restart)."""
     connection = VenConnection(
         VtnSettings(id=VTN_ID, url=vtn.url, ven_name="dr-gateway-conformance"),
         (site("site-a"), site("site-b", resource_id="RES-B")),
@@ -98,9 +109,28 @@ async def running(
     )
     try:
         await connection.start()
-        yield Rig(vtn, connection, planner, session_factory, clock)
+        yield connection
     finally:
         await connection.stop()
+
+
+@asynccontextmanager
+async def running(
+    session_factory: sessionmaker[Session],
+    vtn_id: str = "UTILITY-1",
+    programmes: list[dict[str, Any]] | None = None,
+    planner: Planner | None = None,
+) -> AsyncIterator[Rig]:
+    """A started VEN against a scripted VTN; ``programmes`` as ``[[programme]]`` tables
+    (default: none, the design's mapping for every market context)."""
+    vtn = ScriptedVtn(vtn_id, poll_interval_s=POLL_S)
+    await vtn.start()
+    planner = planner or Planner()
+    clock = ManualClock(datetime.now(UTC))
+    try:
+        async with connected(vtn, session_factory, planner, clock, programmes) as connection:
+            yield Rig(vtn, connection, planner, session_factory, clock)
+    finally:
         await vtn.stop()
 
 
@@ -149,13 +179,16 @@ async def test_rule_higher_modification_replaces(session_factory: sessionmaker[S
         assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
 
 
-async def test_rule_equal_modification_is_no_change(session_factory: sessionmaker[Session]) -> None:
+async def test_rule_12_equal_modification_is_no_change_and_answered_from_the_store(
+    session_factory: sessionmaker[Session],
+) -> None:
     async with running(session_factory) as rig:
         event = event_dict("EVT-1", start_at=rig.start())
         await rig.send(event)
-        await rig.send(event)
-        assert calls_for(rig.planner, "EVT-1") == [0]
-        assert rig.got("EVT-1") == [(0, "optIn", 200)], "no second answer to the same version"
+        again = await rig.send(event)
+        assert calls_for(rig.planner, "EVT-1") == [0], "not decided again"
+        assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
+        assert rig.answered_under(again) == [("EVT-1", 0, "optIn", 200)]
         assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
 
 
@@ -217,8 +250,10 @@ async def test_rule_resent_cancelled_event_does_not_opt_out_the_others(
         await rig.send(cancelled)
         await rig.send(cancelled, event_dict("EVT-2", start_at=start))
         await rig.send(cancelled, event_dict("EVT-2", start_at=start))
-        assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
-        assert rig.got("EVT-2") == [(0, "optIn", 200)]
+        assert rig.got("EVT-1") == [(0, "optIn", 200)] + [(1, "optIn", 200)] * 3, (
+            "the cancellation is acknowledged again each time it is sent (rule 12)"
+        )
+        assert rig.got("EVT-2") == [(0, "optIn", 200)] * 2
         assert calls_for(rig.planner, "EVT-2") == [0]
 
 
@@ -234,7 +269,8 @@ async def test_rule_event_missing_from_a_distribution_is_cancelled_by_implicatio
         assert first.cancelled and first.implied_cancel_at is not None
         assert not first.is_active_at(start + timedelta(minutes=1))
         assert not second.cancelled and second.is_active_at(start + timedelta(minutes=1))
-        assert rig.got("EVT-2") == [(0, "optIn", 200)], "the kept event is not answered again"
+        assert rig.got("EVT-2") == [(0, "optIn", 200)] * 2, "the kept event is answered again"
+        assert calls_for(rig.planner, "EVT-2") == [0], "from the store"
 
 
 async def test_rule_empty_distribution_cancels_every_event_by_implication(
@@ -377,7 +413,7 @@ async def test_rule_response_required_never_sends_no_answer(
         assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, False, False)]
 
 
-async def test_rule_response_required_always_is_answered_once_per_version(
+async def test_rule_response_required_always_answers_each_event_in_one_message(
     session_factory: sessionmaker[Session],
 ) -> None:
     async with running(session_factory) as rig:
@@ -451,7 +487,7 @@ async def test_rule_lower_case_vtn_id_is_tolerated(session_factory: sessionmaker
 # -- crash windows ----------------------------------------------------------------------------
 
 
-async def test_rule_an_answer_stored_but_never_acknowledged_is_sent_once_more(
+async def test_rule_an_answer_stored_but_never_acknowledged_is_sent_when_distributed_again(
     session_factory: sessionmaker[Session],
 ) -> None:
     """The process stopped after storing its answer and before the VTN acknowledged it."""
@@ -459,11 +495,12 @@ async def test_rule_an_answer_stored_but_never_acknowledged_is_sent_once_more(
         event = event_dict("EVT-1", start_at=rig.start())
         await rig.send(event)
         forget_acknowledgement(session_factory, "EVT-1")
-        await rig.send(event)
-        await rig.send(event)
+        again = await rig.send(event)
         assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
+        assert rig.answered_under(again) == [("EVT-1", 0, "optIn", 200)]
         assert calls_for(rig.planner, "EVT-1") == [0], "resent from the store, not decided again"
         assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]
+        assert await rig.connection.resend_unsent() == 0, "acknowledged now"
 
 
 async def test_rule_a_version_stored_without_an_answer_is_decided_when_sent_again(
@@ -485,32 +522,248 @@ async def test_rule_a_version_stored_without_an_answer_is_decided_when_sent_agai
 # -- a change of plan ---------------------------------------------------------------------------
 
 
-async def test_rule_a_change_of_plan_updates_the_opt(
+async def test_rule_42_a_change_of_plan_updates_the_opt_under_the_distributions_request_id(
     session_factory: sessionmaker[Session],
 ) -> None:
     async with running(session_factory) as rig:
-        await rig.send(event_dict("EVT-1", start_at=rig.start()))
+        first = await rig.send(event_dict("EVT-1", start_at=rig.start()))
         event = rig.stored("EVT-1")
         assert event is not None
-        changed = OptDecision("optOut", "plan changed: site-a is offline")
+        changed = OptDecision("optOut", "plan changed: site-a is offline", predicted_kw=0.0)
         assert await rig.connection.update_opt(event, changed)
-        assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optOut", 200)]
+        assert rig.answered_under(first) == [
+            ("EVT-1", 0, "optIn", 200),
+            ("EVT-1", 0, "optOut", 200),
+        ], "the change answers the distribution that carried the version"
         assert stored_answers(session_factory, "EVT-1") == [
             (0, "optIn", 200, True, True),
             (0, "optOut", 200, True, True),
         ]
-        # The VTN distributes the event again: the new answer stands, nothing is resent.
-        await rig.send(event_dict("EVT-1", start_at=event.start_at))
-        assert len(rig.got("EVT-1")) == 2
+        # The VTN distributes the event again: the new answer stands and is sent again.
+        again = await rig.send(event_dict("EVT-1", start_at=event.start_at))
+        assert rig.answered_under(again) == [("EVT-1", 0, "optOut", 200)]
+        assert calls_for(rig.planner, "EVT-1") == [0]
         assert await rig.connection.resend_unsent() == 0
 
 
-async def test_rule_an_answer_the_vtn_never_acknowledged_is_resent_by_the_next_round(
+async def test_rule_42_an_answer_the_vtn_never_acknowledged_is_resent_under_its_request_id(
     session_factory: sessionmaker[Session],
 ) -> None:
     async with running(session_factory) as rig:
-        await rig.send(event_dict("EVT-1", start_at=rig.start()))
+        request_id = await rig.send(event_dict("EVT-1", start_at=rig.start()))
         forget_acknowledgement(session_factory, "EVT-1")
         assert await rig.connection.resend_unsent() == 1
         assert await rig.connection.resend_unsent() == 0
         assert rig.got("EVT-1") == [(0, "optIn", 200), (0, "optIn", 200)]
+        assert rig.answered_under(request_id) == [("EVT-1", 0, "optIn", 200)] * 2
+
+
+# -- every event of every distribution (rules 12 and 62) ------------------------------------
+
+
+async def test_rule_12_every_event_of_every_distribution_is_answered(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """As other VTNs write them: each distribution holds all current events (unchanged ones
+    too), events carry no per-interval dtstart, a cancelled one stays in until it ends."""
+    async with running(session_factory) as rig:
+        rig.planner.answers["EVT-B"] = OptDecision("optOut", "no flexible load")
+        start = rig.start()
+        a, b, c = (event_dict(e, start_at=start) for e in ("EVT-A", "EVT-B", "EVT-C"))
+        first = await rig.send(a, b, c)
+        changed = event_dict("EVT-B", start_at=start, modification_number=1, intervals=((HOUR, 2),))
+        cancelled = event_dict("EVT-C", start_at=start, modification_number=1, status="cancelled")
+        new = event_dict("EVT-D", start_at=start)
+        second = await rig.send(a, changed, cancelled, new)
+        third = await rig.send(a, changed, cancelled, new)
+
+        assert rig.answered_under(first) == [
+            ("EVT-A", 0, "optIn", 200),
+            ("EVT-B", 0, "optOut", 200),
+            ("EVT-C", 0, "optIn", 200),
+        ]
+        unchanged_new_changed_cancelled = [
+            ("EVT-A", 0, "optIn", 200),
+            ("EVT-B", 1, "optOut", 200),
+            ("EVT-C", 1, "optIn", 200),
+            ("EVT-D", 0, "optIn", 200),
+        ]
+        assert rig.answered_under(second) == unchanged_new_changed_cancelled
+        assert rig.answered_under(third) == unchanged_new_changed_cancelled
+        assert len(rig.vtn.responses) == 3 + 4 + 4, "no answer under another requestID"
+        assert [(e.event_id, e.modification_number) for e in rig.planner.calls] == [
+            ("EVT-A", 0),
+            ("EVT-B", 0),
+            ("EVT-C", 0),
+            ("EVT-B", 1),
+            ("EVT-D", 0),
+        ], "known versions are answered from the store, not decided again"
+        assert await rig.connection.resend_unsent() == 0, "all acknowledged"
+
+
+async def test_rule_62_events_sent_again_after_a_restart_are_answered_from_the_store(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The VTN sends its current events again in answer to the ``oadrRequestEvent`` of a
+    restarted VEN: each is answered again, with the stored decision."""
+    vtn = ScriptedVtn("UTILITY-1", poll_interval_s=POLL_S)
+    await vtn.start()
+    planner = Planner()
+    planner.answers["EVT-OUT"] = OptDecision("optOut", "no flexible load")
+    clock = ManualClock(datetime.now(UTC))
+    start = clock.now() + HOUR
+    vtn.standing = [
+        event_dict("EVT-IN", start_at=start),
+        event_dict("EVT-OUT", start_at=start),
+        event_dict("EVT-460", start_at=start, signal_name="x-unknownSignal"),
+    ]
+    try:
+        async with connected(vtn, session_factory, planner, clock):
+            before = vtn.distributions[-1].request_id
+        async with connected(vtn, session_factory, planner, clock):
+            after = vtn.distributions[-1].request_id
+    finally:
+        await vtn.stop()
+
+    expected = [
+        ("EVT-IN", 0, "optIn", 200),
+        ("EVT-OUT", 0, "optOut", 200),
+        ("EVT-460", 0, "optOut", 460),
+    ]
+    assert before != after and len(vtn.distributions) == 2
+    assert answered_under(vtn, before) == expected
+    assert answered_under(vtn, after) == expected, "every known event answered again"
+    assert [e.event_id for e in planner.calls] == ["EVT-IN", "EVT-OUT"], "not decided again"
+    assert stored_answers(session_factory, "EVT-OUT") == [(0, "optOut", 200, True, True)]
+
+
+def answered_under(vtn: ScriptedVtn, request_id: str) -> list[tuple[str, int, str, int]]:
+    return [
+        (r.event_id, r.modification_number, r.opt_type, r.response_code)
+        for r in vtn.responses
+        if r.request_id == request_id
+    ]
+
+
+# -- requestIDs (rule 42) ---------------------------------------------------------------------
+
+
+class GatedPlanner(Planner):
+    """A planner that holds every answer until the test opens its gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, event: DrEvent) -> OptDecision:
+        self.asked.set()
+        await self.gate.wait()
+        return await super().__call__(event)
+
+
+async def test_rule_42_an_answer_stored_while_another_waits_goes_out_with_its_distribution(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """One message, one event answered at once (460) and one waiting for the planner; a
+    plan round's resend comes in between. Before the fix the resend sent the stored 460
+    alone under a requestID openleadr generated, and the distribution sent it again."""
+    planner = GatedPlanner()
+    async with running(session_factory, planner=planner) as rig:
+        start = rig.start()
+        rig.vtn.distribute(
+            [
+                event_dict("EVT-460", start_at=start, signal_name="x-unknownSignal"),
+                event_dict("EVT-WAIT", start_at=start),
+            ]
+        )
+        poll = asyncio.create_task(rig.connection._client._poll())
+        try:
+            await asyncio.wait_for(planner.asked.wait(), WAIT_S)
+            assert stored_answers(session_factory, "EVT-460") == [
+                (0, "optOut", 460, True, False)
+            ], "the 460 answer is stored and unsent while the planner is held"
+            resent = await rig.connection.resend_unsent()
+        finally:
+            planner.gate.set()
+            await asyncio.wait_for(poll, WAIT_S)
+
+        request_id = rig.vtn.distributions[-1].request_id
+        assert resent == 0, "the resend leaves the distribution's answers to it"
+        assert [(r.event_id, r.request_id) for r in rig.vtn.responses] == [
+            ("EVT-460", request_id),
+            ("EVT-WAIT", request_id),
+        ], "each answer once, under the distribution's requestID"
+        assert stored_answers(session_factory, "EVT-460") == [(0, "optOut", 460, True, True)]
+
+
+# -- intervals against the active period (rule 8) -----------------------------------------
+
+
+async def test_rule_8_intervals_that_do_not_fill_the_active_period_are_answered_459(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Seen in the field: eight 8 h intervals (64 h) in a 24 h active period, sent as
+    written (openleadr's own VTN would have stretched the active period)."""
+    day = timedelta(hours=24)
+    async with running(session_factory) as rig:
+        start = rig.start()
+        broken = event_dict(
+            "EVT-64H", start_at=start, duration=day, intervals=((timedelta(hours=8), 1.0),) * 8
+        )
+        whole = event_dict(
+            "EVT-24H", start_at=start, duration=day, intervals=((timedelta(hours=8), 1.0),) * 3
+        )
+        await rig.send(broken, whole)
+        await rig.send(broken, whole)
+
+        assert rig.got("EVT-64H") == [(0, "optOut", 459)] * 2
+        assert rig.got("EVT-24H") == [(0, "optIn", 200)] * 2
+        assert calls_for(rig.planner, "EVT-64H") == [], "the planner is not asked"
+        stored = rig.stored("EVT-64H")
+        assert stored is not None and stored.duration_s == day.total_seconds()
+        with unit_of_work(session_factory) as session:
+            taking_part = [(p.event, p.opt) for p in store.participations(session, VTN_ID)]
+        asked = event_requests(
+            taking_part,
+            [replace(site_view("site-a"), vtn_id=VTN_ID)],
+            {"site-a": 30.0},
+            rig.clock.now(),
+            horizon_s=2 * HOUR.total_seconds(),
+            policy=SignalPolicy(),
+        )
+        assert {r.source for r in asked} == {f"{VTN_ID}/EVT-24H"}, "EVT-64H moves no load"
+
+
+# -- one writer per answer ----------------------------------------------------------------------
+
+
+async def test_one_writer_an_answer_awaiting_acknowledgement_is_not_resent_meanwhile(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The VTN holds its acknowledgement of the answer; a plan round's resend comes in
+    between and must not send the same stored answer a second time (commit d7266b9)."""
+    async with running(session_factory) as rig:
+        service = rig.vtn.server.services["event_service"]
+        acknowledge = service.handlers["oadrCreatedEvent"]
+        arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def held(payload: dict[str, Any]) -> Any:
+            arrived.set()
+            await release.wait()
+            return await acknowledge(payload)
+
+        service.handlers["oadrCreatedEvent"] = held
+        rig.vtn.distribute([event_dict("EVT-1", start_at=rig.start())])
+        poll = asyncio.create_task(rig.connection._client._poll())
+        try:
+            await asyncio.wait_for(arrived.wait(), WAIT_S)
+            assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, False)]
+            resent = await rig.connection.resend_unsent()
+        finally:
+            release.set()
+            await asyncio.wait_for(poll, WAIT_S)
+
+        assert resent == 0
+        assert rig.got("EVT-1") == [(0, "optIn", 200)]
+        assert stored_answers(session_factory, "EVT-1") == [(0, "optIn", 200, True, True)]

@@ -416,7 +416,7 @@ async def test_a_version_seen_again_is_answered_from_the_store_even_after_a_rest
     planner.answers["EVT-H"] = OptDecision("optOut", "site busy")
 
     async def opts(connection: VenConnection) -> list[tuple[str, int]]:
-        handled = await connection._distribution.handle([raw_event()])
+        handled = await connection._distribution.handle([raw_event()], "REQ-1")
         return [(a.opt, a.response_code) for a in handled.to_send]
 
     first = offline_connection(clock, session_factory, planner)
@@ -447,7 +447,7 @@ async def test_the_handler_never_raises_into_openleadr(
     malformed = raw_event("EVT-M")
     del malformed["active_period"]
 
-    handled = await connection._distribution.handle([malformed, raw_event()])
+    handled = await connection._distribution.handle([malformed, raw_event()], "REQ-1")
     assert [(a.event_id, a.opt, a.response_code) for a in handled.to_send] == [
         ("EVT-M", "optOut", 454),
         ("EVT-H", "optOut", 200),
@@ -514,3 +514,27 @@ def test_store_keeps_one_row_per_version_and_reads_back_the_newest(
         }
         row = store.event_row(session, VTN_ID, "EVT-S", 0)
         assert row is not None and row.received_at == received_at
+
+
+def test_store_keeps_the_request_id_and_predicted_power_of_each_answer(
+    session_factory: sessionmaker[Session],
+) -> None:
+    at = datetime(2029, 12, 31, tzinfo=UTC)
+    decision = OptDecision("optIn", "enough flexible load", predicted_kw=12.5)
+    with unit_of_work(session_factory) as session:
+        row, _ = store.save_event(session, stored_event(0), at)
+        response = store.save_response(session, row, decision, at, request_id="REQ-7")
+        response_id = response.id
+    with unit_of_work(session_factory) as session:
+        stored = store.last_answer(session, VTN_ID, "EVT-S", 0)
+        assert stored is not None
+        assert (stored.decision, stored.request_id, stored.sent_at) == (decision, "REQ-7", None)
+        store.mark_sent(session, [response_id], at)
+    with unit_of_work(session_factory) as session:
+        store.owe_again(session, response_id, "REQ-8")
+    with unit_of_work(session_factory) as session:
+        again = store.last_answer(session, VTN_ID, "EVT-S", 0)
+        assert again is not None
+        assert (again.decision, again.request_id, again.sent_at) == (decision, "REQ-8", None), (
+            "answered again: the same decision, owed to the new distribution"
+        )

@@ -3,8 +3,9 @@
 A real simulated VTN on an OS-assigned port and a real database: a new :class:`VenConnection`
 (and a new ``dr-gateway run`` process after SIGKILL) registers with the venID the previous one
 stored, the VTN sees one VEN registering twice, and the events it sends again are known from
-the store: not decided again and, once acknowledged, not answered again. Conditions are
-awaited with bounded loops.
+the store: not decided again, and answered again with the stored decision (conformance rule
+62: the VEN answers every event of every distribution, also those it knows). Conditions
+are awaited with bounded loops.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ async def vtn() -> AsyncIterator[SimulatedVtn]:
     await server.stop()
 
 
-async def test_new_connection_registers_as_the_same_ven_and_does_not_decide_again(
+async def test_rule_62_new_connection_registers_as_the_same_ven_and_answers_from_the_store(
     vtn: SimulatedVtn, session_factory: sessionmaker[Session]
 ) -> None:
     clock = ManualClock(datetime.now(UTC))
@@ -119,9 +120,9 @@ async def test_new_connection_registers_as_the_same_ven_and_does_not_decide_agai
         assert list(vtn.registrations) == [ven_id], "no second VEN at the VTN"
         assert vtn.registration_count(ven_id) == 2
         # start() returned after openleadr's oadrRequestEvent: the VTN has sent the event
-        # again, and the VEN knew it was answered and acknowledged.
+        # again, and the VEN answered it again with the stored decision (rule 62).
         assert vtn.server.events[ven_id], "the VTN still has the event for this VEN"
-    assert [a.opt_type for a in vtn.received_answers] == ["optIn"], "no duplicate answer"
+    assert [a.opt_type for a in vtn.received_answers] == ["optIn", "optIn"]
     assert {a.ven_id for a in vtn.received_answers} == {ven_id}
     assert len(planner.calls) == 1, "decided again after the restart"
     assert count(session_factory, Event) == count(session_factory, EventResponse) == 1
@@ -295,12 +296,14 @@ async def test_ven_id_and_answers_survive_sigkill_of_the_daemon(
             registered_again(daemon, ven_id), "the stored registration after restart"
         )
 
-        assert len(vtn.received_answers) == answers_before, "no duplicate answer after the restart"
+        # The VTN sent the event again in answer to oadrRequestEvent (before the registration
+        # was stored): answered again, with the stored decision (rule 62).
+        assert len(vtn.received_answers) == answers_before + 1
         assert list(vtn.registrations) == [ven_id], "the VTN saw another VEN after the restart"
         assert {a.ven_id for a in vtn.received_answers} == {ven_id}
         assert {a.opt_type for a in vtn.received_answers} == {first_answer}
         assert count(factory, Event, event_id) == 1
-        assert count(factory, EventResponse, event_id) == 1
+        assert count(factory, EventResponse, event_id) == 1, "decided once, across the crash"
         row = stored(factory)
         assert row is not None and row.ven_id == ven_id
         assert row.registration_id == vtn.registrations[ven_id].registration_id
@@ -322,7 +325,7 @@ def event_state(factory: sessionmaker[Session]) -> list[tuple[str, int, str, str
         )
 
 
-async def test_three_events_one_active_survive_sigkill_without_duplicate_answers(
+async def test_three_events_one_active_survive_sigkill_decided_once_and_answered_again(
     tmp_path: Path, empty_database_url: str
 ) -> None:
     clock = SystemClock()
@@ -343,8 +346,9 @@ async def test_three_events_one_active_survive_sigkill_without_duplicate_answers
         )
         before = event_state(factory)
         assert [e[4] for e in before] == [True, False, False], "one event active now"
-        answers_before = sorted((a.event_id, a.opt_type) for a in vtn.received_answers)
-        assert [e for e, _ in answers_before] == sorted(events)
+        # Each distribution carries every current event, and each is answered (rule 12).
+        assert {a.event_id for a in vtn.received_answers} == set(events)
+        answered_before = len(vtn.received_answers)
 
         await daemon.kill()
         # While the gateway is down the VTN modifies one event and issues another.
@@ -366,10 +370,21 @@ async def test_three_events_one_active_survive_sigkill_without_duplicate_answers
         ], "the same state and opts for the events that did not change"
         assert {e[0]: e[1] for e in after}[later] == 1, "the modification is known"
         assert {e[0] for e in after} == {*events, missed}, "no event lost"
-        answers_after = sorted(
-            (a.event_id, a.modification_number, a.opt_type) for a in vtn.received_answers
-        )
-        assert [(e, n) for e, n, _ in answers_after] == sorted(
+        opts: dict[tuple[str, int], set[str]] = {}
+        for a in vtn.received_answers:
+            opts.setdefault((a.event_id, a.modification_number), set()).add(a.opt_type)
+        assert sorted(opts) == sorted(
             [(active, 0), (soon, 0), (later, 0), (later, 1), (missed, 0)]
-        ), "each version answered exactly once, across the crash"
+        ), "every version answered"
+        assert all(len(answered) == 1 for answered in opts.values()), "one decision per version"
+        for e in (*events, missed):
+            assert count(factory, EventResponse, e) == (2 if e == later else 1), (
+                "each version decided once, across the crash"
+            )
+        again = {
+            (a.event_id, a.modification_number) for a in vtn.received_answers[answered_before:]
+        }
+        assert again >= {(active, 0), (soon, 0), (later, 1), (missed, 0)}, (
+            "the restarted VEN answered every event the VTN sent again (rule 62)"
+        )
         assert list(vtn.registrations) == [ven_id]

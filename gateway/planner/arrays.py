@@ -33,7 +33,7 @@ class FleetArrays:
     supply_kw: FloatArray
     """(S, K) green facility power forecast; column 0 is now [kW]."""
     shed_kw: FloatArray
-    """Facility power each site must still shed now [kW] (0: no request)."""
+    """Facility power each site must still shed now, the margin included [kW] (0: none)."""
     blocked: BoolArray
     """Sites that take no new jobs (asked to shed or cap)."""
     job_site: IntArray
@@ -44,6 +44,17 @@ class FleetArrays:
     """When each job started at its site, on the axis of ``at_s`` [s]."""
     job_work_gpu_h: FloatArray
     """Work each job has left [GPU h] (inf when unknown)."""
+    absorb_kw: FloatArray | None = None
+    """Facility power each site must still absorb for an opted-in event, the margin
+    included [kW] (None: none)."""
+    absorb_in_s: FloatArray | None = None
+    """Seconds until each site's absorb starts (0 once in force) [s]."""
+    job_pinned: BoolArray | None = None
+    """Jobs at sites that an opted-in event guards (in force or about to start): they move
+    only for that event, so the meter sees the event's change and no other (None: none)."""
+    idle_kw_per_gpu: float = 0.0
+    """IT power a GPU draws while no job runs on it: a job that leaves a site takes its power
+    less this per GPU with it [kW]."""
 
     @property
     def n_sites(self) -> int:
@@ -52,6 +63,21 @@ class FleetArrays:
     @property
     def n_jobs(self) -> int:
         return int(self.job_site.shape[0])
+
+    @property
+    def pinned(self) -> BoolArray:
+        """Per job: moves only for the event that guards its site."""
+        if self.job_pinned is None:
+            return np.zeros(self.n_jobs, dtype=np.bool_)
+        return self.job_pinned
+
+    def net_it_kw(self, jobs: IntArray | int) -> FloatArray:
+        """IT power a site loses when ``jobs`` leave it, or gains when they arrive: their
+        power less the idle draw of the GPUs they free or take [kW]."""
+        result: FloatArray = np.maximum(
+            0.0, self.job_power_kw[jobs] - self.idle_kw_per_gpu * self.job_gpus[jobs]
+        )
+        return result
 
 
 @dataclass(frozen=True)

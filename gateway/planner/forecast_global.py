@@ -16,8 +16,8 @@ from gateway.planner.rounds import (
     EPS,
     RoundState,
     bandwidth,
+    event_moves,
     settled,
-    shed,
     targets_now,
     top_per_site,
     window_matrix,
@@ -26,7 +26,7 @@ from gateway.planner.rounds import (
 
 def forecast_global(fleet: FleetArrays, params: PolicyParams) -> Moves:
     state = RoundState.of(fleet)
-    rows = shed(fleet, params, state)
+    rows = event_moves(fleet, params, state)
     if len(rows) >= params.max_migrations:
         return Moves.of(rows)
     steps = fleet.supply_kw.shape[1]

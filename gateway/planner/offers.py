@@ -15,11 +15,12 @@ when it is migratable, running and not already moving. For each online site S:
   at or after ``t_k`` during which T's forecast renewable power covers T's IT load plus the
   job's [s]; in time (migration <= alpha * window) and in energy (the move's energy is
   repaid inside the window). Of the targets that qualify, the one with the longest window
-  takes the job. Counted at S's facility power (``power_kw * pue``).
+  takes the job. Counted as the meter sees it: the job's power less the idle draw of the
+  GPUs it frees, times S's PUE.
 - **absorb**: movable jobs of the other online sites, quickest move to S first, each counted
   while S has GPUs and IT power headroom for it, when its move completes by ``t_k`` and lies
   in the feasibility domain of a one-hour window: the offered hour itself, whose grid surplus
-  is the green window. Counted at S's facility power.
+  is the green window. Counted at S's facility power, net of the GPUs' idle draw likewise.
 - **notice_s**: the longer of the two: for shed, the longest checkpoint write among the
   counted jobs (their load leaves S once the checkpoint is written); for absorb, the longest
   whole migration among them (their load arrives once restored). An event announced at
@@ -130,6 +131,8 @@ class _Fleet:
     job_site: np.ndarray
     job_gpus: np.ndarray
     job_power_kw: np.ndarray
+    job_net_kw: fm.FloatArray
+    """What each job takes off a site's IT load: its power less its GPUs' idle draw [kW]."""
     write_s: fm.FloatArray
     """Checkpoint write of each job [s]."""
     cost: MoveCost
@@ -162,6 +165,10 @@ class _Fleet:
             job_site=job_site,
             job_gpus=gpus,
             job_power_kw=np.array([j.power_kw for j in jobs], dtype=np.float64),
+            job_net_kw=np.array(
+                [max(0.0, j.power_kw - params.feasibility.idle_kw * j.gpus) for j in jobs],
+                dtype=np.float64,
+            ),
             write_s=np.asarray(
                 fm.checkpoint_write_s(checkpoint_gb, params.checkpoint_write_gb_per_s),
                 dtype=np.float64,
@@ -212,7 +219,7 @@ class _Fleet:
             target = int(np.argmax(np.where(fits, windows[j], -1.0)))
             gpus_room[target] -= self.job_gpus[j]
             power_room_kw[target] -= self.job_power_kw[j]
-            shed_kw += float(self.job_power_kw[j]) * self.sites[s].pue
+            shed_kw += float(self.job_net_kw[j]) * self.sites[s].pue
             notice_s = max(notice_s, float(self.write_s[j]))
         return shed_kw, notice_s
 
@@ -233,6 +240,6 @@ class _Fleet:
             if self.job_gpus[j] <= gpus and self.job_power_kw[j] <= power_kw + 1e-9:
                 gpus -= int(self.job_gpus[j])
                 power_kw -= float(self.job_power_kw[j])
-                absorb_kw += float(self.job_power_kw[j]) * self.sites[s].pue
+                absorb_kw += float(self.job_net_kw[j]) * self.sites[s].pue
                 notice_s = max(notice_s, float(migration_s[j]))
         return absorb_kw, notice_s

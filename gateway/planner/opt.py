@@ -1,14 +1,19 @@
-"""optIn or optOut: can the fleet deliver what an event asks, by its start?
+"""optIn or optOut: can the fleet deliver at the facility meter what an event asks?
 
-For each targeted site the event's largest ask is compared with what migrations could
-deliver in time, as the feasibility model says:
+For each targeted site the event's largest ask is compared with what migrations would deliver
+at the meter, as the planner will carry them out (:mod:`gateway.planner.timing`):
 
-- shed (or cap): migratable jobs leave the site; a job's load is gone once its checkpoint
-  starts, so it counts when another site (not asked to shed by the same event) has room for
-  it and its checkpoint is written by the event's start (or within ``alpha`` of the event's
-  duration when it has already started);
-- absorb: migratable jobs from other sites come in while there is room; a job counts when
-  its whole migration ends by the start of the event plus ``alpha`` of its duration.
+- shed (or cap): migratable jobs leave the site when the event starts (the load leaves with
+  the checkpoint); a job counts when another site (not asked to shed by the same event) has
+  room for it, with its power less the idle draw of the GPUs it leaves behind, times the
+  site's PUE;
+- absorb: migratable jobs from other sites come in while there is room, quickest first; each
+  counts for the share of the event it runs at the site: in full when its migration fits in
+  the notice, less by the time it arrives late.
+
+The answer is optIn only when every site's prediction covers its ask; the decision carries
+the prediction (``predicted_kw``: what the planner means to deliver, the ask plus
+``delivery_margin`` where the fleet has it), so that a campaign can score it against the meter.
 
 Pure: event, snapshot and parameters in, a decision with its reason out.
 """
@@ -16,10 +21,10 @@ Pure: event, snapshot and parameters in, a decision with its reason out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
-from gateway import feasibility as fm
 from gateway.events import DrEvent, OptDecision
 from gateway.planner import maintenance
 from gateway.planner.params import PolicyParams, move_cost
@@ -44,6 +49,10 @@ class Delivery:
     @property
     def enough(self) -> bool:
         return self.deliverable_kw + 1e-6 >= self.requested_kw
+
+    def planned_kw(self, margin: float) -> float:
+        """What the planner means to deliver: the ask plus the margin, as far as it can."""
+        return min(self.deliverable_kw, self.requested_kw * (1 + margin))
 
     def describe(self) -> str:
         verb = "absorb" if self.kind == "absorb" else "shed"
@@ -88,14 +97,30 @@ def decide(
         return OptDecision("optIn", f"{prefix}nothing to deliver at the targeted sites")
     lead_s = lead_time_s(event, snapshot.at)
     duration_s = event.duration_s if event.duration_s > 0 else params.horizon_s
-    asked_sites = {r.site_id for r in requests}
+    asked_sites = {r.site_id for r in requests} | _committed_sites(event, snapshot, params)
     deliveries = [
         _deliverable(r, snapshot, asked_sites, lead_s, duration_s, params) for r in requests
     ]
     text = "; ".join(d.describe() for d in deliveries)
+    predicted_kw = sum(d.planned_kw(params.delivery_margin) for d in deliveries)
     if all(d.enough for d in deliveries):
-        return OptDecision("optIn", f"{prefix}{text}")
-    return OptDecision("optOut", f"{prefix}{text}")
+        return OptDecision("optIn", f"{prefix}{text}", predicted_kw=predicted_kw)
+    return OptDecision("optOut", f"{prefix}{text}", predicted_kw=predicted_kw)
+
+
+def _committed_sites(event: DrEvent, snapshot: Snapshot, params: PolicyParams) -> set[str]:
+    """Sites that other opted-in events guard while this one runs (from ``event_guard_s``
+    before its start to its end): they neither take its jobs nor give up theirs."""
+    source = f"{event.vtn_id}/{event.event_id}"
+    start = event.effective_start_at - timedelta(seconds=params.event_guard_s)
+    end = event.end_at
+    return {
+        r.site_id
+        for r in snapshot.requests
+        if r.source != source
+        and (end is None or r.start_at < end + timedelta(seconds=params.event_guard_s))
+        and (r.end_at is None or r.end_at > start)
+    }
 
 
 def _overridden_conflict(event: DrEvent, targeted: list[SiteView]) -> str | None:
@@ -131,40 +156,43 @@ def _deliverable(
             site.site_id,
             "absorb",
             request.power_kw,
-            _absorbable_kw(site, snapshot, lead_s, duration_s, params),
+            _absorbable_kw(site, snapshot, asked_sites, lead_s, duration_s, params),
         )
     asked_kw = request.power_kw
     if request.kind == "cap":
         asked_kw = max(0.0, site.load_kw - request.power_kw)
-    deadline_s = lead_s if lead_s > 0 else params.feasibility.alpha * duration_s
+    idle_kw = params.feasibility.idle_kw
     room = {
         s.site_id: [s.gpus_free, s.it_power_max_kw - s.it_power_kw]
         for s in snapshot.sites
         if s.site_id not in asked_sites and s.online
     }
+    goal_kw = asked_kw * (1 + params.delivery_margin)
     delivered_kw = 0.0
     for job in sorted(_movable(snapshot, site.site_id), key=lambda j: -j.power_kw):
-        if delivered_kw >= asked_kw:
+        if delivered_kw >= goal_kw:
             break
-        write_s = float(fm.checkpoint_write_s(job.checkpoint_gb, params.checkpoint_write_gb_per_s))
-        if write_s > deadline_s:
-            continue
         for free in room.values():
             if free[0] >= job.gpus and free[1] >= job.power_kw:
                 free[0] -= job.gpus
                 free[1] -= job.power_kw
-                delivered_kw += job.power_kw * site.pue
+                delivered_kw += max(0.0, job.power_kw - idle_kw * job.gpus) * site.pue
                 break
     return Delivery(site.site_id, request.kind, asked_kw, delivered_kw)
 
 
 def _absorbable_kw(
-    site: SiteView, snapshot: Snapshot, lead_s: float, duration_s: float, params: PolicyParams
+    site: SiteView,
+    snapshot: Snapshot,
+    asked_sites: set[str],
+    lead_s: float,
+    duration_s: float,
+    params: PolicyParams,
 ) -> float:
     jobs = [
         j
         for s in snapshot.sites
-        if s.site_id != site.site_id
+        if s.site_id != site.site_id and s.site_id not in asked_sites and s.online
         for j in _movable(snapshot, s.site_id)
     ]
     if not jobs:
@@ -179,15 +207,17 @@ def _absorbable_kw(
         bandwidth,
         params,
     )
-    deadline_s = lead_s + params.feasibility.alpha * duration_s
     gpus_free, power_free_kw = site.gpus_free, site.it_power_max_kw - site.it_power_kw
+    idle_kw = params.feasibility.idle_kw
     absorbed_kw = 0.0
-    for i in np.argsort(cost.migration_s):
+    for i in np.argsort(cost.migration_s, kind="stable"):
         job = jobs[int(i)]
-        if cost.migration_s[i] > deadline_s:
+        late_s = max(0.0, float(cost.migration_s[i]) - lead_s)
+        share = max(0.0, 1.0 - late_s / duration_s)
+        if share <= 0.0:
             break
         if job.gpus <= gpus_free and job.power_kw <= power_free_kw:
             gpus_free -= job.gpus
             power_free_kw -= job.power_kw
-            absorbed_kw += job.power_kw * site.pue
+            absorbed_kw += max(0.0, job.power_kw - idle_kw * job.gpus) * site.pue * share
     return absorbed_kw

@@ -24,8 +24,23 @@ class PolicyParams:
     """Moves planned per round at most."""
     horizon_s: float = 43200.0
     step_s: float = 900.0
-    shed_lookahead_s: float = 3600.0
-    """Start shedding for a request this long before it begins [s]."""
+    shed_lookahead_s: float = 0.0
+    """Start shedding for a request this long before it begins [s]. The load leaves when the
+    checkpoint starts, so 0 sheds at the start; earlier would lower the baseline the meter
+    judges the event by (a shed an hour early looked like 3 % delivered)."""
+    event_guard_s: float = 3600.0
+    """A site with an opted-in event in force or starting within this time takes no job and
+    gives none up except for that event: the meter sees the event's change and no other [s]."""
+    delivery_margin: float = 0.1
+    """Shed or absorb this much more than asked, and opt in only when the planner predicts
+    it, so that a job finishing or a baseline a little off still leaves the request met [-]."""
+    absorb_early_s: float = 60.0
+    """A move for an absorb starts at most this much before it must (so that the job is
+    running at the site at the start): rounds fall between instants [s]."""
+    poll_interval_s: float = 0.0
+    """How often the dispatcher looks at migrations in flight: a migration waits up to this
+    long after its checkpoint and after its transfer before the next step starts, so an absorb's
+    jobs leave two of these earlier than the feasibility model alone would say [s]."""
     candidates_per_site: int = 4
     """Jobs per source site that a round considers (the largest); bounds the work [-]."""
     targets_per_round: int = 32

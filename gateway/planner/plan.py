@@ -25,6 +25,8 @@ class PlanInput:
     """The candidate jobs, in the order of the fleet's job arrays."""
     request_sources: dict[str, str]
     """Site id -> the request (``vtn_id/event_id``) its ``shed_kw`` comes from."""
+    absorb_sources: dict[str, str]
+    """Site id -> the request its ``absorb_kw`` comes from."""
 
 
 def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
@@ -37,6 +39,8 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         if j.migratable and j.state == "running" and not j.in_flight and j.site_id in index
     ]
     shed_kw = np.zeros(len(sites), dtype=np.float64)
+    absorb_kw = np.zeros(len(sites), dtype=np.float64)
+    absorb_in_s = np.zeros(len(sites), dtype=np.float64)
     source_of: dict[str, str] = {}
     lookahead = snapshot.at + timedelta(seconds=params.shed_lookahead_s)
     for request in _due(snapshot.requests, snapshot, lookahead):
@@ -44,15 +48,29 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         if i is None:
             continue
         site = sites[i]
+        # The ask plus the margin, less what this event's moves already took off.
+        margin = 1 + params.delivery_margin
         if request.kind == "shed":
             delivered = snapshot.delivered_kw.get((request.source, site.site_id), 0.0)
-            asked = request.power_kw - delivered
+            asked = request.power_kw * margin - delivered
         else:
-            asked = site.load_kw - request.power_kw
+            asked = (site.load_kw - request.power_kw) * margin
         if asked > shed_kw[i]:
             shed_kw[i] = asked
             source_of[site.site_id] = request.source
-    blocked = _blocked(snapshot, params)
+    absorb_source: dict[str, str] = {}
+    for request in _absorbs(snapshot.requests, snapshot):
+        i = index.get(request.site_id)
+        if i is None:
+            continue
+        absorbed = snapshot.absorbed_kw.get((request.source, request.site_id), 0.0)
+        asked = request.power_kw * (1 + params.delivery_margin) - absorbed
+        if asked > absorb_kw[i]:
+            absorb_kw[i] = asked
+            absorb_in_s[i] = max(0.0, (request.start_at - snapshot.at).total_seconds())
+            absorb_source[request.site_id] = request.source
+    guarded = guarded_sites(snapshot, params)
+    blocked = _blocked(snapshot, params) | guarded
     fleet = FleetArrays(
         at_s=snapshot.at.timestamp(),
         step_s=params.step_s,
@@ -73,8 +91,31 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         job_checkpoint_gb=np.array([j.checkpoint_gb for j in jobs], dtype=np.float64),
         job_arrived_s=np.array([j.arrived_at_site_at.timestamp() for j in jobs], dtype=np.float64),
         job_work_gpu_h=np.array([j.work_remaining_gpu_h for j in jobs], dtype=np.float64),
+        absorb_kw=absorb_kw,
+        absorb_in_s=absorb_in_s,
+        job_pinned=np.array([j.site_id in guarded for j in jobs], dtype=np.bool_),
+        idle_kw_per_gpu=params.feasibility.idle_kw,
     )
-    return PlanInput(fleet, jobs, source_of)
+    return PlanInput(fleet, jobs, source_of, absorb_source)
+
+
+def guarded_sites(snapshot: Snapshot, params: PolicyParams) -> set[str]:
+    """Sites with an opted-in event in force or starting within ``event_guard_s``: their
+    load changes only for that event (jobs neither leave nor arrive for other reasons)."""
+    soon = snapshot.at + timedelta(seconds=params.event_guard_s)
+    return {
+        r.site_id
+        for r in snapshot.requests
+        if r.start_at <= soon and (r.end_at is None or r.end_at > snapshot.at)
+    }
+
+
+def _absorbs(requests: tuple[SiteRequest, ...], snapshot: Snapshot) -> list[SiteRequest]:
+    """Absorb requests in force now or to come (those in the snapshot are within the
+    horizon): jobs must leave for them early enough to run at the start."""
+    return [
+        r for r in requests if r.kind == "absorb" and (r.end_at is None or r.end_at > snapshot.at)
+    ]
 
 
 def _due(
@@ -109,16 +150,20 @@ def plan(
     if len([s for s in snapshot.sites if s.online]) < 2 or params.max_migrations <= 0:
         return []
     given = fleet_arrays(snapshot, params)
-    jobs, sources = given.jobs, given.request_sources
+    jobs, sources, absorbs = given.jobs, given.request_sources, given.absorb_sources
     moves: Moves = POLICIES[policy](given.fleet, params)
     decisions = []
     for i in range(len(moves)):
         job = jobs[int(moves.job[i])]
         target = snapshot.sites[int(moves.target[i])]
         window_h = float(moves.window_s[i]) / 3600
-        event_ref = sources.get(job.site_id) if moves.shed[i] else None
+        event_ref = None
         if moves.shed[i]:
+            event_ref = sources.get(job.site_id) or absorbs.get(target.site_id)
+        if moves.shed[i] and job.site_id in sources:
             reason = f"shed for {event_ref}; green window at target {window_h:.1f} h"
+        elif moves.shed[i]:
+            reason = f"absorb for {event_ref}; green window at target {window_h:.1f} h"
         else:
             reason = (
                 f"{policy}: {window_h:.1f} h green window at target, "

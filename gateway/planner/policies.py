@@ -32,8 +32,8 @@ from gateway.planner.rounds import (
     bandwidth,
     choose_shed_jobs,
     deficit,
+    event_moves,
     settled,
-    shed,
     targets_now,
     top_per_site,
     window_matrix,
@@ -50,12 +50,12 @@ def static(fleet: FleetArrays, params: PolicyParams) -> Moves:
 
 def energy_greedy(fleet: FleetArrays, params: PolicyParams) -> Moves:
     state = RoundState.of(fleet)
-    rows = shed(fleet, params, state)
+    rows = event_moves(fleet, params, state)
     surplus = state.prefix[:, 0].copy()  # IT headroom now
     surplus[~fleet.online | fleet.blocked] = -np.inf
     short = deficit(fleet, state.it_power_kw)
     for site in np.flatnonzero(short)[np.argsort(surplus[short])]:
-        jobs = np.flatnonzero((fleet.job_site == site) & ~state.moved)
+        jobs = np.flatnonzero((fleet.job_site == site) & ~state.moved & ~fleet.pinned)
         for job in jobs[np.argsort(-fleet.job_power_kw[jobs], kind="stable")]:
             if len(rows) >= params.max_migrations or not deficit(fleet, state.it_power_kw)[site]:
                 break
@@ -88,7 +88,7 @@ def energy_greedy(fleet: FleetArrays, params: PolicyParams) -> Moves:
 
 def feasibility_aware(fleet: FleetArrays, params: PolicyParams) -> Moves:
     state = RoundState.of(fleet)
-    rows = shed(fleet, params, state)
+    rows = event_moves(fleet, params, state)
     if len(rows) >= params.max_migrations:
         return Moves.of(rows)
     short = deficit(fleet, state.it_power_kw)

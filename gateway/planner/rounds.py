@@ -120,7 +120,7 @@ def choose_shed_jobs(
         fleet.bandwidth_gbps[fleet.job_site[jobs]],
         params,
     ).migration_s
-    power = fleet.job_power_kw[jobs]
+    power = fleet.net_it_kw(jobs)
     order = np.argsort(times, kind="stable")
     covering = order[power[order] >= shed_it_kw]
     cumulative = np.cumsum(power[order][:budget])
@@ -135,6 +135,75 @@ def choose_shed_jobs(
     best = min(options, key=lambda chosen: (float(times[chosen].sum()), chosen.size))
     result: IntArray = jobs[best]
     return result
+
+
+def event_moves(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Row]:
+    """The moves opted-in events need now: sheds, then absorbs whose jobs must leave now to
+    run at their site by the absorb's start."""
+    rows = shed(fleet, params, state)
+    for job, target, cost_s, energy_kwh, depart_in_s in plan_absorbs(fleet, params, state):
+        if len(rows) >= params.max_migrations:
+            break
+        if depart_in_s > params.absorb_early_s:
+            continue  # a later round, timed to this instant, moves it
+        state.move(fleet, job, target)
+        window = windows_s(state.prefix[target], fleet.job_power_kw[job : job + 1], fleet.step_s)
+        rows.append((job, target, cost_s, energy_kwh, float(window[0]), True))
+    return rows
+
+
+Absorb = tuple[int, int, float, float, float]
+"""(candidate, target site, migration_s, energy_kwh, depart_in_s): a move an absorb needs;
+it must leave within ``depart_in_s`` [s] to run at the target by the absorb's start (its
+migration plus the dispatcher's two waits for the next poll, after the checkpoint and after
+the transfer)."""
+
+
+def plan_absorbs(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Absorb]:
+    """For each site asked to absorb, the quickest jobs from unguarded sites whose IT power
+    (less the idle draw they leave behind) covers ``absorb_kw``, each with the time
+    by which it must leave. Does not change ``state``: the caller moves those due now."""
+    if fleet.absorb_kw is None or fleet.absorb_in_s is None:
+        return []
+    out: list[Absorb] = []
+    taken = state.moved.copy()
+    gpus_free = state.gpus_free.copy()
+    it_power_kw = state.it_power_kw.copy()
+    for site in np.flatnonzero(fleet.absorb_kw > EPS):
+        if not fleet.online[site]:
+            continue
+        need_it_kw = float(fleet.absorb_kw[site] / fleet.pue[site])
+        jobs = np.flatnonzero(
+            (fleet.job_site != site) & ~taken & ~fleet.pinned & fleet.online[fleet.job_site]
+        )
+        if jobs.size == 0:
+            continue
+        cost = move_cost(
+            fleet.job_checkpoint_gb[jobs],
+            fleet.job_gpus[jobs],
+            np.minimum(fleet.bandwidth_gbps[fleet.job_site[jobs]], fleet.bandwidth_gbps[site]),
+            params,
+        )
+        net_kw = fleet.net_it_kw(jobs)
+        for i in np.argsort(cost.migration_s, kind="stable"):
+            if need_it_kw <= EPS:
+                break
+            job = int(jobs[i])
+            power_kw = float(fleet.job_power_kw[job])
+            if fleet.job_gpus[job] > gpus_free[site] or (
+                it_power_kw[site] + power_kw > fleet.it_power_max_kw[site] + EPS
+            ):
+                continue
+            gpus_free[site] -= fleet.job_gpus[job]
+            it_power_kw[site] += power_kw
+            taken[job] = True
+            need_it_kw -= float(net_kw[i])
+            arrive_s = float(cost.migration_s[i]) + 2 * params.poll_interval_s
+            depart_in_s = float(fleet.absorb_in_s[site]) - arrive_s
+            out.append(
+                (job, int(site), float(cost.migration_s[i]), float(cost.energy_kwh[i]), depart_in_s)
+            )
+    return out
 
 
 def shed(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Row]:
@@ -179,6 +248,9 @@ def shed(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Ro
 
 
 def settled(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> BoolArray:
-    """Jobs that may move: not moved this round, at their site long enough."""
-    result: BoolArray = ~state.moved & (fleet.at_s - fleet.job_arrived_s >= params.min_residence_s)
+    """Jobs that may move: not moved this round, at their site long enough, not at a site an
+    event guards."""
+    result: BoolArray = (
+        ~state.moved & ~fleet.pinned & (fleet.at_s - fleet.job_arrived_s >= params.min_residence_s)
+    )
     return result

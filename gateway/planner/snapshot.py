@@ -84,6 +84,9 @@ class Snapshot:
     requests: tuple[SiteRequest, ...] = field(default=())
     delivered_kw: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """Facility power already moved off a site for a request: (request source, site id) [kW]."""
+    absorbed_kw: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """Facility power already moved into a site for a request: (request source, site id)
+    [kW]."""
 
     def site(self, site_id: str) -> SiteView:
         for site in self.sites:

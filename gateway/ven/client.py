@@ -7,11 +7,23 @@ It answers events and reports on every site it serves. What it adds to openleadr
   ``oadrDistributeEvent`` goes to :mod:`gateway.ven.distribution`, which applies the 2.0b
   rules of :mod:`gateway.ven.rules` (modification numbers and 450, cancellations sent again,
   implied cancel, startafter, 460, response_required; ``docs/conformance.md``), stores every
-  version and answer, and returns the answers to send in one ``oadrCreatedEvent``; they are
-  marked sent once the VTN acknowledges them. An empty distribution (which openleadr does not
-  pass on) reaches it through an ``after_parse_xml`` hook. A change of plan sends a new
-  answer (:meth:`VenConnection.update_opt`); answers never acknowledged go out again
-  (:meth:`VenConnection.resend_unsent`);
+  version and answer, and returns an answer to every event of the distribution (conformance
+  rules 12 and 62: unchanged, new, changed and cancelled ones, known ones answered again from
+  the store), sent in one ``oadrCreatedEvent`` under the distribution's requestID (rule 42);
+  they are marked sent once the VTN acknowledges them. An empty distribution (which openleadr
+  does not pass on) reaches it through an ``after_parse_xml`` hook. A change of plan sends a
+  new answer (:meth:`VenConnection.update_opt`); answers never acknowledged go out again
+  (:meth:`VenConnection.resend_unsent`). Every send groups its answers by the requestID
+  stored with each (one ``oadrCreatedEvent`` per requestID) and never sends an answer to a
+  distribution under an empty or generated requestID;
+- one writer per answer: a lock per connection (``_answering``) is held by the task that
+  handles a distribution, changes an opt or resends unacknowledged answers, from reading or
+  storing the answers until the VTN acknowledged (or refused) them. So the answer to one
+  event version is changed and sent by one task at a time, and an answer awaiting the VTN's
+  acknowledgement is never sent a second time meanwhile by another task (two tasks racing
+  to send the same stored answer); answering a version again because the VTN sent it again
+  is another matter, and required. A resend finding the lock taken does nothing: the holder
+  sends what it owes and the next plan round resends what is left;
 - the reports (telemetry, status and flexibility offers of every site) are rows of
   :data:`gateway.ven.reports.REPORTS`; that module says what it changes in openleadr's
   reporting (status payloads, one rID list per report request, durations of projected
@@ -153,9 +165,8 @@ class VenConnection:
         """The current client has registered (start() succeeded and it was not stopped since)."""
         self._ven_id: str | None = vtn.ven_id
         self._registration_id: str | None = None
-        self._answers_in_flight: set[int] = set()
-        """Stored answers (``response_id``) in an ``oadrCreatedEvent`` awaiting the VTN's
-        acknowledgement: not sent again meanwhile (by a resend or a repeated distribution)."""
+        self._answering = asyncio.Lock()
+        """Held while one task stores or sends answers to this VTN (see the module notes)."""
         self._distribution = DistributionHandler(
             vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported
         )
@@ -480,52 +491,83 @@ class VenConnection:
             # openleadr would answer 452 to every event (pitfall 7); the id is the VTN's.
             logger.info("VTN %s uses a lower-case VTN id %r; accepted", self.vtn.id, vtn_id)
             self._lower_case_vtn_logged = True
-        handled = await self._distribution.handle(events)
-        if handled.to_send:
-            await self._send_answers(client, handled.to_send, str(message.get("request_id") or ""))
+        request_id = self._request_id_of(message)
+        async with self._answering:
+            handled = await self._distribution.handle(events, request_id)
+            if handled.to_send:
+                await self._send_answers(client, handled.to_send)
         if handled.opted_in and self._after_opt_in is not None:
             self._after_opt_in()
+
+    def _request_id_of(self, message: Mapping[str, Any]) -> str:
+        """The distribution's requestID. The schema requires one and openleadr drops a
+        message without; should one still arrive, the answers get an id of their own, stored
+        with them so that every later send of them carries the same one."""
+        request_id = message.get("request_id")
+        if request_id is not None and str(request_id):
+            return str(request_id)
+        generated = str(openleadr_utils.generate_id())
+        logger.warning(
+            "VTN %s sent a distribution without a requestID; its answers carry %s",
+            self.vtn.id,
+            generated,
+        )
+        return generated
 
     async def update_opt(self, event: DrEvent, decision: OptDecision) -> bool:
         """Change the answer to the stored version ``event`` (a change of plan): store it,
         then send it in an ``oadrCreatedEvent`` (openleadr's ``created_event`` cannot carry a
-        response code). True when the VTN acknowledged it; an unacknowledged answer stays
-        unsent and :meth:`resend_unsent` tries again."""
-        answer = await self._distribution.record(event, decision)
-        client = self._client
-        if answer is None or client is None or not self.available:
-            return False
-        return await self._send_answers(client, [answer], "")
+        response code) under the requestID of the distribution the version's answer answered
+        last (``docs/conformance.md``, rule 42). True when the VTN acknowledged it; an
+        unacknowledged answer stays unsent and :meth:`resend_unsent` tries again."""
+        async with self._answering:
+            answer = await self._distribution.record(event, decision)
+            client = self._client
+            if answer is None or client is None or not self.available:
+                return False
+            return await self._send_answers(client, [answer]) == 1
 
     async def resend_unsent(self) -> int:
         """Send again the answers the VTN asked for but never acknowledged (of versions not
-        over yet); the number acknowledged now."""
-        client = self._client
-        if client is None or not self.available:
-            return 0
-        answers = await self._distribution.unsent()
-        if not answers or not await self._send_answers(client, answers, ""):
-            return 0
-        return len(answers)
+        over yet), each under the requestID stored with it; the number acknowledged now.
 
-    async def _send_answers(self, client: Any, answers: Sequence[Answer], request_id: str) -> bool:
-        """Send ``answers`` in one ``oadrCreatedEvent``; record them sent once the VTN
-        acknowledged. False when it did not (they stay unsent and go out again when the VTN
-        distributes the event again)."""
-        answers = [a for a in answers if a.response_id not in self._answers_in_flight]
-        if not answers:
-            return True  # all in a request under way, which records them sent
-        in_flight = {a.response_id for a in answers if a.response_id is not None}
-        self._answers_in_flight |= in_flight
-        try:
-            return await self._send_answers_now(client, answers, request_id)
-        finally:
-            self._answers_in_flight -= in_flight
+        Does nothing while another task stores or sends answers to this VTN: that task
+        sends what it owes, and the next round what is left."""
+        client = self._client
+        if client is None or not self.available or self._answering.locked():
+            return 0
+        async with self._answering:
+            answers = await self._distribution.unsent()
+            return await self._send_answers(client, answers)
+
+    async def _send_answers(self, client: Any, answers: Sequence[Answer]) -> int:
+        """Send ``answers``, one ``oadrCreatedEvent`` per requestID (conformance rule 42), and
+        record each message's answers sent once the VTN acknowledged it; the number of answers
+        acknowledged. Those not acknowledged stay unsent and go out again (at the next plan
+        round, or when the VTN distributes their events again). An answer without a requestID
+        (stored before revision 0007) is not sent: the VTN's next distribution of its event
+        answers it under that distribution's requestID."""
+        by_request: dict[str, list[Answer]] = {}
+        for answer in answers:
+            if answer.request_id is None:
+                logger.debug(
+                    "VTN %s: the answer to %s#%d has no requestID; it waits for the next "
+                    "distribution of the event",
+                    self.vtn.id,
+                    answer.event_id,
+                    answer.modification_number,
+                )
+                continue
+            by_request.setdefault(answer.request_id, []).append(answer)
+        acknowledged = 0
+        for request_id, group in by_request.items():
+            if await self._send_answers_now(client, group, request_id):
+                acknowledged += len(group)
+        return acknowledged
 
     async def _send_answers_now(
         self, client: Any, answers: Sequence[Answer], request_id: str
     ) -> bool:
-        request_id = request_id or openleadr_utils.generate_id()
         message = client._create_message(
             "oadrCreatedEvent",
             response={"response_code": 200, "response_description": "OK", "request_id": request_id},
@@ -563,7 +605,8 @@ class VenConnection:
         if message_type != "oadrDistributeEvent" or client is None:
             return
         if isinstance(payload, Mapping) and not payload.get("events"):
-            await self._distribution.handle([])  # nothing to answer
+            async with self._answering:
+                await self._distribution.handle([], self._request_id_of(payload))
 
     # -- mutual TLS ------------------------------------------------------------------------
 

@@ -11,17 +11,27 @@ openleadr keeps events in memory only and answers with its own, incomplete rules
    change; a lower one is stored for the record and answered 450, even when the newer
    version is a cancellation. Events the VEN knows that the distribution leaves out are
    cancelled by implication (an empty distribution cancels them all);
-3. new versions are answered: a cancellation with optIn, a version with a signal the
-   programme's signal mapping does not know with optOut and 460, both without asking the
-   planner; anything else by the planner;
-4. every answer is stored with its reason before it is sent. The message to send carries
-   only answers the VTN asked for (response_required = always) that it has not yet
-   acknowledged: an equal version is not answered twice, and an answer stored before a crash
-   but never acknowledged is sent again.
+3. new versions are answered: a cancellation with optIn; a version whose intervals do not
+   add up to its active period (conformance rule 8) with optOut and 459; a version with a
+   signal the programme's signal mapping does not know with optOut and 460; all three
+   without asking the planner; anything else by the planner;
+4. every answer is stored with its reason and the requestID of the distribution it answers
+   before it is sent (conformance rule 42: the answer carries that requestID, also when it
+   goes out later, in another message).
+
+Conformance rules 12 and 62: with response_required = always, every event of every
+distribution is answered, unchanged, new, changed and cancelled ones alike, also the events
+a VTN sends again in answer to ``oadrRequestEvent`` after a restart of the VEN. A version
+already answered is answered again with its STORED decision (opt, code, reason), never by
+asking the planner again; its stored answer then carries this distribution's requestID and
+is unsent until the VTN acknowledges it. (An earlier rule here, "an equal version is not
+answered twice", broke rules 12 and 62 and is gone: the specification wins.)
 
 :meth:`DistributionHandler.handle` returns the answers to send; the caller sends them in one
 ``oadrCreatedEvent`` and calls :meth:`DistributionHandler.mark_sent` once the VTN
-acknowledged it.
+acknowledged it. The caller also makes sure that one task at a time changes or sends the
+answers of one VTN (:class:`gateway.ven.client.VenConnection` holds a lock around each
+distribution, opt change and resend).
 """
 
 from __future__ import annotations
@@ -62,6 +72,9 @@ class Answer:
     reason: str
     response_id: int | None
     """The stored answer to mark sent once the VTN acknowledged it; None when not stored."""
+    request_id: str | None
+    """The requestID of the distribution this answers, sent with it (conformance rule 42);
+    None only for answers stored before revision 0007, which are not sent under any other."""
 
     @property
     def description(self) -> str:
@@ -73,7 +86,7 @@ class Handled:
     """What one distribution came to."""
 
     to_send: list[Answer]
-    """The answers the VTN asked for and has not acknowledged, in message order."""
+    """An answer to every event of the distribution that asked for one, in message order."""
     opted_in: bool
     """The planner opted in to a new version that moves load (not a test event)."""
 
@@ -83,7 +96,8 @@ class _Triage:
     """What one transaction found for the events of a distribution, in message order."""
 
     answers: dict[int, Answer]
-    """Answers known at once (450, cancellations, resends), by position in the message."""
+    """Answers known at once (450, 459, 460, cancellations, stored ones), by position in the
+    message."""
     to_decide: dict[int, DrEvent]
     """New versions for the planner, by position."""
     new_versions: list[DrEvent]
@@ -117,9 +131,11 @@ class DistributionHandler:
         self._ven_id = ven_id
         self._unsupported = unsupported
 
-    async def handle(self, raw_events: Sequence[Any]) -> Handled:
+    async def handle(self, raw_events: Sequence[Any], request_id: str) -> Handled:
         """Judge, store and answer one distribution: the answers to send, in message order,
         and whether the planner opted in to a version that moves load.
+
+        request_id: the distribution's requestID; every answer is stored with it and carries it
 
         Never raises for one bad event (it is answered 454); a database failure propagates,
         so that nothing is answered that was not stored.
@@ -136,17 +152,19 @@ class DistributionHandler:
                 key = _version_key(raw)
                 if key is not None and _response_required(raw):
                     answers[position] = Answer(
-                        key[0], key[1], "optOut", rules.INVALID_DATA, str(exc), None
+                        key[0], key[1], "optOut", rules.INVALID_DATA, str(exc), None, request_id
                     )
                 continue
             parsed[position] = replace(event, ven_id=ven_id)
-        triage = await asyncio.to_thread(self._triage, parsed, now)
+        triage = await asyncio.to_thread(self._triage, parsed, now, request_id)
         answers.update(triage.answers)
         decided: dict[int, tuple[DrEvent, OptDecision]] = {}
         for position, event in triage.to_decide.items():
             decided[position] = (event, await self._decide_safely(event))
         if decided:
-            stored = await asyncio.to_thread(self._store_answers, decided, self._clock.now())
+            stored = await asyncio.to_thread(
+                self._store_answers, decided, self._clock.now(), request_id
+            )
             answers.update(stored)
         return Handled(
             to_send=[answers[position] for position in sorted(answers)],
@@ -158,12 +176,21 @@ class DistributionHandler:
 
     async def record(self, event: DrEvent, decision: OptDecision) -> Answer | None:
         """Store a new answer to the stored version ``event`` (a change of plan); the answer
-        to send, or None when the version said response_required = never."""
+        to send, or None when the version said response_required = never.
+
+        The new answer carries the requestID of the distribution the version's answer
+        answered last (conformance rule 42; ``docs/conformance.md``): the change answers the
+        same distribution again. None when that answer was stored before revision 0007.
+        """
         now = self._clock.now()
 
         def store_it() -> Answer:
             with db.unit_of_work(self._sessions) as session:
-                return self._answer(session, event, decision, now)
+                before = store.last_answer(
+                    session, event.vtn_id, event.event_id, event.modification_number
+                )
+                request_id = None if before is None else before.request_id
+                return self._answer(session, event, decision, now, request_id)
 
         answer = await asyncio.to_thread(store_it)
         logger.info(
@@ -191,7 +218,11 @@ class DistributionHandler:
                         session, event.vtn_id, event.event_id, event.modification_number
                     )
                     if stored is not None and stored.required and stored.sent_at is None:
-                        out.append(_answer_of(event, stored.decision, stored.response_id))
+                        out.append(
+                            _answer_of(
+                                event, stored.decision, stored.response_id, stored.request_id
+                            )
+                        )
             return out
 
         return await asyncio.to_thread(find)
@@ -204,7 +235,7 @@ class DistributionHandler:
 
     # -- one transaction each ----------------------------------------------------------
 
-    def _triage(self, parsed: Mapping[int, DrEvent], now: datetime) -> _Triage:
+    def _triage(self, parsed: Mapping[int, DrEvent], now: datetime, request_id: str) -> _Triage:
         triage = _Triage(answers={}, to_decide={}, new_versions=[])
         with db.unit_of_work(self._sessions) as session:
             known = {e.event_id: e for e in store.latest_events(session, self.vtn_id)}
@@ -216,9 +247,9 @@ class DistributionHandler:
                 )
                 if verdict == "stale":
                     assert latest is not None  # classify says stale only against a known one
-                    triage.answers[position] = self._stale(session, event, latest, now)
+                    triage.answers[position] = self._stale(session, event, latest, now, request_id)
                 elif verdict == "same":
-                    self._same(session, event, position, triage)
+                    self._same(session, event, position, triage, request_id)
                 else:
                     stored = self._with_timing(event, now, latest)
                     store.save_event(session, stored, now)
@@ -226,7 +257,7 @@ class DistributionHandler:
                     triage.new_versions.append(stored)
                     if stored.status == "cancelled":
                         triage.answers[position] = self._answer(
-                            session, stored, CANCELLATION_ACK, now
+                            session, stored, CANCELLATION_ACK, now, request_id
                         )
                         logger.info(
                             "VTN %s cancelled event %s (modification %d); stops here at %s",
@@ -235,14 +266,10 @@ class DistributionHandler:
                             stored.modification_number,
                             stored.cancel_effective_at,
                         )
-                    elif unsupported := self._unsupported(stored):
-                        decision = OptDecision(
-                            "optOut",
-                            f"signal(s) not in the programme's signal mapping: "
-                            f"{', '.join(unsupported)}",
-                            response_code=rules.SIGNAL_NOT_SUPPORTED,
+                    elif decision := self._refusal(stored):
+                        triage.answers[position] = self._answer(
+                            session, stored, decision, now, request_id
                         )
-                        triage.answers[position] = self._answer(session, stored, decision, now)
                     else:
                         triage.to_decide[position] = stored
             distributed = {event.event_id for event in parsed.values()}
@@ -265,7 +292,34 @@ class DistributionHandler:
                 )
         return triage
 
-    def _stale(self, session: Session, event: DrEvent, latest: DrEvent, now: datetime) -> Answer:
+    def _refusal(self, event: DrEvent) -> OptDecision | None:
+        """The optOut a new version gets without asking the planner: 459 when its intervals
+        do not fill its active period (conformance rule 8), 460 when a signal is not in the
+        programme's signal mapping; None when the planner decides."""
+        if mismatches := rules.interval_mismatches(event):
+            logger.warning(
+                "VTN %s: event %s modification %d breaks conformance rule 8: %s; answered 459",
+                self.vtn_id,
+                event.event_id,
+                event.modification_number,
+                "; ".join(mismatches),
+            )
+            return OptDecision(
+                "optOut",
+                f"conformance rule 8: {'; '.join(mismatches)}",
+                response_code=rules.COMPLIANCE_ERROR,
+            )
+        if unsupported := self._unsupported(event):
+            return OptDecision(
+                "optOut",
+                f"signal(s) not in the programme's signal mapping: {', '.join(unsupported)}",
+                response_code=rules.SIGNAL_NOT_SUPPORTED,
+            )
+        return None
+
+    def _stale(
+        self, session: Session, event: DrEvent, latest: DrEvent, now: datetime, request_id: str
+    ) -> Answer:
         row, _ = store.save_event(session, self._with_timing(event, now, None), now)
         decision = OptDecision(
             "optOut",
@@ -282,38 +336,52 @@ class DistributionHandler:
             latest.modification_number,
         )
         response = store.save_response(
-            session, row, decision, now, required=event.response_required == "always"
+            session,
+            row,
+            decision,
+            now,
+            required=event.response_required == "always",
+            request_id=request_id,
         )
-        return _answer_of(event, decision, response.id)
+        return _answer_of(event, decision, response.id, request_id)
 
-    def _same(self, session: Session, event: DrEvent, position: int, triage: _Triage) -> None:
+    def _same(
+        self, session: Session, event: DrEvent, position: int, triage: _Triage, request_id: str
+    ) -> None:
+        """A version the VEN knows: no change to it, but answered again with the stored
+        decision under this distribution's requestID (conformance rules 12 and 62)."""
         stored = store.last_answer(session, event.vtn_id, event.event_id, event.modification_number)
         if stored is None:
             # Stored, but the process stopped before the answer was: decide now.
             row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
-            assert row is not None  # "same" means this version is stored
+            if row is None:
+                raise store.StoredDataError(
+                    f"event {event.event_id} modification {event.modification_number} "
+                    "vanished from the store"
+                )
             triage.to_decide[position] = store.to_dr_event(row)
             return
-        if stored.required and stored.sent_at is None:
-            logger.info(
-                "VTN %s: event %s modification %d was answered %s but never acknowledged: "
-                "sending it again",
-                self.vtn_id,
-                event.event_id,
-                event.modification_number,
-                stored.decision.opt,
-            )
-            triage.answers[position] = _answer_of(event, stored.decision, stored.response_id)
-        else:
-            logger.debug(
-                "VTN %s: event %s modification %d: no change",
-                self.vtn_id,
-                event.event_id,
-                event.modification_number,
-            )
+        if not stored.required:
+            return  # response_required = never: stored, never sent
+        store.owe_again(session, stored.response_id, request_id)
+        logger.debug(
+            "VTN %s: event %s modification %d: no change; answered %s again from the store",
+            self.vtn_id,
+            event.event_id,
+            event.modification_number,
+            stored.decision.opt,
+        )
+        triage.answers[position] = _answer_of(
+            event, stored.decision, stored.response_id, request_id
+        )
 
     def _answer(
-        self, session: Session, event: DrEvent, decision: OptDecision, now: datetime
+        self,
+        session: Session,
+        event: DrEvent,
+        decision: OptDecision,
+        now: datetime,
+        request_id: str | None,
     ) -> Answer:
         row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
         if row is None:
@@ -322,17 +390,25 @@ class DistributionHandler:
                 "from the store before its answer was saved"
             )
         response = store.save_response(
-            session, row, decision, now, required=event.response_required == "always"
+            session,
+            row,
+            decision,
+            now,
+            required=event.response_required == "always",
+            request_id=request_id,
         )
-        return _answer_of(event, decision, response.id)
+        return _answer_of(event, decision, response.id, request_id)
 
     def _store_answers(
-        self, decided: Mapping[int, tuple[DrEvent, OptDecision]], now: datetime
+        self,
+        decided: Mapping[int, tuple[DrEvent, OptDecision]],
+        now: datetime,
+        request_id: str,
     ) -> dict[int, Answer]:
         out: dict[int, Answer] = {}
         with db.unit_of_work(self._sessions) as session:
             for position, (event, decision) in decided.items():
-                answer = self._answer(session, event, decision, now)
+                answer = self._answer(session, event, decision, now, request_id)
                 if event.response_required == "always":
                     out[position] = answer
                 logger.info(
@@ -383,7 +459,9 @@ class DistributionHandler:
         return replace(event, start_offset_s=delay_s)
 
 
-def _answer_of(event: DrEvent, decision: OptDecision, response_id: int | None) -> Answer:
+def _answer_of(
+    event: DrEvent, decision: OptDecision, response_id: int | None, request_id: str | None
+) -> Answer:
     return Answer(
         event_id=event.event_id,
         modification_number=event.modification_number,
@@ -391,6 +469,7 @@ def _answer_of(event: DrEvent, decision: OptDecision, response_id: int | None) -
         response_code=decision.response_code,
         reason=decision.reason,
         response_id=response_id if event.response_required == "always" else None,
+        request_id=request_id,
     )
 
 

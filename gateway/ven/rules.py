@@ -19,10 +19,17 @@ OUT_OF_SEQUENCE = 450
 """A version older than one already received (also when the newer one is a cancellation)."""
 INVALID_DATA = 454
 """An event the VEN cannot read (a field missing or of the wrong type)."""
+COMPLIANCE_ERROR = 459
+"""An event that breaks a conformance rule of 2.0b (openleadr's ``STATUS_CODES``: 459 is the
+compliance error, the code its own VTN answers a message that breaks the specification with);
+here rule 8, intervals that do not fill the active period."""
 SIGNAL_NOT_SUPPORTED = 460
 """A signal name (or name and type) the programme's signal mapping does not know."""
 
 Verdict = Literal["new", "modified", "same", "stale"]
+
+_DURATION_TOLERANCE_S = 1e-3
+"""Durations travel in whole (or decimal) seconds; sums closer than this are equal [s]."""
 
 
 def classify(modification_number: int, latest_known: int | None) -> Verdict:
@@ -38,6 +45,33 @@ def classify(modification_number: int, latest_known: int | None) -> Verdict:
     if modification_number == latest_known:
         return "same"
     return "stale"
+
+
+def interval_mismatches(event: DrEvent) -> list[str]:
+    """Conformance rule 8: each signal's interval durations add up to the active period's
+    duration. The signals that break it, each with its sum; empty when the event keeps it.
+
+    An open-ended event (duration 0) is not checked, and a signal whose last interval has
+    duration 0 (it lasts until the event ends) only needs its other intervals to fit.
+    """
+    if event.duration_s <= 0:
+        return []
+    problems = []
+    for signal in event.signals:
+        durations_s = [interval.duration_s for interval in signal.intervals]
+        total_s = sum(durations_s)
+        open_last = bool(durations_s) and durations_s[-1] <= 0
+        fits = (
+            total_s <= event.duration_s + _DURATION_TOLERANCE_S
+            if open_last
+            else abs(total_s - event.duration_s) <= _DURATION_TOLERANCE_S
+        )
+        if not fits:
+            problems.append(
+                f"signal {signal.signal_id}: intervals add up to {total_s:g} s, "
+                f"the active period lasts {event.duration_s:g} s"
+            )
+    return problems
 
 
 def random_delay_s(window_s: float | None, *key: object) -> float:

@@ -1,9 +1,10 @@
 """Persistence of events and of the answers given to them.
 
 One row per (VTN, event id, modification number): a version is stored once, and a version
-seen again is no change (``openadr-notes.md``, pitfall 2). Every function takes the caller's
-sync :class:`~sqlalchemy.orm.Session` (one per unit of work, see :func:`gateway.db.unit_of_work`)
-and neither commits nor opens sessions itself.
+seen again is no change (``openadr-notes.md``, pitfall 2); it is answered again with its
+stored answer, which then carries the new distribution's requestID (:func:`owe_again`).
+Every function takes the caller's sync :class:`~sqlalchemy.orm.Session` (one per unit of
+work, see :func:`gateway.db.unit_of_work`) and neither commits nor opens sessions itself.
 """
 
 from __future__ import annotations
@@ -148,11 +149,14 @@ def save_response(
     responded_at: datetime,
     *,
     required: bool = True,
+    request_id: str | None = None,
 ) -> rows.EventResponse:
-    """Store the answer given to one version, with its reason; ``responded_at`` [aware UTC].
+    """Store the answer given to one version, with its reason and the planner's predicted
+    power (``decision.predicted_kw``); ``responded_at`` [aware UTC].
 
     ``required`` is False when the version said response_required = never: the answer is
-    kept but never sent.
+    kept but never sent. ``request_id`` is the requestID of the distribution it answers
+    (conformance rule 42), the one it is sent under.
     """
     response = rows.EventResponse(
         opt=decision.opt,
@@ -160,6 +164,8 @@ def save_response(
         response_code=decision.response_code,
         responded_at=responded_at,
         required=required,
+        request_id=request_id,
+        predicted_kw=decision.predicted_kw,
     )
     event_row.responses.append(response)
     session.flush()
@@ -176,12 +182,14 @@ def last_response(
 
 @dataclass(frozen=True)
 class StoredAnswer:
-    """An answer as stored: the decision, whether the VTN needs it and whether it got it."""
+    """An answer as stored: the decision, whether the VTN needs it, whether it got it and
+    the requestID of the distribution it answers (None when stored before revision 0007)."""
 
     response_id: int
     decision: OptDecision
     required: bool
     sent_at: datetime | None
+    request_id: str | None
 
 
 def last_answer(
@@ -207,9 +215,11 @@ def last_answer(
             opt=_known(_OPTS, response.opt, "event_responses.opt"),
             reason=response.reason,
             response_code=response.response_code,
+            predicted_kw=response.predicted_kw,
         ),
         required=response.required,
         sent_at=response.sent_at,
+        request_id=response.request_id,
     )
 
 
@@ -221,6 +231,17 @@ def mark_sent(session: Session, response_ids: Sequence[int], sent_at: datetime) 
         update(rows.EventResponse)
         .where(rows.EventResponse.id.in_(response_ids))
         .values(sent_at=sent_at)
+    )
+
+
+def owe_again(session: Session, response_id: int, request_id: str) -> None:
+    """The stored answer ``response_id`` answers the distribution ``request_id`` now (the VTN
+    sent its version again, conformance rules 12 and 62): it carries that requestID and is
+    unsent until the VTN acknowledges it again. The decision itself is kept as it is."""
+    session.execute(
+        update(rows.EventResponse)
+        .where(rows.EventResponse.id == response_id)
+        .values(request_id=request_id, sent_at=None)
     )
 
 
