@@ -1,8 +1,8 @@
 """Demand-response baselines: what a site would have drawn without the event, per interval.
 
 Pure functions, the Python twin of the SQL view ``event_interval_delivery`` (revision 0006,
-``docs/views.md``): on the same ledger and events they give the same baseline. The planner
-calls them to predict the baseline an event will be measured against before it answers.
+``docs/views.md``): on the same ledger and events they give the same baseline, so that the
+planner can predict the baseline an event will be measured against before it answers.
 
 All loads are facility energy at the meter (IT power times PUE), as the ledger holds it.
 Time is seconds since 1970-01-01 UTC [s] inside; the public functions take aware datetimes.
