@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import fleet
+from gateway.baseline_forecast import predicted_baseline_kw
 from gateway.clock import Clock
 from gateway.db import unit_of_work
 from gateway.deadlines import StepTimeouts
@@ -36,6 +38,7 @@ from gateway.planner.params import PolicyParams
 from gateway.planner.plan import plan
 from gateway.planner.requests import event_requests
 from gateway.planner.review import review
+from gateway.planner.signals import targeted_sites
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.planner.timing import next_plan_at
 from gateway.settings import Settings
@@ -72,6 +75,8 @@ class Gateway:
         self._stopping = False
         self._rounds: set[asyncio.Task[Any]] = set()
         """Rounds in progress (scheduled or asked for): stop() lets them finish."""
+        self._known_baselines: dict[tuple[str, int, str], float | None] = {}
+        """Baselines of sheds in force, by (request source, modification, site) [kW]."""
         self.next_plan_at: datetime | None = None
         """The next instant an opted-in event needs a planning round (set by each round)."""
         self.web: WebServer | None = None
@@ -408,21 +413,42 @@ class Gateway:
         )
 
     def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:
-        """What opted-in, non-test events ask of the sites, now or soon."""
-        return event_requests(
-            [(p.event, p.opt) for p in event_store.participations(session)],
+        """What opted-in, non-test events ask of the sites, now or soon; a shed in force
+        carries the baseline the meter judges it against."""
+        participations = event_store.participations(session)
+        requests = event_requests(
+            [(p.event, p.opt) for p in participations],
             base.sites,
             opt.flexible_kw(base),
             base.at,
             self.policy_params.horizon_s,
             self.signal_policy,
         )
+        events = {f"{p.event.vtn_id}/{p.event.event_id}": p.event for p in participations}
+        return [self._with_baseline(session, r, events.get(r.source), base) for r in requests]
+
+    def _with_baseline(
+        self, session: Session, request: SiteRequest, event: DrEvent | None, base: Snapshot
+    ) -> SiteRequest:
+        """The request with its baseline once its event has started (the rows a baseline
+        reads then all lie in the past; kept per event version and site)."""
+        if request.kind != "shed" or event is None or request.start_at > base.at:
+            return request
+        key = (request.source, event.modification_number, request.site_id)
+        if key not in self._known_baselines:
+            site = base.site(request.site_id)
+            self._known_baselines[key] = predicted_baseline_kw(
+                session.connection(), event, request.site_id, site.load_kw
+            )
+        known = self._known_baselines[key]
+        return request if known is None else replace(request, baseline_kw=known)
 
     async def decide(self, event: DrEvent) -> OptDecision:
         """The VEN's question: opt in or out of this event?"""
         with unit_of_work(self._sessions) as session:
             snapshot = self._snapshot(session)
-        decision = opt.decide(event, snapshot, self.policy_params, self.signal_policy)
+            baselines = self._baselines(session, event, snapshot)
+        decision = opt.decide(event, snapshot, self.policy_params, self.signal_policy, baselines)
         log.info(
             "event %s/%s #%d: %s (%s)",
             event.vtn_id,
@@ -432,6 +458,18 @@ class Gateway:
             decision.reason,
         )
         return decision
+
+    def _baselines(self, session: Session, event: DrEvent, snapshot: Snapshot) -> dict[str, float]:
+        """The baseline each site the event addresses will be measured against, as predicted
+        from the ledger and the programme's method [kW]."""
+        out: dict[str, float] = {}
+        for site in targeted_sites(event, snapshot.sites):
+            predicted = predicted_baseline_kw(
+                session.connection(), event, site.site_id, site.load_kw
+            )
+            if predicted is not None:
+                out[site.site_id] = predicted
+        return out
 
     def site_load_kw(self, site_id: str) -> float | None:
         """Facility power of a site now, for telemetry reports [kW]."""

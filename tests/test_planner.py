@@ -331,6 +331,31 @@ def test_opt_counts_no_room_at_sites_other_events_guard() -> None:
     assert "0.0 kW deliverable" in decision.reason
 
 
+def test_opt_credits_what_the_meter_will_see_against_the_predicted_baseline() -> None:
+    """The moves take 4 x 1.08 kW off a's 5.2 kW. Judged against a baseline of 5.2 kW (the
+    load now) that covers a 3 kW shed; against a baseline 2 kW lower it does not."""
+    e = event(values=(-3.0,))
+    load_kw = fleet_for_opt().site("a").load_kw
+    assert opt.decide(e, fleet_for_opt(), PARAMS, SIGNALS, {"a": load_kw}).opt == "optIn"
+    decision = opt.decide(e, fleet_for_opt(), PARAMS, SIGNALS, {"a": load_kw - 2.0})
+    assert decision.opt == "optOut"
+    assert f"{4 * NET_JOB_KW - 2.0:.1f} kW deliverable" in decision.reason
+
+
+def test_a_shed_in_force_holds_the_load_at_its_baseline_less_the_ask() -> None:
+    """With the baseline known, what is left to shed is the load above baseline less the ask
+    (the margin included), whatever moved before."""
+    request = SiteRequest("a", "shed", 1.0, NOW, NOW + timedelta(hours=1), "vtn/e", baseline_kw=4.0)
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("a", 0.0, it_power_kw=5.2), site("b", 0.0)),
+        jobs=(job("j1", "a"),),
+        requests=(request,),
+    )
+    given = fleet_arrays(snapshot, PARAMS)
+    assert given.fleet.shed_kw[0] == pytest.approx(5.2 - (4.0 - 1.0 * 1.1))
+
+
 def test_shed_opt_does_not_wait_for_checkpoints_the_load_leaves_when_they_start() -> None:
     snapshot = replace(
         fleet_for_opt(), jobs=tuple(replace(j, checkpoint_gb=3000.0) for j in fleet_for_opt().jobs)

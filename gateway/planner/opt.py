@@ -20,7 +20,8 @@ Pure: event, snapshot and parameters in, a decision with its reason out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import numpy as np
@@ -73,8 +74,18 @@ def flexible_kw(snapshot: Snapshot) -> dict[str, float]:
 
 
 def decide(
-    event: DrEvent, snapshot: Snapshot, params: PolicyParams, signals: SignalPolicy
+    event: DrEvent,
+    snapshot: Snapshot,
+    params: PolicyParams,
+    signals: SignalPolicy,
+    baselines: Mapping[str, float] | None = None,
 ) -> OptDecision:
+    """optIn when every targeted site's predicted delivery covers its ask.
+
+    baselines: the baseline each site's delivery will be measured against, as predicted
+        (:mod:`gateway.baseline_forecast`) [kW]; a site without one is taken to be measured
+        against its load now. The meter credits baseline minus load: a site that draws more
+        now than its baseline must shed that much more."""
     prefix = "test event, no load moves: " if event.test_event else ""
     unsupported = signals.unsupported(event)
     if unsupported:
@@ -99,13 +110,27 @@ def decide(
     duration_s = event.duration_s if event.duration_s > 0 else params.horizon_s
     asked_sites = {r.site_id for r in requests} | _committed_sites(event, snapshot, params)
     deliveries = [
-        _deliverable(r, snapshot, asked_sites, lead_s, duration_s, params) for r in requests
+        _against_baseline(
+            _deliverable(r, snapshot, asked_sites, lead_s, duration_s, params),
+            snapshot.site(r.site_id),
+            (baselines or {}).get(r.site_id),
+        )
+        for r in requests
     ]
     text = "; ".join(d.describe() for d in deliveries)
     predicted_kw = sum(d.planned_kw(params.delivery_margin) for d in deliveries)
     if all(d.enough for d in deliveries):
         return OptDecision("optIn", f"{prefix}{text}", predicted_kw=predicted_kw)
     return OptDecision("optOut", f"{prefix}{text}", predicted_kw=predicted_kw)
+
+
+def _against_baseline(delivery: Delivery, site: SiteView, baseline_kw: float | None) -> Delivery:
+    """The delivery as the meter will credit it: moves plus the gap between the baseline
+    and the load now (shed: baseline above the load adds; absorb: below adds)."""
+    if baseline_kw is None or delivery.kind == "cap":
+        return delivery
+    gap_kw = baseline_kw - site.load_kw if delivery.kind == "shed" else site.load_kw - baseline_kw
+    return replace(delivery, deliverable_kw=max(0.0, delivery.deliverable_kw + gap_kw))
 
 
 def _committed_sites(event: DrEvent, snapshot: Snapshot, params: PolicyParams) -> set[str]:

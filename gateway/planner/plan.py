@@ -50,7 +50,9 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         site = sites[i]
         # The ask plus the margin, less what this event's moves already took off.
         margin = 1 + params.delivery_margin
-        if request.kind == "shed":
+        if request.kind == "shed" and request.baseline_kw is not None:
+            asked = site.load_kw - (request.baseline_kw - request.power_kw * margin)
+        elif request.kind == "shed":
             delivered = snapshot.delivered_kw.get((request.source, site.site_id), 0.0)
             asked = request.power_kw * margin - delivered
         else:

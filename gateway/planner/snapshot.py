@@ -74,6 +74,10 @@ class SiteRequest:
     end_at: datetime | None
     source: str
     """vtn_id/event_id, for reasons and reports."""
+    baseline_kw: float | None = None
+    """The baseline the meter judges this request against, once known (the event started)
+    [kW]: a shed then holds the site's load at the baseline less the ask, whatever else
+    changed; None: what this event's moves took off counts."""
 
 
 @dataclass(frozen=True)
