@@ -36,6 +36,7 @@ from gateway.agent.config import load_agent_settings, parse_agent_settings
 from gateway.agent.example_job import read_arrays
 from gateway.agent.jobs import JobPaths, job_argv
 from gateway.agent.state import load_state
+from gateway.errors import ConfigError
 from tests.test_site_agent import JOB_ID, agent_data, job_table, running_agents, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -275,6 +276,19 @@ def test_relative_data_dir_is_relative_to_the_config_files_directory(
     assert load_agent_settings(config).data_dir == tmp_path / expected
     monkeypatch.chdir(tmp_path / "config")
     assert load_agent_settings("agent.toml").data_dir == tmp_path / expected
+
+
+def test_relative_tls_files_are_relative_to_the_config_files_directory(tmp_path: Path) -> None:
+    config = tmp_path / "config" / "agent.toml"
+    config.parent.mkdir()
+    tls = '[tls]\ncert_path = "tls/site-a.pem"\nkey_path = "tls/site-a.key"\n'
+    config.write_text((ROOT / EXAMPLE_CONFIG).read_text() + tls)
+    with pytest.raises(ConfigError) as error:
+        load_agent_settings(config)
+    expected = tmp_path / "config" / "tls" / "site-a.pem"
+    assert f"tls.cert_path: no such file: {expected} (relative to the configuration" in str(
+        error.value
+    )
 
 
 def test_absolute_and_home_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,10 +119,12 @@ class TlsSettings(_Section):
     def _readable(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         if path is None:
             return None
-        path = absolute_path(path, _base_dir(info))
-        if (problem := readable_file_problem(path)) is not None:
+        resolved = absolute_path(path, _base_dir(info))
+        if (problem := readable_file_problem(resolved)) is not None:
+            if resolved != path:
+                problem += f": {resolved} (relative to the configuration file's directory)"
             raise ValueError(problem)
-        return path
+        return resolved
 
     @model_validator(mode="after")
     def _usable(self) -> TlsSettings:
