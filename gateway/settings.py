@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -752,11 +753,13 @@ def parse_model(
     source: str,
     keys_doc: str = "config/example.toml",
     error: type[GatewayError] = ConfigError,
+    context: Mapping[str, Any] | None = None,
 ) -> M:
     """Validate ``data`` as ``model``; ``source`` names where it came from and ``keys_doc``
-    where its keys are documented, for messages; bad data raises ``error``."""
+    where its keys are documented, for messages; bad data raises ``error``. ``context`` is
+    handed to the model's validators (pydantic's validation context)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
         first = errors[0]

@@ -1,13 +1,16 @@
 """The invariant monitor of ``tests/invariants.py`` catches each broken invariant.
 
 Each case breaks one invariant of design section 6 behind the gateway's back (on simulated
-sites and a real database) and checks that one sample reports exactly that invariant.
+sites and a real database) and checks that one sample reports exactly that invariant. The
+monitor runs the checks of ``gateway/invariants.py``, whose cases are in
+``tests/test_fleet_invariants.py``; here they run against sites and a database, over the site
+API too (:func:`gateway.invariants.check_fleet`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import aiohttp
@@ -18,6 +21,7 @@ from gateway import fleet
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.dispatch import Dispatcher
+from gateway.invariants import check_fleet
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import parse_settings
 from gateway.sites.client import SiteControllerClient
@@ -108,6 +112,12 @@ def _checkpoint_of_another_size(f: Fleet) -> None:
         m.checkpoint_gb = 2.0  # the gateway expects another checkpoint than the one written
 
 
+def _overfill_the_target(f: Fleet) -> None:
+    f.target.reserve(f.migration_id, JOB.job_id, JOB.gpus, JOB.power_kw)
+    f.target.add_job(replace(JOB, job_id="job-2", gpus=1))
+    f.target.gpus_total = JOB.gpus  # the site shrank behind the gateway's back
+
+
 def _keep_an_ended_migrations_reservation(f: Fleet) -> None:
     f.target.reserve(f.migration_id, JOB.job_id, JOB.gpus, JOB.power_kw)
     with unit_of_work(f.sessions) as session:
@@ -126,6 +136,7 @@ BREAKS: list[tuple[str, Callable[[Fleet], None], str]] = [
         _keep_an_ended_migrations_reservation,
         "invariant 3",
     ),
+    ("a site over its GPUs", _overfill_the_target, "invariant 4"),
 ]
 
 
@@ -188,6 +199,39 @@ async def test_http_probe_sees_what_the_simulator_probe_sees(fleet_of_two: Fleet
                 f.clock.advance(60)
             assert await http[0].checkpoint(f.migration_id) is not None
             assert (await http[1].view()).gpus_reserved == JOB.gpus
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+@pytest.mark.integration
+async def test_monitor_over_http_catches_a_job_live_at_two_sites(fleet_of_two: Fleet) -> None:
+    """The monitor, asking real controllers over the site API, reports the job live at both
+    sites by name; :func:`check_fleet` over the same probes says the same in one look."""
+    f = fleet_of_two
+    runners = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            probes = []
+            for site in (f.source, f.target):
+                runner, url = await start_site_server(site)
+                runners.append(runner)
+                client = SiteControllerClient(site.site_id, url, site.token, session)
+                probes.append(HttpProbe(client))
+            monitor = InvariantMonitor(probes, f.sessions, [JOB.job_id])
+            await monitor.sample()
+            monitor.assert_held()
+            assert (await check_fleet(probes, f.sessions, [JOB.job_id])).held
+
+            f.target.add_job(JOB)
+            await monitor.sample()
+            [violation] = monitor.violations
+            assert violation.startswith("invariant 1: job job-1 is live at 2 sites")
+            assert "source (running)" in violation and "target (running)" in violation
+            report = await check_fleet(probes, f.sessions)  # every job the database knows
+            assert [(v.invariant, v.job_id, v.site_ids) for v in report.violations] == [
+                (1, JOB.job_id, ("source", "target"))
+            ]
     finally:
         for runner in runners:
             await runner.cleanup()

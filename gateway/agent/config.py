@@ -2,16 +2,30 @@
 
 Like the gateway's settings: unknown keys are rejected and a bad value raises
 :class:`~gateway.errors.ConfigError` whose message names the file, the key and what is expected.
+
+Every path is made absolute while the settings are validated: a relative path is relative to
+the directory of the configuration file (:func:`load_agent_settings`), so that the agent finds
+the same files whatever its working directory (a service manager starts it in ``/``). Nothing
+the agent hands to a job, whose working directory is its own directory under ``data_dir``,
+can then be resolved a second time.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 import string
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.settings import KeyProblem, parse_model, read_toml
 from gateway.sites.schema import ID_PATTERN
@@ -24,6 +38,8 @@ from gateway.sites.tls import (
 )
 
 KEYS_DOC = "docs/site-agent.md"
+BASE_DIR_CONTEXT = "base_dir"
+"""The key of the validation context that holds the directory relative paths start from."""
 
 COMMAND_PLACEHOLDERS = ("python", "job_id", "output_dir", "checkpoint_path", "resumed_path")
 """What ``{...}`` may name in a job's command: the agent's Python interpreter, the job's id, its
@@ -40,6 +56,19 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def absolute_path(path: Path, base_dir: Path) -> Path:
+    """``path`` with ``~`` expanded, made absolute against ``base_dir`` (itself absolute) and
+    normalised (``..`` removed; symbolic links are kept)."""
+    return Path(os.path.normpath(base_dir / path.expanduser()))
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    """The directory relative paths start from: the context's, else the working directory."""
+    context = info.context if isinstance(info.context, dict) else {}
+    base = context.get(BASE_DIR_CONTEXT)
+    return Path(base) if base is not None else Path.cwd()
 
 
 def command_problem(command: tuple[str, ...]) -> tuple[int, str] | None:
@@ -74,7 +103,7 @@ class TlsSettings(_Section):
     """The agent's PEM certificate (its chain may follow): served as the server certificate
     and presented as the client certificate when it calls other agents. It must name the host
     that the gateway's ``controller_url`` and the other agents use (a DNS name or an IP
-    address). Relative paths are relative to the working directory."""
+    address). Relative paths are relative to the configuration file's directory."""
     key_path: Path
     """The unencrypted PEM private key of ``cert_path``."""
     ca_path: Path | None = None
@@ -87,10 +116,15 @@ class TlsSettings(_Section):
 
     @field_validator("cert_path", "key_path", "ca_path")
     @classmethod
-    def _readable(cls, path: Path | None) -> Path | None:
-        if path is not None and (problem := readable_file_problem(path)) is not None:
+    def _readable(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        resolved = absolute_path(path, _base_dir(info))
+        if (problem := readable_file_problem(resolved)) is not None:
+            if resolved != path:
+                problem += f": {resolved} (relative to the configuration file's directory)"
             raise ValueError(problem)
-        return path
+        return resolved
 
     @model_validator(mode="after")
     def _usable(self) -> TlsSettings:
@@ -177,7 +211,8 @@ class AgentSettings(_Section):
     """Port it serves on; 0 lets the system choose one (the agent logs its URL)."""
     data_dir: Path
     """The agent's own directory: its state, the jobs' checkpoints, outputs and logs, and the
-    checkpoints other agents send. Relative paths are relative to the working directory."""
+    checkpoints other agents send. Absolute once validated: a relative path is relative to the
+    configuration file's directory."""
     checkpoint_timeout_s: PositiveFloat = 600.0
     """Longest a job may take from SIGTERM to its exit; then it is killed [s]."""
     stop_timeout_s: PositiveFloat = 30.0
@@ -193,6 +228,11 @@ class AgentSettings(_Section):
     """HTTPS and mutual TLS; without it the agent serves plain HTTP."""
     renewable: RenewableSettings = RenewableSettings()
     job: list[JobSettings] = []
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, path: Path, info: ValidationInfo) -> Path:
+        return absolute_path(path, _base_dir(info))
 
     @model_validator(mode="after")
     def _jobs_fit(self) -> AgentSettings:
@@ -216,11 +256,20 @@ class AgentSettings(_Section):
         return True if self.tls is None else self.tls.client_context()
 
 
-def parse_agent_settings(data: dict[str, Any], source: str) -> AgentSettings:
-    """Validate a settings mapping; ``source`` names where it came from for messages."""
-    return parse_model(AgentSettings, data, source, keys_doc=KEYS_DOC)
+def parse_agent_settings(
+    data: dict[str, Any], source: str, base_dir: Path | None = None
+) -> AgentSettings:
+    """Validate a settings mapping; ``source`` names where it came from for messages.
+
+    Relative paths (``data_dir``, the ``[tls]`` files) are made absolute against ``base_dir``
+    (default: the working directory now)."""
+    base = (base_dir or Path.cwd()).absolute()
+    context = {BASE_DIR_CONTEXT: base}
+    return parse_model(AgentSettings, data, source, keys_doc=KEYS_DOC, context=context)
 
 
 def load_agent_settings(path: str | Path) -> AgentSettings:
-    """Read and validate the agent's TOML settings file."""
-    return parse_agent_settings(read_toml(path, "agent configuration"), str(path))
+    """Read and validate the agent's TOML settings file; relative paths in it are relative to
+    its directory."""
+    data = read_toml(path, "agent configuration")
+    return parse_agent_settings(data, str(path), base_dir=Path(path).absolute().parent)

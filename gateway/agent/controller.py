@@ -159,7 +159,7 @@ class SiteAgent:
                 log.error("site %s: configured job %s not started: %s", self.site_id, job.id, exc)
         self._save()
         log.info(
-            "site agent %s started with %d jobs (data in %s)",
+            "site agent %s started with %d jobs (data_dir %s)",
             self.site_id,
             len(self._state.jobs),
             self.data_dir,

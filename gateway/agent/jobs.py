@@ -65,7 +65,10 @@ class JobPaths:
 
     @classmethod
     def of(cls, data_dir: Path, job_id: str) -> JobPaths:
-        return cls(data_dir / "jobs" / job_id)
+        """The job's paths, absolute: the job runs in ``root``, so a relative path handed to
+        it would name a file below its own directory instead (the settings make ``data_dir``
+        absolute already; this keeps any other caller safe)."""
+        return cls(data_dir.absolute() / "jobs" / job_id)
 
     @property
     def output_dir(self) -> Path:
@@ -87,6 +90,15 @@ class JobPaths:
     def resumed_marker(self) -> Path:
         """The file a job that confirms its resumes creates once it has loaded a checkpoint."""
         return self.root / "resumed"
+
+    def has_output(self) -> bool:
+        """Whether the output directory holds anything: the evidence of a completed job (the
+        contract's rule 4: a job that completes writes its results there)."""
+        try:
+            with os.scandir(self.output_dir) as entries:
+                return any(True for _ in entries)
+        except FileNotFoundError:
+            return False
 
     def checkpoint_file(self, sequence: int) -> Path:
         return self.checkpoints_dir / f"checkpoint-{sequence:06d}.bin"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.agent.jobs import CheckpointFile
+from gateway.agent.jobs import CheckpointFile, JobPaths
 from gateway.errors import GatewayError, SiteControllerError
 from gateway.sites.schema import (
     GPU_HOLDING_STATES,
@@ -296,9 +296,22 @@ def load_state(data_dir: Path) -> AgentState | None:
     except OSError as exc:
         raise AgentStateError(f"{path}: cannot read the agent's state: {exc.strerror}") from exc
     try:
-        return state_from_json(json.loads(text))
+        state = state_from_json(json.loads(text))
     except (ValueError, KeyError, TypeError, SiteControllerError) as exc:
         raise AgentStateError(
             f"{path}: damaged agent state ({exc}); move it away to start afresh "
             "(the agent then forgets its jobs and operations)"
         ) from exc
+    _anchor_checkpoints(state, data_dir)
+    return state
+
+
+def _anchor_checkpoints(state: AgentState, data_dir: Path) -> None:
+    """Give relative checkpoint paths (saved by agents that kept ``data_dir`` relative, from
+    a working directory unknown now) their place under ``data_dir``: the agent names them
+    ``jobs/JOB_ID/checkpoints/NAME`` there."""
+    for job in state.jobs.values():
+        checkpoint = job.checkpoint
+        if checkpoint is not None and not checkpoint.path.is_absolute():
+            anchored = JobPaths.of(data_dir, job.job_id).checkpoints_dir / checkpoint.path.name
+            job.checkpoint = replace(checkpoint, path=anchored)

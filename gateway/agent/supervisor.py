@@ -6,9 +6,12 @@ contract (``docs/site-agent.md``):
 
 - exit 0 with a checkpoint file: the file becomes the job's newest checkpoint; a checkpoint
   operation that asked for it is ``done``;
-- exit 0 without one: the job finished (a checkpoint operation in flight fails);
-- anything else: a checkpoint operation in flight fails and the job runs again from its newest
-  checkpoint; a job that failed on its own is restarted at most ``max_restarts`` times.
+- exit 0 without one, with its results in its output directory: the job finished (a
+  checkpoint operation in flight fails);
+- anything else, an exit 0 with neither a checkpoint nor any output included (the job broke
+  the contract, or wrote its files elsewhere): a checkpoint operation in flight fails and the
+  job runs again from its newest checkpoint; a job that failed on its own is restarted at most
+  ``max_restarts`` times.
 
 A job whose checkpoint a resume called off (it is ``running`` again while its process stops)
 starts again from the checkpoint it just wrote. While the agent stops, nothing starts again: the
@@ -208,12 +211,17 @@ class JobSupervisor:
             self.set_state(job, "checkpointed")
             self._operations.finish(key, checkpoint=promoted)
             return False
-        if code == 0:
+        if code == 0 and self.paths(job.job_id).has_output():
             self.set_state(job, "finished")
             self._operations.finish(key, error="the job finished before its checkpoint")
             return False
-        why = "the agent restarted" if code is None else f"the job ended ({describe_exit(code)})"
-        self._operations.finish(key, error=f"{why} before writing a checkpoint")
+        if code is None:
+            why = "the agent restarted before the job wrote a checkpoint"
+        elif code == 0:
+            why = "the job exited 0 with neither a checkpoint nor any output"
+        else:
+            why = f"the job ended ({describe_exit(code)}) before writing a checkpoint"
+        self._operations.finish(key, error=why)
         self.set_state(job, "running")
         return True
 
@@ -251,13 +259,30 @@ class JobSupervisor:
                 await self.relaunch(job)
         elif job.state == "running":
             if code == 0 and promoted is None:
-                self.set_state(job, "finished")
-                log.info("site %s: job %s finished", self._site_id, job_id)
+                await self._exited_without_checkpoint(job)
             elif process.stop_requested:
                 await self.relaunch(job)  # a resume called its checkpoint off, or shutdown
             else:
                 await self._after_failure(job, f"exited unexpectedly ({describe_exit(code)})")
         self._save()
+
+    async def _exited_without_checkpoint(self, job: AgentJob) -> None:
+        """A running job exited 0 and wrote no checkpoint: finished if it left its results in
+        its output directory (rule 4), else a failure, never silently over."""
+        paths = self.paths(job.job_id)
+        if paths.has_output():
+            self.set_state(job, "finished")
+            log.info("site %s: job %s finished", self._site_id, job.job_id)
+            return
+        log.error(
+            "site %s: job %s exited 0 with neither a checkpoint (%s) nor any output (%s); "
+            "the job contract (docs/site-agent.md) counts that as a failure, not as finished",
+            self._site_id,
+            job.job_id,
+            paths.pending_checkpoint,
+            paths.output_dir,
+        )
+        await self._after_failure(job, "exited 0 without a checkpoint or any output")
 
     async def _after_failure(self, job: AgentJob, why: str) -> None:
         if self.closing:
