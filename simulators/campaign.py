@@ -334,6 +334,7 @@ class _Engine:
         self.hook = hook
         self.progress = progress
         self.stats = RunStats()
+        self.wall_started = time.monotonic()
         self.job_ids: list[str] = []
         self._answered: set[tuple[str, int]] = set()
         self._seen_answers = 0
@@ -635,8 +636,9 @@ async def _run_steps(
             engine.stats.rss_mb_by_day.append(rss_mb())
             if engine.progress is not None:
                 s = engine.stats
+                wall_s = time.monotonic() - engine.wall_started
                 engine.progress(
-                    f"  day {next_day:3d}: rounds {s.rounds}, events sent "
+                    f"  day {next_day:3d} ({wall_s:5.0f} s wall): rounds {s.rounds}, events sent "
                     f"{s.messages_sent['issue']}, answer timeouts {len(s.answer_timeouts)}, "
                     f"invariant breaks {len(s.violations)}, rss {s.rss_mb_by_day[-1]:.0f} MB"
                 )
