@@ -74,6 +74,8 @@ VTN_ID = "CAMPAIGN-UTILITY"
 TOKEN = "campaign-site-token"
 _ANSWER_POLL_S = 0.01
 _SETTLE_ROUNDS = 90
+VTN_MAX_BODY_BYTES = 64 * 1024 * 1024
+"""The largest message the simulated VTN reads (aiohttp's default is 1 MiB) [bytes]."""
 
 
 class CampaignConfig(BaseModel):
@@ -524,6 +526,9 @@ async def run_campaign(
         for site_id, site in sites.items():
             runner, urls[site_id] = await start_site_server(site)
             runners.append(runner)
+        # A large fleet's reports (offers of every site for the coming hours) outgrow
+        # aiohttp's 1 MiB default body; the simulated utility accepts them.
+        vtn.server.app._client_max_size = VTN_MAX_BODY_BYTES
         await vtn.start()
         settings = _settings(config, fleet, urls, vtn.url)
         gateway = Gateway(settings, clock, sessions)
