@@ -71,6 +71,7 @@ def _states(counts: dict[str, int]) -> str:
 def result_json(result: CampaignResult) -> dict[str, Any]:
     """Everything of the result that JSON holds (times as ISO 8601)."""
     stats = asdict(result.stats)
+    stats["messages_sent"] = dict(result.stats.messages_sent)  # asdict mangles a Counter
     latencies = stats.pop("answer_wall_s")
     stats["answer_wall_s_median"] = statistics.median(latencies) if latencies else None
     stats["answer_wall_s_max"] = max(latencies) if latencies else None

@@ -9,6 +9,7 @@ asserted (the planner changes in parallel; ``test_campaign_score.py`` checks the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -108,4 +109,6 @@ async def test_short_campaign_answers_every_event_and_keeps_the_invariants(
     assert 0 <= s.credited_kwh <= s.requested_kwh + 1e-9
     assert s.opted_out_estimated <= s.opted_out
     assert "events issued" in format_result(result)
-    assert result_json(result)["summary"]["events_issued"] == 10
+    document = json.loads(json.dumps(result_json(result), default=str))
+    assert document["summary"]["events_issued"] == 10
+    assert document["stats"]["messages_sent"]["issue"] == 10
