@@ -378,6 +378,11 @@ class Gateway:
             await connection.resend_unsent()
         return changed
 
+    @property
+    def plan_task(self) -> asyncio.Task[None] | None:
+        """The early planning round an optIn asked for, while it runs (or once it ran)."""
+        return self._plan_task
+
     def plan_soon(self) -> None:
         """Plan now rather than at the next round (a VEN opted in to an event)."""
         if self._stopping:

@@ -2,32 +2,47 @@
 
 The simulators and the daemon run in one process but talk over loopback HTTP on OS-assigned
 ports, exactly as they would across machines: OpenADR 2.0b between the VTN and the VEN, the
-site-controller API (docs/site-api.md) between the dispatcher and the sites. Time is a
-ScaledClock that starts at the next UTC midnight (simulated time stays ahead of the wall, as
-openleadr judges event status on the wall clock) and runs ``speed`` times faster.
+site-controller API (docs/site-api.md) between the dispatcher and the sites.
+
+Time is a :class:`simulators.campaign_clock.SteppedClock` that starts at the next UTC
+midnight (simulated time stays ahead of the wall, as openleadr judges event status on the
+wall clock). The demo steps it and runs the daemon's rounds itself: a poll round every
+``[scheduler] poll_interval_s``, a planning round every ``plan_interval_s`` and at each
+instant an event needs one (``Gateway.next_plan_at``); an event is issued at its instant and
+the clock holds until the VEN has answered it. The pace is at most ``speed`` simulated seconds
+per wall second; on a busy machine the rounds set the pace, so load changes the wall time the
+demo takes, never what it delivers. After every round the fleet's invariants
+(:func:`gateway.invariants.check_fleet`) are checked; at the end the demo prints them and the
+delivery of every event it opted in to, and fails when either broke its promise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.clock import ScaledClock, next_midnight_utc
+from gateway.clock import next_midnight_utc
 from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.errors import ConfigError
+from gateway.invariants import check_fleet
 from gateway.reporting import format_report, site_report
 from gateway.reports.delivery import describe, read_delivery
 from gateway.settings import Settings, load_settings
 from gateway.sites.schema import JobSpec
 from models import Event, EventResponse, Migration
+from simulators.campaign_clock import SteppedClock
+from simulators.probes import SimulatorProbe
 from simulators.scenario import Scenario, load_scenario
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import BUNDLED_WEATHER, TRACE_YEAR, RenewableTrace, pv_power_kw
@@ -36,6 +51,8 @@ from simulators.vtn import ScenarioEvent, SimulatedVtn
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_H = 3.0
+ANSWER_TIMEOUT_S = 30.0
+"""Wall seconds the clock holds for the VEN to register or to answer an event [s]."""
 
 
 def run_demo(
@@ -97,9 +114,9 @@ async def _run(settings: Settings, scenario: Scenario, hours: float, speed: floa
     series: dict[str, pd.Series] = {
         s.id: pv_power_kw(_weather_path(s.weather), s.pv_capacity_kw) for s in scenario.site
     }
-    clock = ScaledClock(start_at, speed)
+    clock = SteppedClock(start_at, nominal_speed=speed)
     print(
-        f"demo: {hours:g} simulated hours from {start_at:%Y-%m-%d %H:%M} UTC at {speed:g}x "
+        f"demo: {hours:g} simulated hours from {start_at:%Y-%m-%d %H:%M} UTC at up to {speed:g}x "
         f"(about {hours * 3600 / speed:.0f} s); weather of {scenario.trace_start} from pvlib"
     )
     feas = settings.feasibility
@@ -163,28 +180,116 @@ async def _run(settings: Settings, scenario: Scenario, hours: float, speed: floa
     engine = make_engine(settings.database.url)
     sessions = make_session_factory(engine)
     gateway = Gateway(live, clock, sessions)
-    scenario_task: asyncio.Task[None] | None = None
+    probes = [SimulatorProbe(site) for site in sites.values()]
     try:
-        await gateway.start()
-        scenario_task = asyncio.create_task(vtn.run_scenario())
-        end_at = start_at + timedelta(hours=hours)
-        next_progress = start_at + timedelta(hours=PROGRESS_EVERY_H)
-        while clock.now() < end_at:
-            await asyncio.sleep(min(0.25, clock.wall_s((end_at - clock.now()).total_seconds())))
-            if clock.now() >= next_progress:
-                _progress(sessions, clock.now(), start_at, vtn)
-                next_progress += timedelta(hours=PROGRESS_EVERY_H)
+        await gateway.start(schedule=False)
+        await _registered(vtn)
+        stepper = _Stepper(live, clock, gateway, vtn, probes, sessions, speed)
+        await stepper.run(events, start_at + timedelta(hours=hours), start_at)
     finally:
-        if scenario_task is not None:
-            scenario_task.cancel()
-            await asyncio.gather(scenario_task, return_exceptions=True)
         await gateway.stop()
         await vtn.stop()
         for runner in runners:
             await runner.cleanup()
-    code = _summary(sessions, vtn, events)
+    code = _summary(sessions, vtn, events, stepper.checks, stepper.violations)
     engine.dispose()
     return code
+
+
+class _Stepper:
+    """Steps the clock and runs the daemon's rounds, as its scheduler would, in order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: SteppedClock,
+        gateway: Gateway,
+        vtn: SimulatedVtn,
+        probes: list[SimulatorProbe],
+        sessions: sessionmaker[Session],
+        speed: float,
+    ) -> None:
+        self.clock = clock
+        self.gateway = gateway
+        self.vtn = vtn
+        self.probes = probes
+        self.sessions = sessions
+        self.speed = speed
+        self.poll_s = settings.scheduler.poll_interval_s
+        self.plan_s = settings.scheduler.plan_interval_s
+        self.checks = 0
+        self.violations: list[str] = []
+
+    async def run(self, events: list[ScenarioEvent], end_at: datetime, start_at: datetime) -> None:
+        pending = sorted(events, key=lambda e: e.issue_at)
+        next_poll_at = next_plan_at = self.clock.now()
+        next_progress = start_at + timedelta(hours=PROGRESS_EVERY_H)
+        wall_start = time.monotonic()
+        while True:
+            instant = self.gateway.next_plan_at
+            candidates = [next_poll_at, next_plan_at]
+            if instant is not None and instant > self.clock.now():
+                candidates.append(instant)
+            if pending:
+                candidates.append(pending[0].issue_at)
+            due = max(min(candidates), self.clock.now())
+            if due > end_at:
+                return
+            await self._pace(due, start_at, wall_start)
+            await self.clock.set(due)
+            if pending and pending[0].issue_at <= due:
+                await self._issue(pending.pop(0))
+                continue
+            plan = due >= next_plan_at or (instant is not None and instant <= due)
+            rounds: list[Awaitable[object]] = []
+            if due >= next_poll_at:
+                rounds.append(self.gateway.poll_once())
+                next_poll_at += timedelta(seconds=self.poll_s)
+            if plan:
+                rounds.append(self.gateway.plan_once())
+                if due >= next_plan_at:
+                    next_plan_at += timedelta(seconds=self.plan_s)
+            await asyncio.gather(*rounds)
+            await self._check()
+            if due >= next_progress:
+                _progress(self.sessions, due, start_at, self.vtn)
+                next_progress += timedelta(hours=PROGRESS_EVERY_H)
+
+    async def _pace(self, due: datetime, start_at: datetime, wall_start: float) -> None:
+        """No faster than ``speed`` simulated seconds per wall second."""
+        ahead_s = (due - start_at).total_seconds() / self.speed - (time.monotonic() - wall_start)
+        if ahead_s > 0:
+            await asyncio.sleep(ahead_s)
+
+    async def _issue(self, spec: ScenarioEvent) -> None:
+        """Issue an event now and hold the clock until the VEN has answered it (and the
+        early planning round an optIn asks for has run)."""
+        event_id = self.vtn.add_event_now(spec)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while not any(a.event_id == event_id for a in self.vtn.received_answers):
+            if time.monotonic() > deadline:
+                log.warning("the VEN did not answer %s within %g s", event_id, ANSWER_TIMEOUT_S)
+                return
+            await asyncio.sleep(0.01)
+        early = self.gateway.plan_task
+        if early is not None and not early.done():
+            await asyncio.wait([early])
+
+    async def _check(self) -> None:
+        report = await check_fleet(self.probes, self.sessions)
+        self.checks += 1
+        for line in report.lines():
+            if line not in self.violations:
+                self.violations.append(line)
+                log.error("invariant broken: %s", line)
+
+
+async def _registered(vtn: SimulatedVtn) -> None:
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
+    while not vtn.registrations:
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the VEN did not register within {ANSWER_TIMEOUT_S:g} s")
+        await asyncio.sleep(0.01)
 
 
 def _progress(sessions: object, now: datetime, start_at: datetime, vtn: SimulatedVtn) -> None:
@@ -204,7 +309,13 @@ def _progress(sessions: object, now: datetime, start_at: datetime, vtn: Simulate
     )
 
 
-def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -> int:
+def _summary(
+    sessions: object,
+    vtn: SimulatedVtn,
+    events: list[ScenarioEvent],
+    checks: int,
+    violations: list[str],
+) -> int:
     with unit_of_work(sessions) as session:  # type: ignore[arg-type]
         answers = session.execute(
             select(
@@ -231,8 +342,15 @@ def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -
         "delivered at the facility meter):"
     )
     print("\n".join(describe(delivery)))
+    print(
+        f"\nFleet invariants (one site per job, no job lost, reservations balance, no site "
+        f"over its GPUs), checked after each of {checks} rounds: "
+        + ("all held" if not violations else f"{len(violations)} broken")
+    )
+    for line in violations:
+        print(f"  {line}")
     answered_kinds = {kinds.get(r.event_id) for r in vtn.opts}
-    problems = []
+    problems = [f"{len(violations)} invariant violation(s)"] if violations else []
     for short in delivery.short:
         problems.append(
             f"event {short.event_id} delivered {100 * short.ratio:.1f} % of its request "
@@ -248,6 +366,7 @@ def _summary(sessions: object, vtn: SimulatedVtn, events: list[ScenarioEvent]) -
         return 1
     print(
         f"\ndemo: OK: {len(vtn.opts)} answers reached the VTN, {completed} migrations completed, "
-        f"{delivery.met} of {delivery.opted_in} opted-in events delivered"
+        f"{delivery.met} of {delivery.opted_in} opted-in events delivered, "
+        f"invariants held in {checks} checks"
     )
     return 0
