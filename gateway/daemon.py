@@ -415,11 +415,12 @@ class Gateway:
             requests=tuple(requests),
             delivered_kw=base.delivered_kw,
             absorbed_kw=base.absorbed_kw,
+            arriving_kw=base.arriving_kw,
         )
 
     def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:
-        """What opted-in, non-test events ask of the sites, now or soon; a shed in force
-        carries the baseline the meter judges it against."""
+        """What opted-in, non-test events ask of the sites, now or soon; a shed or absorb
+        in force carries the baseline the meter judges it against."""
         participations = event_store.participations(session)
         requests = event_requests(
             [(p.event, p.opt) for p in participations],
@@ -437,7 +438,7 @@ class Gateway:
     ) -> SiteRequest:
         """The request with its baseline once its event has started (the rows a baseline
         reads then all lie in the past; kept per event version and site)."""
-        if request.kind != "shed" or event is None or request.start_at > base.at:
+        if request.kind == "cap" or event is None or request.start_at > base.at:
             return request
         key = (request.source, event.modification_number, request.site_id)
         if key not in self._known_baselines:

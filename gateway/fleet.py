@@ -268,6 +268,21 @@ def absorbed_kw(
     return _moved_kw(session, Migration.target_site_id, pue, idle_kw_per_gpu)
 
 
+def arriving_kw(
+    session: Session, pue: Mapping[str, float], idle_kw_per_gpu: float = 0.0
+) -> dict[str, float]:
+    """Facility power of the jobs on their way to each site (migrations in flight), their
+    power less the idle draw of the GPUs they take [kW]."""
+    net_kw = func.sum(Job.power_kw - idle_kw_per_gpu * Job.gpus)
+    rows = session.execute(
+        select(Migration.target_site_id, net_kw)
+        .join(Job, Job.id == Migration.job_id)
+        .where(Migration.state.not_in(FINAL_STATES))
+        .group_by(Migration.target_site_id)
+    )
+    return {site: max(0.0, float(kw or 0.0)) * pue.get(site, 1.0) for site, kw in rows}
+
+
 def _moved_kw(
     session: Session,
     site_column: InstrumentedAttribute[str],
@@ -310,6 +325,7 @@ def build_snapshot(
         requests=tuple(requests),
         delivered_kw=delivered_kw(session, pue, idle_kw_per_gpu),
         absorbed_kw=absorbed_kw(session, pue, idle_kw_per_gpu),
+        arriving_kw=arriving_kw(session, pue, idle_kw_per_gpu),
     )
 
 

@@ -101,7 +101,7 @@ class PlannerSettings(_Section):
     event_guard_s: NonNegativeFloat = 3600.0
     """A site with an opted-in event in force or starting within this time moves jobs only for
     that event, so that the meter (and the baseline before the event) sees no other change [s]."""
-    delivery_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
+    delivery_margin: Annotated[float, Field(ge=0, le=1)] = 0.25
     """Shed or absorb this share more than asked, and opt in only when that is deliverable [-]."""
 
 

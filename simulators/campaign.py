@@ -404,12 +404,14 @@ class _Engine:
 
     # -- rounds ---------------------------------------------------------------------------
 
-    async def round(self, plan: bool) -> None:
-        steps: list[Awaitable[object]] = [self.gateway.poll_once()]
+    async def round(self, plan: bool, poll: bool = True) -> None:
+        # The poll first: a plan on the last step's statuses would miss the jobs that
+        # arrived since (and send migrations to sites that filled up meanwhile).
+        if poll:
+            await self.gateway.poll_once()
         if plan:
-            steps.append(self.gateway.plan_once())
+            await self.gateway.plan_once()
             self.stats.plan_rounds += 1
-        await asyncio.gather(*steps)
         self.stats.rounds += 1
         fleet = Fleet(self.sites, self.sessions, tuple(self.job_ids), self.clock.now())
         found = await self.hook(fleet)
@@ -615,6 +617,16 @@ async def _run_steps(
     position = 0
     estimated = 0
     while True:
+        # The daemon plans again at the instants events need (a start, an interval
+        # boundary, an absorb's departure: Gateway.next_plan_at), between regular rounds.
+        instant = engine.gateway.next_plan_at
+        if instant is not None and clock.now() < instant < next_round_at:
+            if position < len(actions) and actions[position].at <= instant:
+                pass  # the action comes first
+            elif instant <= end_at:
+                await clock.set(instant)
+                await engine.round(plan=True, poll=False)
+                continue
         if position < len(actions) and actions[position].at <= next_round_at:
             action = actions[position]
             position += 1

@@ -353,7 +353,7 @@ def test_a_shed_in_force_holds_the_load_at_its_baseline_less_the_ask() -> None:
         requests=(request,),
     )
     given = fleet_arrays(snapshot, PARAMS)
-    assert given.fleet.shed_kw[0] == pytest.approx(5.2 - (4.0 - 1.0 * 1.1))
+    assert given.fleet.shed_kw[0] == pytest.approx(5.2 - (4.0 - 1.0 * (1 + PARAMS.delivery_margin)))
 
 
 def test_shed_opt_does_not_wait_for_checkpoints_the_load_leaves_when_they_start() -> None:

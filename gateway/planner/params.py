@@ -22,6 +22,9 @@ class PolicyParams:
     """A move must add at least this much green running time [s]."""
     max_migrations: int = 4
     """Moves planned per round at most."""
+    max_event_migrations: int = 32
+    """Moves for opted-in events per round at most: a promise is not held back by the
+    budget of moves made for renewable energy (those come after it)."""
     horizon_s: float = 43200.0
     step_s: float = 900.0
     shed_lookahead_s: float = 0.0
@@ -31,7 +34,7 @@ class PolicyParams:
     event_guard_s: float = 3600.0
     """A site with an opted-in event in force or starting within this time takes no job and
     gives none up except for that event: the meter sees the event's change and no other [s]."""
-    delivery_margin: float = 0.1
+    delivery_margin: float = 0.25
     """Shed or absorb this much more than asked, and opt in only when the planner predicts
     it, so that a job finishing or a baseline a little off still leaves the request met [-]."""
     absorb_early_s: float = 60.0

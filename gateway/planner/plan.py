@@ -65,8 +65,13 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         i = index.get(request.site_id)
         if i is None:
             continue
-        absorbed = snapshot.absorbed_kw.get((request.source, request.site_id), 0.0)
-        asked = request.power_kw * (1 + params.delivery_margin) - absorbed
+        if request.baseline_kw is not None:  # hold the load at baseline plus the ask
+            site = sites[i]
+            target_kw = request.baseline_kw + request.power_kw * (1 + params.delivery_margin)
+            asked = target_kw - site.load_kw - snapshot.arriving_kw.get(site.site_id, 0.0)
+        else:
+            absorbed = snapshot.absorbed_kw.get((request.source, request.site_id), 0.0)
+            asked = request.power_kw * (1 + params.delivery_margin) - absorbed
         if asked > absorb_kw[i]:
             absorb_kw[i] = asked
             absorb_in_s[i] = max(0.0, (request.start_at - snapshot.at).total_seconds())

@@ -142,7 +142,7 @@ def event_moves(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> 
     run at their site by the absorb's start."""
     rows = shed(fleet, params, state)
     for job, target, cost_s, energy_kwh, depart_in_s in plan_absorbs(fleet, params, state):
-        if len(rows) >= params.max_migrations:
+        if len(rows) >= params.max_event_migrations:
             break
         if depart_in_s > params.absorb_early_s:
             continue  # a later round, timed to this instant, moves it
@@ -209,7 +209,7 @@ def plan_absorbs(fleet: FleetArrays, params: PolicyParams, state: RoundState) ->
 def shed(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Row]:
     rows: list[Row] = []
     for site in np.flatnonzero(fleet.shed_kw > EPS):
-        budget = params.max_migrations - len(rows)
+        budget = params.max_event_migrations - len(rows)
         mine = np.flatnonzero((fleet.job_site == site) & ~state.moved)
         chosen = choose_shed_jobs(
             fleet, mine, float(fleet.shed_kw[site] / fleet.pue[site]), params, budget

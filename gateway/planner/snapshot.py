@@ -76,8 +76,8 @@ class SiteRequest:
     """vtn_id/event_id, for reasons and reports."""
     baseline_kw: float | None = None
     """The baseline the meter judges this request against, once known (the event started)
-    [kW]: a shed then holds the site's load at the baseline less the ask, whatever else
-    changed; None: what this event's moves took off counts."""
+    [kW]: a shed then holds the site's load at the baseline less the ask, an absorb at the
+    baseline plus the ask, whatever else changed; None: what this event's moves did counts."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,8 @@ class Snapshot:
     requests: tuple[SiteRequest, ...] = field(default=())
     delivered_kw: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """Facility power already moved off a site for a request: (request source, site id) [kW]."""
+    arriving_kw: Mapping[str, float] = field(default_factory=dict)
+    """Facility power of the jobs on their way to each site (migrations in flight) [kW]."""
     absorbed_kw: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """Facility power already moved into a site for a request: (request source, site id)
     [kW]."""
