@@ -45,7 +45,7 @@ from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.errors import InputError
 from gateway.settings import Settings, parse_model, parse_settings, read_toml
-from models import Event, Migration
+from models import Event, EventResponse, Migration
 from simulators.campaign_clock import SteppedClock
 from simulators.campaign_events import (
     CampaignEvent,
@@ -568,9 +568,16 @@ async def run_campaign(
         stored_events = int(
             connection.scalar(select(func.count(func.distinct(Event.event_id)))) or 0
         )
+        answered = set(
+            connection.scalars(
+                select(func.distinct(Event.event_id)).join(
+                    EventResponse, EventResponse.event_pk == Event.id
+                )
+            )
+        )
     engine.dispose()
     log.info("%d events stored", stored_events)
-    scores = score_events(event_scores(rows, predictions), len(events), stats.deliverable)
+    scores = score_events(event_scores(rows, predictions), len(events), stats.deliverable, answered)
     repeated = sum(
         n - 1
         for n in Counter((r.event_id, r.modification_number) for r in vtn.received_answers).values()

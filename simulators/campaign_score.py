@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -255,13 +255,20 @@ def score(
     events: Sequence[EventScore],
     issued: int,
     deliverable: Mapping[str, bool],
+    answered: Collection[str] | None = None,
 ) -> Scores:
     """The campaign's figures.
 
     events: from :func:`event_scores`; issued: events the VTN issued [count];
     deliverable: per event id, whether the fleet's flexible power at the event's start
-    covered its request (the engine's estimate); events missing from it are not estimated.
+    covered its request (the engine's estimate); events missing from it are not estimated;
+    answered: the ids of the events the gateway answered (None: those in ``events``). An
+    answered event the delivery view has no row for (cancelled before its start) asked for
+    nothing.
     """
+    answered_ids = (
+        {e.event_id for e in events if e.opt is not None} if answered is None else set(answered)
+    )
     opted_in = [e for e in events if e.opt == "optIn"]
     opted_out = [e for e in events if e.opt == "optOut"]
     asked = [e for e in opted_in if e.requested_kwh > 0]
@@ -276,8 +283,9 @@ def score(
         events_scored=len(events),
         opted_in=len(opted_in),
         opted_out=len(opted_out),
-        unanswered=issued - len(opted_in) - len(opted_out),
-        nothing_requested=sum(1 for e in events if e.requested_kwh <= 0),
+        unanswered=issued - len(answered_ids),
+        nothing_requested=sum(1 for e in events if e.requested_kwh <= 0)
+        + len(answered_ids - {e.event_id for e in events}),
         unmeasured=len(asked) - len(measured),
         delivered_90=len(good),
         delivered_90_share=len(good) / len(measured) if measured else None,

