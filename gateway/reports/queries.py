@@ -193,24 +193,7 @@ def event_report(
     since, until: only events whose (randomised) start lies in [since, until) [aware UTC].
     site_ids: only these sites; None for all.
     """
-    _check_range(since, until)
-    view = table(
-        "event_delivery",
-        column("start_at", UTCDateTime()),
-        column("site_id"),
-        column("vtn_id"),
-        column("event_id"),
-    )
-    conditions = _in_range(view.c.start_at, since, until)
-    if site_ids is not None:
-        conditions.append(view.c.site_id.in_(list(site_ids)))
-    query: Select[Any] = (
-        select(literal_column("*"))
-        .select_from(view)
-        .where(*conditions)
-        .order_by(view.c.start_at, view.c.vtn_id, view.c.event_id, view.c.site_id)
-    )
-    return _frame(conn, query, EVENT_TIME_COLUMNS)
+    return _delivery_rows(conn, "event_delivery", (), since, until, site_ids)
 
 
 def event_interval_report(
@@ -226,15 +209,24 @@ def event_interval_report(
     since, until: only intervals whose start lies in [since, until) [aware UTC].
     site_ids: only these sites; None for all.
     """
-    _check_range(since, until)
-    view = table(
-        "event_interval_delivery",
-        column("start_at", UTCDateTime()),
-        column("site_id"),
-        column("vtn_id"),
-        column("event_id"),
-        column("interval_index"),
+    return _delivery_rows(
+        conn, "event_interval_delivery", ("interval_index",), since, until, site_ids
     )
+
+
+def _delivery_rows(
+    conn: Connection,
+    view_name: str,
+    finer: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    site_ids: Sequence[str] | None,
+) -> pd.DataFrame:
+    """The rows of a delivery view in [since, until) at ``site_ids``, by start, VTN, event,
+    site and then the ``finer`` columns."""
+    _check_range(since, until)
+    keys = ("vtn_id", "event_id", "site_id", *finer)
+    view = table(view_name, column("start_at", UTCDateTime()), *(column(k) for k in keys))
     conditions = _in_range(view.c.start_at, since, until)
     if site_ids is not None:
         conditions.append(view.c.site_id.in_(list(site_ids)))
@@ -242,13 +234,7 @@ def event_interval_report(
         select(literal_column("*"))
         .select_from(view)
         .where(*conditions)
-        .order_by(
-            view.c.start_at,
-            view.c.vtn_id,
-            view.c.event_id,
-            view.c.site_id,
-            view.c.interval_index,
-        )
+        .order_by(view.c.start_at, *(view.c[k] for k in keys))
     )
     return _frame(conn, query, EVENT_TIME_COLUMNS)
 
