@@ -21,10 +21,7 @@ the run :mod:`simulators.campaign_score` scores every event from the database.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +41,7 @@ from gateway.clock import next_midnight_utc
 from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.errors import InputError
+from gateway.invariants import check_fleet
 from gateway.settings import Settings, parse_model, parse_settings, read_toml
 from models import Event, EventResponse, Migration
 from simulators.campaign_clock import SteppedClock
@@ -64,6 +62,7 @@ from simulators.campaign_fleet import (
 )
 from simulators.campaign_score import Scores, event_scores, fetch_intervals, fetch_predictions
 from simulators.campaign_score import score as score_events
+from simulators.probes import SimulatorProbe
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import TRACE_YEAR, RenewableTrace
 from simulators.vtn import ScenarioEvent, SimulatedVtn
@@ -144,33 +143,11 @@ RoundHook = Callable[[Fleet], Awaitable[list[str]]]
 
 
 async def check_invariants(fleet: Fleet) -> list[str]:
-    """The fleet's invariants (design section 6) now: their violations.
-
-    The one place that knows which checker runs: ``gateway.invariants.check_fleet(probes,
-    session_factory, job_ids)`` (a report with ``violations``) once that module exists,
-    until then the checks of ``tests/invariants.py`` (one sample of an
-    ``InvariantMonitor``). Both read the sites in-process through ``SimulatorProbe``.
-    """
-    checks = _invariant_checks()
-    probes = [checks.SimulatorProbe(site) for site in fleet.sites.values()]
-    try:
-        gateway_checks = importlib.import_module("gateway.invariants")
-    except ModuleNotFoundError:
-        monitor = checks.InvariantMonitor(probes, fleet.sessions, fleet.job_ids)
-        await monitor.sample()
-        return list(monitor.violations)
-    report = gateway_checks.check_fleet(probes, fleet.sessions, fleet.job_ids)
-    if inspect.isawaitable(report):
-        report = await report
-    return [str(v) for v in report.violations]
-
-
-def _invariant_checks() -> Any:
-    """``tests/invariants.py`` (a module of the repository, not of the installed package)."""
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path and (root / "tests" / "invariants.py").is_file():
-        sys.path.append(str(root))
-    return importlib.import_module("tests.invariants")
+    """The fleet's four invariants (:mod:`gateway.invariants`) now: their violations. The
+    sites are read in-process (:class:`simulators.probes.SimulatorProbe`)."""
+    probes = [SimulatorProbe(site) for site in fleet.sites.values()]
+    report = await check_fleet(probes, fleet.sessions, fleet.job_ids)
+    return report.lines()
 
 
 # --- the run -------------------------------------------------------------------------------

@@ -1,20 +1,14 @@
 """Scoring a campaign from the gateway's database: requested against delivered, per interval.
 
-Two functions read the database, each isolated so that it can be switched when the schema
-grows; the rest is pure arithmetic on their rows.
+Two functions read the database; the rest is pure arithmetic on their rows.
 
 - :func:`fetch_intervals` returns one :class:`IntervalRow` per event (latest version), site
-  and signal interval, with the columns of the per-interval view ``event_interval_delivery``
-  (``vtn_id, event_id, modification_number, site_id, interval_index, start_at, end_at,
-  kind, requested_kw, requested_kwh, baseline_kw, baseline_kwh, actual_kwh,
-  delivered_kwh, delivery_ratio, baseline_method, opt``). Where that view does not exist
-  yet, it reads the per-event view ``event_delivery`` (revision 0005) and returns one row per
-  event and site covering the whole event (``interval_index`` -1, powers as the energy over
-  the event's length in force), so sums over intervals are the same either way.
-- :func:`fetch_predictions` returns the planner's prediction per event and site [kW]: the
-  nullable ``event_responses.predicted_kw`` where that column exists, else what the latest
-  answer's reason says is deliverable (``SITE: shed X kW asked, Y kW deliverable``, as
-  ``gateway.planner.opt`` writes it).
+  and signal interval, from the per-interval view ``event_interval_delivery`` (columns
+  ``vtn_id, event_id, modification_number, site_id, interval_index, start_at, end_at, kind,
+  requested_kw, requested_kwh, baseline_kw, baseline_kwh, actual_kwh, delivered_kwh,
+  delivery_ratio, baseline_method, opt``; ``docs/views.md``).
+- :func:`fetch_predictions` returns the planner's prediction per event [kW]: the
+  ``event_responses.predicted_kw`` of its latest answer (``gateway.planner.opt``).
 
 Delivered energy is at the facility meter against the view's baseline; an event-site's
 credited energy is its delivered energy clipped to ``[0, requested]`` (more at one site does
@@ -23,14 +17,13 @@ not make up for less at another).
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, text
 
 DELIVERED_SHARE = 0.9
 """An opted-in event counts as delivered when it delivers at least this share [-]."""
@@ -70,55 +63,29 @@ INTERVAL_COLUMNS = (
     "delivery_ratio, baseline_method, opt"
 )
 
-_FROM_EVENT_DELIVERY = """
-SELECT
-    vtn_id, event_id, modification_number, site_id, -1 AS interval_index, start_at, end_at,
-    direction AS kind, requested_kwh, baseline_kwh, actual_kwh, delivered_kwh,
-    delivery_ratio, baseline_method, opt
-FROM event_delivery
-"""
-
 
 def fetch_intervals(connection: Connection) -> list[IntervalRow]:
-    """Every interval's requested and delivered energy (see the module notes)."""
-    if "event_interval_delivery" in inspect(connection).get_view_names():
-        rows = connection.execute(
-            text(f"SELECT {INTERVAL_COLUMNS} FROM event_interval_delivery")
-        ).mappings()
-        return [IntervalRow(**_typed(dict(r))) for r in rows]
-    out = []
-    for r in connection.execute(text(_FROM_EVENT_DELIVERY)).mappings():
-        row = _typed(dict(r))
-        hours = _hours(row["start_at"], row["end_at"])
-        row["requested_kw"] = _per_hour(row["requested_kwh"], hours)
-        row["baseline_kw"] = _per_hour(row["baseline_kwh"], hours)
-        out.append(IntervalRow(**row))
-    return out
-
-
-_REASON = re.compile(r"([^\s:;]+): (?:shed|absorb) ([0-9.]+) kW asked, ([0-9.]+) kW deliverable")
+    """Every interval's requested and delivered energy (``event_interval_delivery``)."""
+    rows = connection.execute(
+        text(f"SELECT {INTERVAL_COLUMNS} FROM event_interval_delivery")
+    ).mappings()
+    return [IntervalRow(**_typed(dict(r))) for r in rows]
 
 
 def fetch_predictions(connection: Connection) -> dict[SiteKey, float]:
-    """The planner's deliverable power per event and site at its latest answer [kW]."""
-    columns = {c["name"] for c in inspect(connection).get_columns("event_responses")}
-    predicted = "r.predicted_kw" if "predicted_kw" in columns else "NULL"
+    """The planner's predicted delivery of each event at its latest answer that has one,
+    keyed (vtn_id, event_id, "*") [kW]."""
     rows = connection.execute(
         text(
-            f"""
-            SELECT e.vtn_id, e.event_id, r.reason, {predicted} AS predicted_kw
+            """
+            SELECT e.vtn_id, e.event_id, r.predicted_kw
             FROM event_responses AS r JOIN events AS e ON e.id = r.event_pk
+            WHERE r.predicted_kw IS NOT NULL
             ORDER BY e.vtn_id, e.event_id, e.modification_number, r.responded_at, r.id
             """
         )
     ).all()
-    out: dict[SiteKey, float] = {}
-    for vtn_id, event_id, reason, predicted_kw in rows:
-        for site_id, _asked, deliverable in _REASON.findall(reason or ""):
-            out[vtn_id, event_id, site_id] = float(deliverable)
-        if predicted_kw is not None:
-            out[vtn_id, event_id, "*"] = float(predicted_kw)
-    return out
+    return {(vtn_id, event_id, "*"): float(kw) for vtn_id, event_id, kw in rows}
 
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,18 +98,6 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _hours(start_at: object, end_at: object) -> float | None:
-    if isinstance(start_at, datetime) and isinstance(end_at, datetime):
-        return (end_at - start_at).total_seconds() / 3600.0
-    return None
-
-
-def _per_hour(energy_kwh: object, hours: float | None) -> float | None:
-    if not isinstance(energy_kwh, (int, float)) or not hours:
-        return None
-    return float(energy_kwh) / hours
-
-
 # --- pure scoring ------------------------------------------------------------------------
 
 
@@ -150,8 +105,8 @@ def _per_hour(energy_kwh: object, hours: float | None) -> float | None:
 class EventScore:
     """One event (latest version) over all its sites and intervals.
 
-    requested_kwh, delivered_kwh, credited_kwh [kWh]; predicted_kw: the planner's
-    deliverable power summed over the sites it named [kW]; None where not known.
+    requested_kwh, delivered_kwh, credited_kwh [kWh]; predicted_kw: the planner's predicted
+    delivery at its latest answer [kW]; None where not known.
     """
 
     vtn_id: str
