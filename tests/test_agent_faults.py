@@ -636,7 +636,9 @@ async def test_target_that_stops_answering_while_restoring_is_waited_for_bit_for
     """beta stops answering (SIGSTOP) while the job loads its checkpoint there: the gateway
     cannot know whether the job runs at beta, so it waits past every limit instead of resuming
     it at alpha, and completes once beta answers again."""
-    async with agent_world(session_factory, tmp_path, load_delay_s=1.0) as world:
+    async with agent_world(
+        session_factory, tmp_path, load_delay_s=1.0, step_sleep_s=0.012
+    ) as world:
         silenced: list[float] = []
 
         async def silence_target(_migration_id: str, state: str) -> None:
@@ -689,8 +691,9 @@ class KillCase:
     the reservation call hangs in ``target_reserved``."""
     load_delay_s: float = 0.0
     """The job takes this long at beta to confirm its resume: the restore is held [s]."""
-    step_sleep_s: float = 0.006
-    """The job's pause per step: 700 steps take about five seconds at 0.006 s [s]."""
+    step_sleep_s: float = 0.012
+    """The job's pause per step: 700 steps take about eight seconds at 0.012 s, long enough
+    for a loaded machine to kill and restart the daemon before the job finishes [s]."""
 
 
 KILL_CASES = (
