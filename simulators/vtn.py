@@ -14,7 +14,7 @@ reports named TELEMETRY_USAGE or TELEMETRY_STATUS.
 Events are built as openleadr objects and queued with ``add_raw_event`` rather than
 ``add_event``, which cannot set test events, priority, ``startafter`` or the VTN comment.
 
-Things to know (``openadr-notes.md``):
+Things to know (``docs/openadr-notes.md``):
 
 - it serves plain HTTP on 127.0.0.1 with an OS-assigned port (``url`` after :meth:`start`);
   ``server.run()`` is not used because it binds a fixed port;

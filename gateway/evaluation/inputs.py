@@ -12,7 +12,7 @@ rejected, since its instant is ambiguous.
 
 The synthetic workload (:class:`WorkloadParams`, :func:`generate_workload`) draws jobs from
 seeded distributions; its defaults come from the H200 measurements of
-``../shared/data/README.md``.
+``docs/measured-data.md``.
 """
 
 from __future__ import annotations
@@ -534,7 +534,7 @@ def _check_fit(
 class WorkloadParams:
     """How :func:`generate_workload` draws jobs; every field can be set with ``--workload``.
 
-    Defaults: H200 measurements (``../shared/data/README.md``) for power and checkpoint sizes.
+    Defaults: H200 measurements (``docs/measured-data.md``) for power and checkpoint sizes.
     """
 
     rate_per_h: float = 2.0

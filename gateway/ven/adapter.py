@@ -4,7 +4,7 @@ openleadr hands the VEN each ``oadrEvent`` as a snake_case dict (``event_descrip
 ``active_period``, ``event_signals``, ``targets``/``targets_by_type``, ``response_required``)
 with aware UTC datetimes and timedeltas. Nothing raw travels past this module.
 
-What this adapter deliberately ignores (``openadr-notes.md``, pitfall 1): each signal's
+What this adapter deliberately ignores (``docs/openadr-notes.md``, pitfall 1): each signal's
 ``current_value`` (the openleadr VTN always sends 0) and each interval's ``dtstart`` (optional
 in 2.0b). Intervals are located from ``active_period.dtstart`` plus cumulative durations.
 

@@ -3,7 +3,7 @@
 A VEN tells its VTN when a resource cannot take part in events with an ``oadrCreateOpt``
 carrying an availability schedule (``xcal:vavailability``) and withdraws it with an
 ``oadrCancelOpt``. openleadr 0.5.36 has ``create_opt`` and ``cancel_opt``, but (measured,
-``openadr-notes.md`` pitfall 10):
+``docs/openadr-notes.md`` pitfall 10):
 
 - ``create_opt`` and ``cancel_opt`` log with ``logger.info(response_type, payload)``, which
   fails inside logging ("--- Logging error ---" on stderr) whenever openleadr logs at INFO;

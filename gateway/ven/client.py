@@ -1,7 +1,7 @@
 """One connection to one VTN: the owner of an ``openleadr.OpenADRClient``.
 
 It answers events and reports on every site it serves. What it adds to openleadr
-(``openadr-notes.md``):
+(``docs/openadr-notes.md``):
 
 - openleadr's event handling is replaced (:class:`_GatewayClient`): every
   ``oadrDistributeEvent`` goes to :mod:`gateway.ven.distribution`, which applies the 2.0b

@@ -1,7 +1,7 @@
 """One ``oadrDistributeEvent`` from one VTN, handled by the gateway's rules, not openleadr's.
 
 openleadr keeps events in memory only and answers with its own, incomplete rules
-(``openadr-notes.md``). :class:`DistributionHandler` takes the whole message instead:
+(``docs/openadr-notes.md``). :class:`DistributionHandler` takes the whole message instead:
 
 1. each event is parsed (:mod:`gateway.ven.adapter`); one that cannot be read is answered
    optOut with 454 and not stored;
@@ -50,6 +50,7 @@ from gateway.clock import Clock
 from gateway.events import DrEvent, Opt, OptDecision
 from gateway.ven import rules, store
 from gateway.ven.adapter import MalformedEventError, parse_event
+from models.event import Event as EventRow
 
 logger = logging.getLogger(__name__)
 
@@ -335,15 +336,7 @@ class DistributionHandler:
             event.modification_number,
             latest.modification_number,
         )
-        response = store.save_response(
-            session,
-            row,
-            decision,
-            now,
-            required=event.response_required == "always",
-            request_id=request_id,
-        )
-        return _answer_of(event, decision, response.id, request_id)
+        return _saved_answer(session, row, event, decision, now, request_id)
 
     def _same(
         self, session: Session, event: DrEvent, position: int, triage: _Triage, request_id: str
@@ -389,15 +382,7 @@ class DistributionHandler:
                 f"event {event.event_id} modification {event.modification_number} vanished "
                 "from the store before its answer was saved"
             )
-        response = store.save_response(
-            session,
-            row,
-            decision,
-            now,
-            required=event.response_required == "always",
-            request_id=request_id,
-        )
-        return _answer_of(event, decision, response.id, request_id)
+        return _saved_answer(session, row, event, decision, now, request_id)
 
     def _store_answers(
         self,
@@ -457,6 +442,26 @@ class DistributionHandler:
                 start_offset_s=0.0 if previous is None else previous.start_offset_s,
             )
         return replace(event, start_offset_s=delay_s)
+
+
+def _saved_answer(
+    session: Session,
+    row: EventRow,
+    event: DrEvent,
+    decision: OptDecision,
+    now: datetime,
+    request_id: str | None,
+) -> Answer:
+    """Store ``decision`` as the answer to the stored version ``row`` and return it."""
+    response = store.save_response(
+        session,
+        row,
+        decision,
+        now,
+        required=event.response_required == "always",
+        request_id=request_id,
+    )
+    return _answer_of(event, decision, response.id, request_id)
 
 
 def _answer_of(

@@ -1,6 +1,6 @@
 """Keeping one VTN connection alive: outage detection, back-off with jitter, clean rebuilds.
 
-openleadr's client has no reconnect logic (``openadr-notes.md`` pitfall 9): when its VTN goes
+openleadr's client has no reconnect logic (``docs/openadr-notes.md`` pitfall 9): when its VTN goes
 away it polls and logs errors for ever (``_perform_request`` answers ``(None, {})``), a
 re-registration leaves a second set of report jobs running, and a VTN that no longer knows
 the VEN can answer 463 to every poll for ever. This module is the one owner of reconnection

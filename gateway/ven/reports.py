@@ -21,7 +21,7 @@ The direction follows the grid's convention (as in the ISOs' regulation markets)
 up-regulation raises the system's net supply, which a load delivers by *shedding*;
 down-regulation lowers it, which a load delivers by *absorbing*.
 
-openleadr 0.5.36 and how this module handles it (``openadr-notes.md`` pitfall 8, measured):
+openleadr 0.5.36 and how this module handles it (``docs/openadr-notes.md`` pitfall 8, measured):
 
 - its VTN requests only reports named TELEMETRY_USAGE or TELEMETRY_STATUS (other names,
   ``x-`` ones included, are skipped with a warning), so the offers travel in a report named

@@ -1,4 +1,4 @@
-"""The event rules of OpenADR 2.0b that the VEN applies itself (``openadr-notes.md``).
+"""The event rules of OpenADR 2.0b that the VEN applies itself (``docs/openadr-notes.md``).
 
 Pure functions: versions, times and events in, verdicts out; no I/O, no clock, no logging.
 ``docs/conformance.md`` lists each rule with the test that checks it.

@@ -1,7 +1,7 @@
 """Persistence of events and of the answers given to them.
 
 One row per (VTN, event id, modification number): a version is stored once, and a version
-seen again is no change (``openadr-notes.md``, pitfall 2); it is answered again with its
+seen again is no change (``docs/openadr-notes.md``, pitfall 2); it is answered again with its
 stored answer, which then carries the new distribution's requestID (:func:`owe_again`).
 Every function takes the caller's sync :class:`~sqlalchemy.orm.Session` (one per unit of
 work, see :func:`gateway.db.unit_of_work`) and neither commits nor opens sessions itself.
