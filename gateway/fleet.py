@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -273,14 +274,13 @@ def arriving_kw(
 ) -> dict[str, float]:
     """Facility power of the jobs on their way to each site (migrations in flight), their
     power less the idle draw of the GPUs they take [kW]."""
-    net_kw = func.sum(Job.power_kw - idle_kw_per_gpu * Job.gpus)
     rows = session.execute(
-        select(Migration.target_site_id, net_kw)
+        select(Migration.target_site_id, _net_kw(idle_kw_per_gpu))
         .join(Job, Job.id == Migration.job_id)
         .where(Migration.state.not_in(FINAL_STATES))
         .group_by(Migration.target_site_id)
     )
-    return {site: max(0.0, float(kw or 0.0)) * pue.get(site, 1.0) for site, kw in rows}
+    return {site: _facility_kw(kw, pue.get(site, 1.0)) for site, kw in rows}
 
 
 def _moved_kw(
@@ -289,18 +289,26 @@ def _moved_kw(
     pue: Mapping[str, float],
     idle_kw_per_gpu: float,
 ) -> dict[tuple[str, str], float]:
-    net_kw = func.sum(Job.power_kw - idle_kw_per_gpu * Job.gpus)
     rows = session.execute(
-        select(Migration.event_ref, site_column, net_kw)
+        select(Migration.event_ref, site_column, _net_kw(idle_kw_per_gpu))
         .join(Job, Job.id == Migration.job_id)
         .where(Migration.event_ref.is_not(None), Migration.state != "aborted")
         .group_by(Migration.event_ref, site_column)
     )
     return {
-        (ref, site): max(0.0, float(kw or 0.0)) * pue.get(site, 1.0)
+        (ref, site): _facility_kw(kw, pue.get(site, 1.0))
         for ref, site, kw in rows
         if ref is not None
     }
+
+
+def _net_kw(idle_kw_per_gpu: float) -> Any:
+    """SQL: the summed IT power of the jobs less the idle draw of their GPUs [kW]."""
+    return func.sum(Job.power_kw - idle_kw_per_gpu * Job.gpus)
+
+
+def _facility_kw(it_kw: float | None, pue: float) -> float:
+    return max(0.0, float(it_kw or 0.0)) * pue
 
 
 def build_snapshot(
