@@ -267,6 +267,9 @@ def train(args: argparse.Namespace) -> int:
         log.info("started at step 0 of %d (seed %d, width %d)", args.steps, hyper.seed, hyper.width)
 
     while step < args.steps:
+        if step + 1 == args.steps and not _gate_open(args.finish_gate, stop):
+            time.sleep(_GATE_POLL_S)
+            continue
         if stop.signal_name is not None:
             started = time.perf_counter()
             _save_checkpoint(checkpoint_path, state, rng, step, hyper)
@@ -291,6 +294,16 @@ def train(args: argparse.Namespace) -> int:
     write_arrays_atomically(out_dir / MODEL_FILE, model, meta)
     log.info("finished %d steps: loss %.6f, model in %s", step, loss, out_dir / MODEL_FILE)
     return 0
+
+
+_GATE_POLL_S = 0.01
+"""How often a job held before its last step looks for its finish gate [s]."""
+
+
+def _gate_open(gate: Path | None, stop: _StopFlag) -> bool:
+    """Whether the last step may run: no gate, the gate file exists, or a signal asks for the
+    checkpoint (which is written at once, gate or not)."""
+    return gate is None or stop.signal_name is not None or gate.exists()
 
 
 def _non_negative_float(text: str) -> float:
@@ -340,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=0.0,
         help="pause after loading a --resume checkpoint, before confirming it [s] (0)",
+    )
+    parser.add_argument(
+        "--finish-gate",
+        type=Path,
+        metavar="PATH",
+        help="hold before the last step until PATH exists; a test keeps the job running this way",
     )
     return parser
 
