@@ -1,7 +1,7 @@
 """The gateway daemon: one asyncio process that wires every layer together.
 
 - polls every site controller, stores samples, jobs and ledger rows, and advances migrations
-  (every ``scheduler.poll_interval_s``);
+  (every ``scheduler.poll_interval_s``, and when a site's operation is expected done);
 - runs the planner (every ``scheduler.plan_interval_s``), stores offers, dispatches moves;
 - answers OpenADR events through one VEN connection per configured VTN.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,7 +92,6 @@ class Gateway:
             max_migrations=settings.planner.max_migrations_per_plan,
             horizon_s=settings.planner.forecast_horizon_s,
             event_guard_s=settings.planner.event_guard_s,
-            poll_interval_s=settings.scheduler.poll_interval_s,
             delivery_margin=settings.planner.delivery_margin,
         )
         self.signal_policy = settings.signal_policy()
@@ -260,18 +259,20 @@ class Gateway:
 
     # -- rounds ---------------------------------------------------------------------------
 
-    async def poll_once(self) -> None:
-        """Poll every site, record what they say, then move migrations on."""
+    async def poll_once(self, site_ids: Collection[str] | None = None) -> None:
+        """Poll every site (or those of ``site_ids``), record what they say, then move
+        migrations on."""
         async with self._poll_lock:
             if self._stopping:
                 return  # queued behind the round that stop() waited for
+            polled = [s for s in self.settings.site if site_ids is None or s.id in site_ids]
             results = await asyncio.gather(
-                *(self.clients[s.id].status() for s in self.settings.site),
+                *(self.clients[s.id].status() for s in polled),
                 return_exceptions=True,
             )
             now = self.clock.now()
             with unit_of_work(self._sessions) as session:
-                for cfg, result in zip(self.settings.site, results, strict=True):
+                for cfg, result in zip(polled, results, strict=True):
                     if isinstance(result, SiteControllerError):
                         self.statuses.pop(cfg.id, None)
                         fleet.mark_offline(session, cfg.id, now)
@@ -288,6 +289,41 @@ class Gateway:
                     fleet.record_status(session, cfg, result, now)
             if self.dispatcher is not None:
                 await self.dispatcher.advance_all()
+        self._advance_when_due()
+
+    async def advance_once(self) -> None:
+        """At the instant a site's operation is expected done (:attr:`next_step_at`): poll
+        the sites of the migrations in flight, so that the ledger samples their power as it
+        changes, not a poll interval later, and move the migrations on."""
+        if self.dispatcher is None:
+            return
+        await self.poll_once(self.dispatcher.sites_in_flight())
+
+    @property
+    def next_step_at(self) -> datetime | None:
+        """When an operation of a migration in flight is next expected done, or None."""
+        return None if self.dispatcher is None else self.dispatcher.next_due_at
+
+    def _advance_when_due(self) -> None:
+        """Run :meth:`advance_once` at :attr:`next_step_at` (one pending run, replaced)."""
+        due_at = self.next_step_at
+        if due_at is None or self._scheduler is None or not self._scheduler.running:
+            return
+        wait_s = self.clock.wall_s((due_at - self.clock.now()).total_seconds())
+        self._scheduler.add_job(
+            self._guarded(self.advance_once),
+            "date",
+            run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, wait_s)),
+            id="migration-step",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def event_instant_once(self) -> list[str]:
+        """At an instant an event needs (:attr:`next_plan_at`): poll every site, so that the
+        ledger's rows break at the event's start, interval boundaries and end, then plan."""
+        await self.poll_once()
+        return await self.plan_once()
 
     async def plan_once(self) -> list[str]:
         """Plan and dispatch the moves first (what events wait for), then refresh the
@@ -299,6 +335,7 @@ class Gateway:
             self._refresh_offers(snapshot)
             await self.review_opts(snapshot)
             self._plan_at_next_instant()
+            self._advance_when_due()
             return planned
 
     def _plan_at_next_instant(self) -> None:
@@ -313,7 +350,7 @@ class Gateway:
             return
         wait_s = self.clock.wall_s((self.next_plan_at - self.clock.now()).total_seconds())
         self._scheduler.add_job(
-            self._guarded(self.plan_once),
+            self._guarded(self.event_instant_once),
             "date",
             run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, wait_s)),
             id="event-instant",

@@ -22,6 +22,11 @@ refuses to start it.
 An abort is committed first, then its clean-up (resume the job at the source, release the
 target's reservation) runs until both succeed; ``cleaned_up_at`` records that they did.
 
+Between polls. An operation in progress tells when it is expected done (``done_at``);
+:attr:`Dispatcher.next_due_at` is the earliest such instant, at which the daemon advances the
+migrations again (:meth:`Gateway.advance_once`) instead of waiting for its next poll: a
+migration takes about its checkpoint, transfer and restore times, not a poll round per step.
+
 After a restart, every migration in flight is first reconciled with both sites
 (:mod:`gateway.reconcile`) and continues from the state their answers imply.
 
@@ -94,6 +99,12 @@ LIVE_AT_TARGET = ("running", "restoring", "checkpointing")
 """Job states at the target that mean it holds the job (it must not resume at the source)."""
 
 
+_IN_FLIGHT = Migration.state.not_in(FINAL_STATES) | (
+    (Migration.state == "aborted") & Migration.cleaned_up_at.is_(None)
+)
+"""Migrations not yet ended, or aborted and not yet cleaned up."""
+
+
 class _Refused(SiteControllerError):
     """A step that cannot go on: the migration aborts."""
 
@@ -119,6 +130,9 @@ class Dispatcher:
         """(migration, problem) already logged: a change is logged once, not every round."""
         self._advancing: set[str] = set()
         """Migrations a task is advancing now: one writer per migration."""
+        self._due_at: dict[str, datetime] = {}
+        """When each migration's operation in progress is expected done (the site's
+        ``done_at``): the instant to advance it again, rather than wait for the next poll."""
 
     # -- creation -------------------------------------------------------------------------
 
@@ -170,18 +184,26 @@ class Dispatcher:
     def pending_ids(self) -> list[str]:
         with unit_of_work(self._sessions) as session:
             rows = session.scalars(
-                select(Migration.id)
-                .where(
-                    Migration.state.not_in(FINAL_STATES)
-                    | ((Migration.state == "aborted") & Migration.cleaned_up_at.is_(None))
-                )
-                .order_by(Migration.planned_at)
+                select(Migration.id).where(_IN_FLIGHT).order_by(Migration.planned_at)
             )
             return list(rows)
+
+    def sites_in_flight(self) -> set[str]:
+        """The sources and targets of the migrations not yet ended or cleaned up."""
+        with unit_of_work(self._sessions) as session:
+            rows = session.execute(
+                select(Migration.source_site_id, Migration.target_site_id).where(_IN_FLIGHT)
+            )
+            return {site_id for row in rows for site_id in row}
 
     async def advance_all(self) -> None:
         for migration_id in self.pending_ids():
             await self.advance(migration_id)
+
+    @property
+    def next_due_at(self) -> datetime | None:
+        """The earliest instant an operation in progress is expected done, or None."""
+        return min(self._due_at.values(), default=None)
 
     def advancing(self, migration_id: str) -> bool:
         """True while a task is advancing the migration."""
@@ -196,6 +218,7 @@ class Dispatcher:
             log.debug("%s is being advanced by another round; left to it", migration_id)
             return self._load(migration_id).state
         self._advancing.add(migration_id)
+        self._due_at.pop(migration_id, None)
         try:
             return await self._advance(migration_id)
         finally:
@@ -389,6 +412,7 @@ class Dispatcher:
             if op is None:
                 op = await source.checkpoint(spec.job_id, mid)
             if not self._done(f, op):
+                self._expect(mid, op)
                 return f.state
             assert op.checkpoint is not None
             self._transition(mid, "transferring", checkpoint=op.checkpoint)
@@ -399,6 +423,7 @@ class Dispatcher:
             if op is None:
                 op = await self._transfer(f, source, target)
             if not self._done(f, op):
+                self._expect(mid, op)
                 return f.state
             self._transition(mid, "restoring")
             return "restoring" if await self._restore(f, target) is not None else "aborted"
@@ -412,6 +437,7 @@ class Dispatcher:
                 late = self._overrun(f)
                 if late is not None:
                     self._report(mid, "restore overran", "%s: %s; still waiting", late)
+                self._expect(mid, op)
                 return f.state
             if op.state == "failed":
                 self._commit_abort(mid, op.error or "restore failed at the target")
@@ -469,6 +495,12 @@ class Dispatcher:
             log.warning("aborting %s: the target refused the restore: %s", f.id, exc)
             self._commit_abort(f.id, f"target refused the restore: {exc}")
             return None
+
+    def _expect(self, migration_id: str, op: Operation) -> None:
+        """Advance the migration again when ``op`` (in progress) is expected done; an overdue
+        one waits for the next poll round."""
+        if op.done_at > self._clock.now():
+            self._due_at[migration_id] = op.done_at
 
     def _done(self, f: _Flight, op: Operation) -> bool:
         """True when ``op`` is done; a failed or overrunning operation aborts (raises)."""

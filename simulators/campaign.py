@@ -381,11 +381,13 @@ class _Engine:
 
     # -- rounds ---------------------------------------------------------------------------
 
-    async def round(self, plan: bool, poll: bool = True) -> None:
+    async def round(self, plan: bool, poll: bool = True, advance: bool = False) -> None:
         # The poll first: a plan on the last step's statuses would miss the jobs that
         # arrived since (and send migrations to sites that filled up meanwhile).
         if poll:
             await self.gateway.poll_once()
+        elif advance:
+            await self.gateway.advance_once()
         if plan:
             await self.gateway.plan_once()
             self.stats.plan_rounds += 1
@@ -601,15 +603,22 @@ async def _run_steps(
     position = 0
     estimated = 0
     while True:
-        # The daemon plans again at the instants events need (a start, an interval
-        # boundary, an absorb's departure: Gateway.next_plan_at), between regular rounds.
-        instant = engine.gateway.next_plan_at
+        # Between regular rounds the daemon polls and plans again at the instants events
+        # need (a start, an interval boundary, an absorb's departure: Gateway.next_plan_at)
+        # and advances its migrations when a site's operation is due (Gateway.next_step_at).
+        instant = _earliest(engine.gateway.next_plan_at, engine.gateway.next_step_at)
         if instant is not None and clock.now() < instant < next_round_at:
             if position < len(actions) and actions[position].at <= instant:
                 pass  # the action comes first
             elif instant <= end_at:
                 await clock.set(instant)
-                await engine.round(plan=True, poll=False)
+                # As the daemon: an event's instant polls every site and plans
+                # (Gateway.event_instant_once); an operation's, the sites in flight.
+                plan_due = engine.gateway.next_plan_at
+                if plan_due is not None and plan_due <= instant:
+                    await engine.round(plan=True)
+                else:
+                    await engine.round(plan=False, poll=False, advance=True)
                 continue
         if position < len(actions) and actions[position].at <= next_round_at:
             action = actions[position]
@@ -644,6 +653,10 @@ async def _run_steps(
                     f"invariant breaks {len(s.violations)}, rss {s.rss_mb_by_day[-1]:.0f} MB"
                 )
             next_day += 1
+
+
+def _earliest(*instants: datetime | None) -> datetime | None:
+    return min((i for i in instants if i is not None), default=None)
 
 
 def _misplaced(sites: dict[str, SimulatedSite], job_ids: Sequence[str]) -> list[str]:

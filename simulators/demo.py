@@ -227,9 +227,11 @@ class _Stepper:
         wall_start = time.monotonic()
         while True:
             instant = self.gateway.next_plan_at
+            step_at = self.gateway.next_step_at  # a migration's operation is due
             candidates = [next_poll_at, next_plan_at]
-            if instant is not None and instant > self.clock.now():
-                candidates.append(instant)
+            for at in (instant, step_at):
+                if at is not None and at > self.clock.now():
+                    candidates.append(at)
             if pending:
                 candidates.append(pending[0].issue_at)
             due = max(min(candidates), self.clock.now())
@@ -240,16 +242,20 @@ class _Stepper:
             if pending and pending[0].issue_at <= due:
                 await self._issue(pending.pop(0))
                 continue
-            plan = due >= next_plan_at or (instant is not None and instant <= due)
+            if instant is not None and instant <= due:
+                await self.gateway.event_instant_once()  # polls, then plans, as the daemon
+                await self._check()
+                continue
             rounds: list[Awaitable[object]] = []
             if due >= next_poll_at:
                 rounds.append(self.gateway.poll_once())
                 next_poll_at += timedelta(seconds=self.poll_s)
-            if plan:
+            elif step_at is not None and step_at <= due:
+                rounds.append(self.gateway.advance_once())
+            if due >= next_plan_at:
                 rounds.append(self.gateway.plan_once())
-                if due >= next_plan_at:
-                    next_plan_at += timedelta(seconds=self.plan_s)
-            await asyncio.gather(*rounds)
+                next_plan_at += timedelta(seconds=self.plan_s)
+            await asyncio.gather(*rounds)  # concurrent, as the daemon's scheduler runs them
             await self._check()
             if due >= next_progress:
                 _progress(self.sessions, due, start_at, self.vtn)

@@ -24,7 +24,7 @@ from gateway.clock import ManualClock, next_midnight_utc
 from gateway.daemon import Gateway
 from gateway.db import unit_of_work
 from gateway.settings import Settings, parse_settings
-from gateway.sites.schema import JobSpec
+from gateway.sites.schema import JobSpec, OperationKind
 from models import Event, EventResponse, Job, LedgerRow, Migration, SiteSample
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
@@ -233,6 +233,54 @@ async def test_reservation_released_when_a_migration_aborts(world: World) -> Non
         assert job is not None and (job.site_id, job.state) == ("dark", "running")
     assert sites["sunny"].reservations[planned[0]].state != "reserved"
     assert running_at(sites, "job-1") == ["dark"]
+
+
+async def test_migration_advances_when_each_operation_is_due_not_at_the_next_poll(
+    world: World,
+) -> None:
+    """Between polls the daemon advances a migration at the instant its site's operation is
+    expected done (``done_at``): checkpoint, transfer and restore, one advance round each."""
+    clock, sites, gateway = world.clock, world.sites, world.gateway
+    clock.advance(60)
+    await gateway.poll_once()
+    [migration_id] = await gateway.plan_once()
+    started_at = clock.now()
+    steps: list[tuple[str, str]] = []
+    for _ in range(10):
+        with unit_of_work(world.sessions) as session:
+            migration = session.get(Migration, migration_id)
+            assert migration is not None
+            state = migration.state
+        if state == "completed":
+            break
+        due_at = gateway.next_step_at
+        assert due_at is not None and due_at > clock.now(), state
+        site = sites["sunny"] if state == "restoring" else sites["dark"]
+        kind: OperationKind = (
+            "checkpoint"
+            if state == "checkpointing"
+            else "transfer"
+            if state == "transferring"
+            else "restore"
+        )
+        assert site.operation(migration_id, kind).done_at == due_at
+        steps.append((state, kind))
+        clock.set(due_at)
+        await gateway.advance_once()
+    assert state == "completed"
+    assert steps == [
+        ("checkpointing", "checkpoint"),
+        ("transferring", "transfer"),
+        ("restoring", "restore"),
+    ]
+    assert gateway.next_step_at is None, "nothing in flight, nothing due"
+    assert running_at(sites, "job-1") == ["sunny"]
+    # The three operations back to back, well inside one poll interval of the settings.
+    with unit_of_work(world.sessions) as session:
+        migration = session.get(Migration, migration_id)
+        assert migration is not None and migration.completed_at is not None
+        took_s = (migration.completed_at.replace(tzinfo=UTC) - started_at).total_seconds()
+    assert took_s < gateway.settings.scheduler.poll_interval_s, took_s
 
 
 async def test_restart_resumes_a_migration_in_flight(world: World) -> None:

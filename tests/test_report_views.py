@@ -463,3 +463,55 @@ def test_a_schema_without_rollups_fails_with_sqlalchemy_errors(empty_database_ur
                 conn.rollback()
     finally:
         engine.dispose()
+
+
+def test_an_event_opted_out_then_cancelled_reports_the_opt_out_not_the_acknowledgement(
+    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """The optIn that answers a cancellation acknowledges it (OpenADR 2.0b) and promises
+    nothing: the views report the opt the VEN committed to. An event cancelled before any
+    other answer reports the acknowledgement (there is nothing else)."""
+    settings = fleet_settings(database_url, ["alpha"])
+    start_at = D + timedelta(hours=14)
+    shed = (("LOAD_DISPATCH", "delta"), [(3600.0, -2.0)])
+    with unit_of_work(session_factory) as session:
+        fleet.sync_sites(session, settings.site, D)
+        session.flush()
+        session.add_all(_hourly("alpha", D, {}, 10.0))
+        answered_at = D + timedelta(hours=1)
+        for event_id, first_opt in (("OUT", "optOut"), ("IN", "optIn"), ("EARLY", None)):
+            first, _new = event_store.save_event(
+                session, dr_event(event_id, start_at, *shed, sites=["alpha"]), answered_at
+            )
+            if first_opt is not None:
+                event_store.save_response(
+                    session, first, OptDecision(first_opt, "planner"), answered_at
+                )
+            cancelled = dr_event(
+                event_id,
+                start_at,
+                *shed,
+                sites=["alpha"],
+                modification=1,
+                status="cancelled",
+                cancel_effective_at=start_at + timedelta(minutes=30),  # a half hour in force
+            )
+            row, _new = event_store.save_event(session, cancelled, answered_at + timedelta(hours=1))
+            event_store.save_response(
+                session,
+                row,
+                OptDecision("optIn", "cancellation acknowledged"),
+                answered_at + timedelta(hours=1),
+            )
+        rebuild_rollups(session.connection())
+    with engine.connect() as conn:
+        report = _by_event(event_report(conn))
+        intervals = conn.execute(
+            text("SELECT DISTINCT event_id, opt FROM event_interval_delivery")
+        ).all()
+    assert {e: report[e]["opt"] for e in ("OUT", "IN", "EARLY")} == {
+        "OUT": "optOut",
+        "IN": "optIn",
+        "EARLY": "optIn",
+    }
+    assert dict(intervals) == {"OUT": "optOut", "IN": "optIn", "EARLY": "optIn"}

@@ -39,11 +39,8 @@ class PolicyParams:
     it, so that a job finishing or a baseline a little off still leaves the request met [-]."""
     absorb_early_s: float = 60.0
     """A move for an absorb starts at most this much before it must (so that the job is
-    running at the site at the start): rounds fall between instants [s]."""
-    poll_interval_s: float = 0.0
-    """How often the dispatcher looks at migrations in flight: a migration waits up to this
-    long after its checkpoint and after its transfer before the next step starts, so an absorb's
-    jobs leave two of these earlier than the feasibility model alone would say [s]."""
+    running at the site at the start): rounds fall between instants, and the dispatcher takes
+    each next step when the site's operation is due, not later [s]."""
     candidates_per_site: int = 4
     """Jobs per source site that a round considers (the largest); bounds the work [-]."""
     targets_per_round: int = 32

@@ -155,8 +155,7 @@ def event_moves(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> 
 Absorb = tuple[int, int, float, float, float]
 """(candidate, target site, migration_s, energy_kwh, depart_in_s): a move an absorb needs;
 it must leave within ``depart_in_s`` [s] to run at the target by the absorb's start (its
-migration plus the dispatcher's two waits for the next poll, after the checkpoint and after
-the transfer)."""
+migration: the dispatcher takes each step when the site's operation is due)."""
 
 
 def plan_absorbs(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Absorb]:
@@ -198,8 +197,7 @@ def plan_absorbs(fleet: FleetArrays, params: PolicyParams, state: RoundState) ->
             it_power_kw[site] += power_kw
             taken[job] = True
             need_it_kw -= float(net_kw[i])
-            arrive_s = float(cost.migration_s[i]) + 2 * params.poll_interval_s
-            depart_in_s = float(fleet.absorb_in_s[site]) - arrive_s
+            depart_in_s = float(fleet.absorb_in_s[site] - cost.migration_s[i])
             out.append(
                 (job, int(site), float(cost.migration_s[i]), float(cost.energy_kwh[i]), depart_in_s)
             )
