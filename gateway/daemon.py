@@ -306,15 +306,21 @@ class Gateway:
 
     def _advance_when_due(self) -> None:
         """Run :meth:`advance_once` at :attr:`next_step_at` (one pending run, replaced)."""
-        due_at = self.next_step_at
-        if due_at is None or self._scheduler is None or not self._scheduler.running:
+        self._run_once_at(self.next_step_at, self.advance_once, "migration-step")
+
+    def _run_once_at(
+        self, at: datetime | None, step: Callable[[], Awaitable[object]], job_id: str
+    ) -> None:
+        """Run ``step`` once at simulated instant ``at``; a later call with the same
+        ``job_id`` replaces the pending run. Nothing without a running scheduler."""
+        if at is None or self._scheduler is None or not self._scheduler.running:
             return
-        wait_s = self.clock.wall_s((due_at - self.clock.now()).total_seconds())
+        wait_s = self.clock.wall_s((at - self.clock.now()).total_seconds())
         self._scheduler.add_job(
-            self._guarded(self.advance_once),
+            self._guarded(step),
             "date",
             run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, wait_s)),
-            id="migration-step",
+            id=job_id,
             replace_existing=True,
             misfire_grace_time=None,
         )
@@ -346,17 +352,7 @@ class Gateway:
             snapshot = self._snapshot(session)
             events = [(p.event, p.opt) for p in event_store.participations(session)]
         self.next_plan_at = next_plan_at(events, snapshot, self.policy_params)
-        if self.next_plan_at is None or self._scheduler is None or not self._scheduler.running:
-            return
-        wait_s = self.clock.wall_s((self.next_plan_at - self.clock.now()).total_seconds())
-        self._scheduler.add_job(
-            self._guarded(self.event_instant_once),
-            "date",
-            run_date=datetime.now(UTC) + timedelta(seconds=max(0.0, wait_s)),
-            id="event-instant",
-            replace_existing=True,
-            misfire_grace_time=None,
-        )
+        self._run_once_at(self.next_plan_at, self.event_instant_once, "event-instant")
 
     async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot]:
         """One planning decision and its migrations created and started."""

@@ -310,6 +310,20 @@ def test_opt_in_when_the_shed_is_deliverable() -> None:
     assert decision.predicted_kw == pytest.approx(3.0 * (1 + PARAMS.delivery_margin))
 
 
+def test_opt_out_when_the_prediction_covers_the_ask_but_not_its_margin() -> None:
+    """Four jobs deliver 4 x 1.08 kW: enough for 3.4 kW plus the 25 % margin, not for 3.6 kW
+    (4.5 kW with it), although 4.3 kW covers 3.6 kW alone."""
+    deliverable_kw = 4 * NET_JOB_KW
+    ask_ok_kw = deliverable_kw / (1 + PARAMS.delivery_margin) - 0.05
+    ask_thin_kw = deliverable_kw - 0.7
+    assert ask_thin_kw < deliverable_kw < ask_thin_kw * (1 + PARAMS.delivery_margin)
+    fits = opt.decide(event(values=(-ask_ok_kw,)), fleet_for_opt(), PARAMS, SIGNALS)
+    assert fits.opt == "optIn", fits.reason
+    thin = opt.decide(event(values=(-ask_thin_kw,)), fleet_for_opt(), PARAMS, SIGNALS)
+    assert thin.opt == "optOut", thin.reason
+    assert f"{deliverable_kw:.1f} kW deliverable" in thin.reason
+
+
 def test_opt_out_without_room_elsewhere() -> None:
     decision = opt.decide(event(values=(-3.0,)), fleet_for_opt(room_gpus=2), PARAMS, SIGNALS)
     assert decision.opt == "optOut"

@@ -11,9 +11,11 @@ at the meter, as the planner will carry them out (:mod:`gateway.planner.timing`)
   counts for the share of the event it runs at the site: in full when its migration fits in
   the notice, less by the time it arrives late.
 
-The answer is optIn only when every site's prediction covers its ask; the decision carries
-the prediction (``predicted_kw``: what the planner means to deliver, the ask plus
-``delivery_margin`` where the fleet has it), so that a campaign can score it against the meter.
+The answer is optIn only when every site's prediction covers its ask plus
+``delivery_margin`` of it (what the planner aims to deliver: a prediction that covers the ask
+alone leaves no room for a job finishing or a baseline a little off); the decision carries
+the prediction (``predicted_kw``: what the planner means to deliver), so that a campaign can
+score it against the meter.
 
 Pure: event, snapshot and parameters in, a decision with its reason out.
 """
@@ -47,9 +49,10 @@ class Delivery:
     requested_kw: float
     deliverable_kw: float
 
-    @property
-    def enough(self) -> bool:
-        return self.deliverable_kw + 1e-6 >= self.requested_kw
+    def enough(self, margin: float) -> bool:
+        """The prediction covers the ask plus ``margin`` of it: what the planner aims to
+        deliver, so that a job finishing or a baseline a little off leaves the ask met."""
+        return self.deliverable_kw + 1e-6 >= self.requested_kw * (1 + margin)
 
     def planned_kw(self, margin: float) -> float:
         """What the planner means to deliver: the ask plus the margin, as far as it can."""
@@ -119,7 +122,7 @@ def decide(
     ]
     text = "; ".join(d.describe() for d in deliveries)
     predicted_kw = sum(d.planned_kw(params.delivery_margin) for d in deliveries)
-    if all(d.enough for d in deliveries):
+    if all(d.enough(params.delivery_margin) for d in deliveries):
         return OptDecision("optIn", f"{prefix}{text}", predicted_kw=predicted_kw)
     return OptDecision("optOut", f"{prefix}{text}", predicted_kw=predicted_kw)
 
