@@ -21,6 +21,7 @@ PARAMS = PolicyParams(
     feasibility=FeasibilityParams(alpha=0.1, efficiency=0.9, network_kwh_per_gb=0.01, idle_kw=0.11),
     checkpoint_write_gb_per_s=0.5,
     restore_gb_per_s=1.0,
+    delivery_margin=0.0,  # the cases check the moves' arithmetic; the margin has its own test
 )
 
 
@@ -203,6 +204,19 @@ def test_hourly_offers(case: Case) -> None:
     assert got.keys() == case.expected.keys()
     for key, expected in case.expected.items():
         assert got[key] == pytest.approx(expected), key
+
+
+def test_an_offer_keeps_the_delivery_margin_so_that_a_dispatch_of_it_is_opted_in() -> None:
+    case = CASES["a dark site's job can leave for a green site; the green site can take it in"]
+    snapshot = Snapshot(at=NOW, sites=case.sites, jobs=case.jobs)
+    with_margin = replace(PARAMS, delivery_margin=0.25)
+    raw = hourly_offers(snapshot, PARAMS, case.hours)
+    kept = hourly_offers(snapshot, with_margin, case.hours)
+    assert any(o.shed_kw > 0 for o in raw) and any(o.absorb_kw > 0 for o in raw)
+    for full, offer in zip(raw, kept, strict=True):
+        assert offer.shed_kw == pytest.approx(full.shed_kw / 1.25)
+        assert offer.absorb_kw == pytest.approx(full.absorb_kw / 1.25)
+        assert offer.notice_s == full.notice_s
 
 
 FIRST_HOUR_CASES = {

@@ -26,6 +26,10 @@ when it is migratable, running and not already moving. For each online site S:
   whole migration among them (their load arrives once restored). An event announced at
   least ``notice_s`` before it starts gets what the offer says.
 
+Each offer is a promise the gateway opts in to when an event asks for it: the power above
+divided by ``1 + delivery_margin``, the margin the planner keeps over an ask (a dispatch of
+the whole offer leaves it, as :mod:`gateway.planner.opt` requires).
+
 A site under manual override offers nothing (zero shed and absorb) and takes no job; an
 offline site gets no offer at all (unknown, not zero). Each site's offer assumes the rest of
 the fleet as it is now: offers of different sites are alternatives, not additive.
@@ -106,6 +110,9 @@ def hourly_offers(
                 shed_kw, shed_notice_s = fleet.shed(s, lead_s, windows)
                 absorb_kw, absorb_notice_s = fleet.absorb(s, lead_s)
                 notice_s = max(shed_notice_s, absorb_notice_s)
+                # A promise: what the moves deliver less the margin the planner keeps.
+                shed_kw /= 1 + params.delivery_margin
+                absorb_kw /= 1 + params.delivery_margin
             offers.append(
                 SiteOffer(
                     site_id=site.site_id,

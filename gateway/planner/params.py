@@ -36,7 +36,8 @@ class PolicyParams:
     gives none up except for that event: the meter sees the event's change and no other [s]."""
     delivery_margin: float = 0.25
     """Shed or absorb this much more than asked, and opt in only when the planner predicts
-    it, so that a job finishing or a baseline a little off still leaves the request met [-]."""
+    it, so that a job finishing or a baseline a little off still leaves the request met;
+    offers are what the moves deliver divided by one plus it [-]."""
     absorb_early_s: float = 60.0
     """A move for an absorb starts at most this much before it must (so that the job is
     running at the site at the start): rounds fall between instants, and the dispatcher takes
