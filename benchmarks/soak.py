@@ -9,8 +9,8 @@ shifted traces and scaled sizes). ``--busy N`` starts N busy-loop processes for 
 (and stops them) to load the CPU; the stepped clock keeps the results independent of it.
 
 Checks and prints: invariant checks and breaks; nothing lost or duplicated (every job listed
-at exactly one site at the end, no ledger interval of a site twice, answers the VTN received
-more than once per event version); resident memory per simulated day and whether it stayed
+at exactly one site at the end, no ledger interval of a site twice; it also counts the answers
+to a version the VTN received again, from changes of plan and redistributions); resident memory per simulated day and whether it stayed
 flat (the last day within 10 % of the first, after the first day's warm-up).
 """
 
@@ -96,7 +96,10 @@ def main() -> None:
         f"  jobs {len(lost)} not at exactly one site of {stats.jobs_arrived - stats.jobs_rejected}"
     )
     print(f"  duplicate ledger intervals {result.ledger_duplicates}")
-    print(f"  repeated answers at the VTN {result.repeated_answers}")
+    print(
+        f"  answers to a version sent again {result.repeated_answers} "
+        "(changes of plan and redistributions, rules 12 and 62: not duplicates)"
+    )
     print(f"  memory per day [MB]: {' '.join(f'{m:.0f}' for m in stats.rss_mb_by_day)}")
     print(f"  memory: {memory_verdict(stats.rss_mb_by_day)}")
     for violation in stats.violations[:10]:

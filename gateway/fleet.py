@@ -155,8 +155,10 @@ def mark_offline(session: Session, site_id: str, now: datetime) -> bool:
 def sync_jobs(session: Session, site_id: str, status: SiteStatus, now: datetime) -> None:
     """Mirror the controller's jobs. Jobs under migration belong to the dispatcher: only
     their remaining work is updated here."""
+    ids = [reported.job_id for reported in status.jobs]
+    known = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
     for reported in status.jobs:
-        job = session.get(Job, reported.job_id)
+        job = known.get(reported.job_id)
         if job is None:
             if reported.state not in ("running", "finished"):
                 continue  # a checkpoint or restore we did not start: not ours to track

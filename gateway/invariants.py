@@ -102,11 +102,21 @@ class MigrationRow:
     gpus: int
 
 
-def read_migrations(session_factory: sessionmaker[Session]) -> dict[str, MigrationRow]:
-    """Every migration in the gateway's database, by id."""
+def read_migrations(
+    session_factory: sessionmaker[Session], *, current: bool = False
+) -> dict[str, MigrationRow]:
+    """The migrations in the gateway's database, by id: every one, or with ``current``
+    those the checks can need (not ended, or of a job the database does not hold as
+    finished): an ended migration of a finished job reserves nothing and keeps no job, and
+    leaving it out keeps a check's cost from growing with history."""
+    query = select(Migration, Job.gpus).join(Job, Job.id == Migration.job_id)
+    if current:
+        ended = (Migration.state == "completed") | (
+            (Migration.state == "aborted") & Migration.cleaned_up_at.is_not(None)
+        )
+        query = query.where(~ended | (Job.state != "finished"))
     with unit_of_work(session_factory) as session:
-        rows = session.execute(select(Migration, Job.gpus).join(Job, Job.id == Migration.job_id))
-        return {m.id: _migration_row(m, gpus) for m, gpus in rows}
+        return {m.id: _migration_row(m, gpus) for m, gpus in session.execute(query)}
 
 
 def _migration_row(m: Migration, gpus: int) -> MigrationRow:
@@ -127,6 +137,14 @@ def read_job_ids(session_factory: sessionmaker[Session]) -> tuple[str, ...]:
     """The ids of every job the gateway's database knows."""
     with unit_of_work(session_factory) as session:
         return tuple(session.scalars(select(Job.id).order_by(Job.id)))
+
+
+def read_finished_job_ids(session_factory: sessionmaker[Session]) -> frozenset[str]:
+    """The jobs the gateway's database holds as finished: their site reported them finished
+    where the gateway placed them (``gateway.fleet.sync_jobs``), so they are not lost when
+    the site, later, no longer lists them."""
+    with unit_of_work(session_factory) as session:
+        return frozenset(session.scalars(select(Job.id).where(Job.state == "finished")))
 
 
 # ---- the report -------------------------------------------------------------------------------
@@ -179,10 +197,10 @@ def _where(views: Mapping[str, SiteView], job_id: str) -> str:
 
 def one_site_at_most(views: Mapping[str, SiteView]) -> list[Violation]:
     """Invariant 1 over every job any site lists."""
-    job_ids = sorted({job_id for view in views.values() for job_id in view.jobs})
+    listings = _listings(views)
     found = []
-    for job_id in job_ids:
-        live = [site for site, view in views.items() if view.live(job_id)]
+    for job_id in sorted(listings):
+        live = [site for site, state in listings[job_id] if state in LIVE_STATES]
         if len(live) > 1:
             at = ", ".join(f"{site} ({views[site].jobs[job_id]})" for site in live)
             found.append(
@@ -196,15 +214,24 @@ def checkpoints_to_verify(
 ) -> list[MigrationRow]:
     """The migrations whose source's checkpoint invariant 2 needs: those of a job that is
     neither live nor finished anywhere, from a site where it is ``checkpointed``."""
+    listings = _listings(views)
     needed = []
     for job_id in job_ids:
-        if _live_or_finished(views, job_id):
-            continue
-        holders = {site for site, view in views.items() if view.jobs.get(job_id) == "checkpointed"}
-        needed += [
-            m for m in migrations.values() if m.job_id == job_id and m.source_site_id in holders
-        ]
+        needed += _to_verify(listings, migrations, job_id)
     return needed
+
+
+def _to_verify(
+    listings: Mapping[str, Sequence[tuple[str, JobState]]],
+    migrations: Mapping[str, MigrationRow],
+    job_id: str,
+) -> list[MigrationRow]:
+    if _live_or_finished(listings, job_id):
+        return []
+    holders = {site for site, state in listings.get(job_id, ()) if state == "checkpointed"}
+    if not holders:
+        return []
+    return [m for m in migrations.values() if m.job_id == job_id and m.source_site_id in holders]
 
 
 def nothing_lost(
@@ -223,11 +250,12 @@ def nothing_lost(
     checkpoints differ from the declared size until the gateway records the real one: then a
     checkpoint matches by its sha256 once recorded, and any verified one before.
     """
+    listings = _listings(views)
     found = []
     for job_id in job_ids:
-        if _live_or_finished(views, job_id):
+        if _live_or_finished(listings, job_id):
             continue
-        candidates = checkpoints_to_verify(views, migrations, (job_id,))
+        candidates = _to_verify(listings, migrations, job_id)
         if any(_verified(checkpoints.get(m.id), m, exact_sizes) for m in candidates):
             continue
         text = (
@@ -246,13 +274,13 @@ def reservations_balance(
     """Invariant 3. ``before`` and ``after``: the migrations read before and after the
     sites, so that a migration counts as ended only if it had ended before the sites were
     read, and one planned meanwhile is accounted for."""
+    to_site: dict[str, list[MigrationRow]] = {}
+    for m in after.values():
+        if not (m.id in before and before[m.id].ended):
+            to_site.setdefault(m.target_site_id, []).append(m)
     found = []
     for site, view in views.items():
-        incoming = [
-            m
-            for m in after.values()
-            if m.target_site_id == site and not (m.id in before and before[m.id].ended)
-        ]
+        incoming = to_site.get(site, [])
         gpus_covered = sum(m.gpus for m in incoming)
         if view.gpus_reserved <= gpus_covered:
             continue
@@ -308,8 +336,19 @@ def check(
     return InvariantReport(tuple(violations))
 
 
-def _live_or_finished(views: Mapping[str, SiteView], job_id: str) -> bool:
-    return any(view.live(job_id) or view.jobs.get(job_id) == "finished" for view in views.values())
+def _listings(views: Mapping[str, SiteView]) -> dict[str, list[tuple[str, JobState]]]:
+    """Where each listed job is listed and in which state, by job id (sites in the order of
+    ``views``): one pass over the listings, so that a check costs what the sites list, not
+    that times the jobs it asks about."""
+    out: dict[str, list[tuple[str, JobState]]] = {}
+    for site, view in views.items():
+        for job_id, state in view.jobs.items():
+            out.setdefault(job_id, []).append((site, state))
+    return out
+
+
+def _live_or_finished(listings: Mapping[str, Sequence[tuple[str, JobState]]], job_id: str) -> bool:
+    return any(state in LIVE_STATES or state == "finished" for _, state in listings.get(job_id, ()))
 
 
 def _verified(checkpoint: Checkpoint | None, m: MigrationRow, exact_sizes: bool) -> bool:
@@ -386,12 +425,15 @@ async def check_fleet(
     """One look at the sites (``probes``) and the gateway's database: the four invariants.
 
     job_ids: the jobs that must never be lost (invariant 2; None: every job the database
-    knows); exact_sizes: see :func:`nothing_lost`. A site that cannot be reached raises the
+    knows; a job the database holds as finished is not lost); exact_sizes: see
+    :func:`nothing_lost`. A site that cannot be reached raises the
     probe's error (``SiteControllerError`` for :class:`HttpProbe`): no verdict without a look.
     """
-    before = read_migrations(session_factory)
+    before = read_migrations(session_factory, current=True)
     views = await look(probes)
-    after = read_migrations(session_factory)
+    after = read_migrations(session_factory, current=True)
     ids = read_job_ids(session_factory) if job_ids is None else tuple(job_ids)
+    finished = read_finished_job_ids(session_factory)
+    ids = tuple(job_id for job_id in ids if job_id not in finished)
     checkpoints = await fetch_checkpoints(probes, checkpoints_to_verify(views, after, ids))
     return check(views, before, after, checkpoints, ids, exact_sizes=exact_sizes)

@@ -45,7 +45,8 @@ def format_result(result: CampaignResult) -> str:
         f"  migrations                         {_states(result.migrations)}",
         f"  jobs not at exactly one site       {len(result.jobs_not_at_one_site)}",
         f"  duplicate ledger intervals         {result.ledger_duplicates}",
-        f"  repeated answers at the VTN        {result.repeated_answers}",
+        f"  answers to a version sent again    {result.repeated_answers} (changes of plan, "
+        "redistributions: rules 12, 62)",
         "",
         "  event     kind    opt     sites  requested kWh  delivered kWh  ratio  predicted kW",
     ]

@@ -102,6 +102,7 @@ class SimJob:
     state: JobState
     work_remaining_gpu_h: float
     checkpoint: Checkpoint | None = None
+    finished_at: datetime | None = None
 
     @property
     def holds_gpus(self) -> bool:
@@ -163,6 +164,7 @@ class SimulatedSite:
         efficiency: float = 0.9,
         forecast_step_s: float = 900.0,
         forecast_horizon_s: float = 86400.0,
+        finished_listed_s: float = 86400.0,
         jobs: Iterable[JobSpec] = (),
     ) -> None:
         if not site_id or not token:
@@ -175,6 +177,8 @@ class SimulatedSite:
             raise ValueError(f"efficiency must be in (0, 1], got {efficiency}")
         if forecast_step_s <= 0 or forecast_horizon_s < 0:
             raise ValueError("forecast_step_s must be > 0 and forecast_horizon_s >= 0")
+        if finished_listed_s < 0:
+            raise ValueError(f"finished_listed_s must be >= 0, got {finished_listed_s}")
         self.site_id = site_id
         self.token = token
         self.clock = clock
@@ -187,7 +191,10 @@ class SimulatedSite:
         self.efficiency = efficiency
         self.forecast_step_s = forecast_step_s
         self.forecast_horizon_s = forecast_horizon_s
+        self.finished_listed_s = finished_listed_s
         self.jobs: dict[str, SimJob] = {}
+        self.forgotten: set[str] = set()
+        """Finished jobs listed for ``finished_listed_s`` and then dropped from the status."""
         self.reservations: dict[str, Reservation] = {}
         self.operations: dict[OperationKey, Operation] = {}
         self._operation_args: dict[OperationKey, tuple[object, ...]] = {}
@@ -358,7 +365,22 @@ class SimulatedSite:
             if job.work_remaining_gpu_h <= _EPSILON:
                 job.work_remaining_gpu_h = 0.0
                 job.state = "finished"
+                job.finished_at = until
                 logger.info("site %s: job %s finished", self.site_id, job.spec.job_id)
+        self._forget_finished(until)
+
+    def _forget_finished(self, now: datetime) -> None:
+        """Drop the jobs finished more than ``finished_listed_s`` ago from the status: a
+        site lists its finished jobs long enough for the gateway to see them, not forever."""
+        cutoff = now - timedelta(seconds=self.finished_listed_s)
+        old = [
+            job_id
+            for job_id, job in self.jobs.items()
+            if job.finished_at is not None and job.finished_at <= cutoff
+        ]
+        for job_id in old:
+            del self.jobs[job_id]
+            self.forgotten.add(job_id)
 
     def _complete(self, op: Operation) -> None:
         key = (op.migration_id, op.kind)

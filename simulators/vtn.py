@@ -47,7 +47,7 @@ import itertools
 import logging
 import uuid
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -257,6 +257,8 @@ class SimulatedVtn:
     resend_cancelled: keep distributing a cancelled event after the VEN acknowledged it,
         like VTNs that send cancelled events until they end
     tls: serve HTTPS with client certificates and signed messages; None for plain HTTP
+    readings_kept: keep only this many of the newest telemetry and status readings (a long
+        campaign or soak reads none of them); None keeps every one
     """
 
     def __init__(
@@ -268,6 +270,7 @@ class SimulatedVtn:
         *,
         resend_cancelled: bool = False,
         tls: VtnTls | None = None,
+        readings_kept: int | None = None,
     ) -> None:
         if vtn_id != vtn_id.upper():
             raise InputError(
@@ -291,10 +294,13 @@ class SimulatedVtn:
         self.received_answers: list[OptRecord] = []
         """Every answer in every ``oadrCreatedEvent`` received, repeats included."""
         self._registration_counts: Counter[str] = Counter()
-        self.telemetry: list[TelemetryReading] = []
-        """Every value reported, in arrival order (see :meth:`readings`)."""
-        self.statuses: list[StatusReading] = []
-        """Every TELEMETRY_STATUS reading, in arrival order."""
+        if readings_kept is not None and readings_kept < 0:
+            raise InputError(f"readings_kept must be >= 0, got {readings_kept}")
+        self.telemetry: deque[TelemetryReading] = deque(maxlen=readings_kept)
+        """Every value reported (the newest ``readings_kept``), in arrival order (see
+        :meth:`readings`)."""
+        self.statuses: deque[StatusReading] = deque(maxlen=readings_kept)
+        """Every TELEMETRY_STATUS reading (the newest ``readings_kept``), in arrival order."""
         self._points: dict[tuple[str, str], _Point] = {}
         """What each (venID, rID) registered is."""
         self._live: dict[str, _Live] = {}

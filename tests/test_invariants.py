@@ -21,7 +21,7 @@ from gateway import fleet
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.dispatch import Dispatcher
-from gateway.invariants import check_fleet
+from gateway.invariants import check_fleet, read_migrations
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import parse_settings
 from gateway.sites.client import SiteControllerClient
@@ -235,3 +235,33 @@ async def test_monitor_over_http_catches_a_job_live_at_two_sites(fleet_of_two: F
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_a_finished_job_its_site_no_longer_lists_is_not_lost(fleet_of_two: Fleet) -> None:
+    """A site lists a finished job for ``finished_listed_s`` and then drops it; the job is
+    not lost when the gateway recorded it as finished, and is when it did not."""
+    f = fleet_of_two
+    with unit_of_work(f.sessions) as session:
+        m = session.get(Migration, f.migration_id)
+        job = session.get(Job, JOB.job_id)
+        assert m is not None and job is not None
+        m.state, m.aborted_at, m.cleaned_up_at = "aborted", f.clock.now(), f.clock.now()
+        job.state = "running"
+    probes = [SimulatorProbe(f.source), SimulatorProbe(f.target)]
+    f.clock.advance(3600 * JOB.work_remaining_gpu_h / JOB.gpus)
+    assert f.source.job_state(JOB.job_id) == "finished"
+    with unit_of_work(f.sessions) as session:
+        fleet.sync_jobs(session, "source", f.source.status(), f.clock.now())
+    f.clock.advance(f.source.finished_listed_s + 1)
+    assert f.source.job_state(JOB.job_id) is None
+    assert JOB.job_id in f.source.forgotten
+    assert (await check_fleet(probes, f.sessions, [JOB.job_id])).held
+    # An ended migration of a finished job is history the checks no longer read.
+    assert list(read_migrations(f.sessions)) == [f.migration_id]
+    assert read_migrations(f.sessions, current=True) == {}
+    with unit_of_work(f.sessions) as session:
+        job = session.get(Job, JOB.job_id)
+        assert job is not None and job.state == "finished"
+        job.state = "running"  # as if the gateway had never seen it finish
+    report = await check_fleet(probes, f.sessions, [JOB.job_id])
+    assert [(v.invariant, v.job_id) for v in report.violations] == [(2, JOB.job_id)]

@@ -396,6 +396,60 @@ def test_absorb_opt_counts_jobs_that_arrive_in_time() -> None:
     assert opt.decide(too_much, fleet_for_opt(), PARAMS, SIGNALS).opt == "optOut"
 
 
+def test_absorb_opt_counts_a_job_that_ends_early_for_the_share_it_runs() -> None:
+    """A job with 0.5 h of work left (1 GPU h on 2 GPUs) runs the first quarter of a 2 h
+    absorb and then takes its load with it: it counts for a quarter, not in full."""
+    short = replace(fleet_for_opt(), jobs=(replace(job("j1", "a"), work_remaining_gpu_h=1.0),))
+    e = event(values=(0.5,), resources=("b",), start_in_h=0.0, duration_h=2.0)
+    decision = opt.decide(e, short, PARAMS, SIGNALS)
+    assert decision.opt == "optOut"
+    assert decision.predicted_kw == pytest.approx(NET_JOB_KW * 0.25)
+    lasting = replace(short, jobs=(job("j1", "a"),))
+    assert opt.decide(e, lasting, PARAMS, SIGNALS).opt == "optIn"
+
+
+def test_absorb_moves_prefer_jobs_that_run_to_its_end() -> None:
+    """j1 moves quicker but finishes within the hour of the absorb; j2 lasts: j2 goes."""
+    request = SiteRequest("b", "absorb", 0.5, NOW, NOW + timedelta(hours=1), "vtn/e3")
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("a", 10.0, it_power_kw=2.6), site("b", 0.0)),
+        jobs=(
+            replace(job("j1", "a", gb=1.0), work_remaining_gpu_h=0.5),
+            job("j2", "a", gb=20.0),
+        ),
+        requests=(request,),
+    )
+    [decision] = plan(snapshot, PARAMS)
+    assert decision.job_id == "j2"
+    both_last = replace(snapshot, jobs=(job("j1", "a", gb=1.0), job("j2", "a", gb=20.0)))
+    [decision] = plan(both_last, PARAMS)
+    assert decision.job_id == "j1", "the quickest when both last"
+
+
+def test_an_absorb_in_force_replaces_a_job_before_it_finishes() -> None:
+    """b holds its baseline plus the ask, but j0 there finishes within ``refill_ahead_s``:
+    that load counts as gone, so a replacement is asked for now."""
+    end_at = NOW + timedelta(hours=2)
+    request = SiteRequest("b", "absorb", 1.0, NOW, end_at, "vtn/e", baseline_kw=0.0)
+    at_b = job("j0", "b", power_kw=2.0)
+    snapshot = Snapshot(
+        at=NOW,
+        sites=(site("a", 0.0, it_power_kw=1.3), site("b", 0.0, it_power_kw=2.0)),
+        jobs=(at_b, job("j1", "a")),
+        requests=(request,),
+    )
+    assert fleet_arrays(snapshot, PARAMS).fleet.absorb_kw[1] <= 0.0, "holds baseline plus ask"
+    ending = replace(
+        snapshot, jobs=(replace(at_b, work_remaining_gpu_h=1.0), job("j1", "a"))
+    )  # 0.5 h left: within 1800 s
+    # Baseline 0 plus the ask with its margin, less the 2 kW now, plus the 2 kW ending.
+    target_kw = 1.0 * (1 + PARAMS.delivery_margin)
+    assert fleet_arrays(ending, PARAMS).fleet.absorb_kw[1] == pytest.approx(target_kw)
+    [decision] = plan(ending, PARAMS)
+    assert (decision.job_id, decision.target_site_id) == ("j1", "b")
+
+
 def test_unsupported_signal_is_refused_with_460() -> None:
     decision = opt.decide(event("x-custom", "level", (1.0,)), fleet_for_opt(), PARAMS, SIGNALS)
     assert (decision.opt, decision.response_code) == ("optOut", 460)

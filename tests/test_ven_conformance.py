@@ -154,6 +154,27 @@ def stored_answers(
         return [(n, o, c, r, s is not None) for n, o, c, r, s in found]
 
 
+@dataclass(frozen=True)
+class _StoredReason:
+    modification_number: int
+    opt: str
+    reason: str
+
+
+def _answers(sessions: sessionmaker[Session], event_id: str) -> list[_StoredReason]:
+    """Every stored answer's version, opt and reason, in order."""
+    with unit_of_work(sessions) as session:
+        found = session.execute(
+            select(
+                rows.Event.modification_number, rows.EventResponse.opt, rows.EventResponse.reason
+            )
+            .join(rows.EventResponse.event)
+            .where(rows.Event.event_id == event_id)
+            .order_by(rows.EventResponse.id)
+        )
+        return [_StoredReason(n, o, r) for n, o, r in found]
+
+
 def forget_acknowledgement(sessions: sessionmaker[Session], event_id: str) -> None:
     """As if the process had stopped before the VTN acknowledged the newest answer."""
     with unit_of_work(sessions) as session:
@@ -177,6 +198,48 @@ async def test_rule_higher_modification_replaces(session_factory: sessionmaker[S
         assert (latest.modification_number, latest.signals[0].intervals[0].value) == (1, 3.0)
         assert calls_for(rig.planner, "EVT-1") == [0, 1], "each new version is decided"
         assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
+
+
+async def test_a_modification_of_an_event_in_force_that_was_declined_stays_declined(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The event is judged whole, so joining partway cannot deliver it: a new version of a
+    declined event in force is answered optOut without the planner. One not started yet, or
+    one taken part in, is decided again."""
+    async with running(session_factory) as rig:
+        rig.planner.answers["IN-FORCE"] = OptDecision("optOut", "not enough flexible load")
+        rig.planner.answers["LATER"] = OptDecision("optOut", "not enough flexible load")
+        started = rig.start(-0.25)
+        later = rig.start()
+        for event_id, start in (("IN-FORCE", started), ("LATER", later), ("TAKEN", started)):
+            await rig.send(
+                event_dict(
+                    event_id, start_at=start, duration=2 * HOUR, intervals=((2 * HOUR, 1.0),)
+                )
+            )
+        rig.planner.answers.clear()  # the planner would now say optIn to each
+        for event_id, start in (("IN-FORCE", started), ("LATER", later), ("TAKEN", started)):
+            await rig.send(
+                event_dict(
+                    event_id,
+                    start_at=start,
+                    modification_number=1,
+                    duration=2 * HOUR,
+                    intervals=((2 * HOUR, 0.5),),
+                )
+            )
+        assert calls_for(rig.planner, "IN-FORCE") == [0]
+        assert rig.got("IN-FORCE") == [(0, "optOut", 200), (1, "optOut", 200)]
+        [(_, _, reason)] = [
+            (r.modification_number, r.opt, r.reason)
+            for r in _answers(session_factory, "IN-FORCE")
+            if r.modification_number == 1
+        ]
+        assert "joining partway" in reason
+        assert calls_for(rig.planner, "LATER") == [0, 1]
+        assert rig.got("LATER") == [(0, "optOut", 200), (1, "optIn", 200)]
+        assert calls_for(rig.planner, "TAKEN") == [0, 1]
+        assert rig.got("TAKEN") == [(0, "optIn", 200), (1, "optIn", 200)]
 
 
 async def test_rule_12_equal_modification_is_no_change_and_answered_from_the_store(

@@ -184,7 +184,14 @@ async def test_offers_reach_the_vtn_as_projected_capacity_with_notice(
         },
     )
     async with connected(clock, session_factory, fleet) as (vtn, _):
-        await wait_for(lambda: vtn.readings(report_type="x-notice"), "the notice readings")
+        # Telemetry and the projections travel in reports of their own: wait for both.
+        await wait_for(
+            lambda: (
+                vtn.readings(report_type="x-notice")
+                and vtn.readings(report_type="reading", resource_id="site-a")
+            ),
+            "the notice readings and site-a's telemetry",
+        )
 
         def projected(report_type: str) -> set[tuple[datetime, float]]:
             return {(r.at, r.value) for r in vtn.readings(report_type=report_type)}

@@ -49,6 +49,8 @@ class FleetArrays:
     included [kW] (None: none)."""
     absorb_in_s: FloatArray | None = None
     """Seconds until each site's absorb starts (0 once in force) [s]."""
+    absorb_until_s: FloatArray | None = None
+    """Seconds until each site's absorb ends (inf: open-ended) [s]."""
     job_pinned: BoolArray | None = None
     """Jobs at sites that an opted-in event guards (in force or about to start): they move
     only for that event, so the meter sees the event's change and no other (None: none)."""
@@ -70,6 +72,12 @@ class FleetArrays:
         if self.job_pinned is None:
             return np.zeros(self.n_jobs, dtype=np.bool_)
         return self.job_pinned
+
+    def job_runs_s(self, jobs: IntArray | int) -> FloatArray:
+        """Running time each job has left at full speed: work over GPUs (inf when unknown)
+        [s]."""
+        result: FloatArray = 3600.0 * self.job_work_gpu_h[jobs] / np.maximum(1, self.job_gpus[jobs])
+        return result
 
     def net_it_kw(self, jobs: IntArray | int) -> FloatArray:
         """IT power a site loses when ``jobs`` leave it, or gains when they arrive: their

@@ -98,6 +98,7 @@ def hourly_offers(
         interval_start_at = start_at + timedelta(seconds=k * OFFER_INTERVAL_S)
         lead_s = (interval_start_at - snapshot.at).total_seconds()
         windows = fleet.windows_s(lead_s)
+        movable = fleet.movable(lead_s, windows)
         interval_end_at = interval_start_at + timedelta(seconds=OFFER_INTERVAL_S)
         for s, site in enumerate(sites):
             if (
@@ -107,7 +108,7 @@ def hourly_offers(
             ):
                 shed_kw = absorb_kw = notice_s = 0.0
             else:
-                shed_kw, shed_notice_s = fleet.shed(s, lead_s, windows)
+                shed_kw, shed_notice_s = fleet.shed(s, windows, movable)
                 absorb_kw, absorb_notice_s = fleet.absorb(s, lead_s)
                 notice_s = max(shed_notice_s, absorb_notice_s)
                 # A promise: what the moves deliver less the margin the planner keeps.
@@ -144,6 +145,8 @@ class _Fleet:
     """Checkpoint write of each job [s]."""
     cost: MoveCost
     """Each job moved to each site, shape (J, S)."""
+    repaid_in_hour: np.ndarray
+    """Each move, shape (J, S), inside the feasibility domain of an offered hour."""
     takes_jobs: np.ndarray
     """Sites that may receive jobs (not under manual override)."""
     alpha: float
@@ -181,6 +184,12 @@ class _Fleet:
                 dtype=np.float64,
             ),
             cost=cost,
+            repaid_in_hour=in_domain(
+                cost,
+                np.array([j.power_kw for j in jobs])[:, None],
+                OFFER_INTERVAL_S,
+                params.feasibility.alpha,
+            ),
             takes_jobs=np.array([s.site_id not in overridden for s in sites], dtype=np.bool_),
             alpha=params.feasibility.alpha,
         )
@@ -204,14 +213,22 @@ class _Fleet:
         )
         return gpus, power_kw
 
-    def shed(self, s: int, lead_s: float, windows: fm.FloatArray) -> tuple[float, float]:
-        """(shed [kW], notice [s]) of site ``s`` for an hour ``lead_s`` ahead."""
-        gpus_room, power_room_kw = self._room()
-        ok = (
+    def movable(self, lead_s: float, windows: fm.FloatArray) -> np.ndarray:
+        """Which job may move to which site, shape (J, S), for an hour ``lead_s`` ahead:
+        inside the feasibility domain of its window there, in time, to a site that takes
+        jobs. The same for every site's shed in that hour: computed once."""
+        result: np.ndarray = (
             in_domain(self.cost, self.job_power_kw[:, None], windows, self.alpha)
             & (self.cost.migration_s <= lead_s)
             & self.takes_jobs[None, :]
         )
+        return result
+
+    def shed(self, s: int, windows: fm.FloatArray, movable: np.ndarray) -> tuple[float, float]:
+        """(shed [kW], notice [s]) of site ``s`` for the hour of ``windows`` and ``movable``
+        (:meth:`movable`)."""
+        gpus_room, power_room_kw = self._room()
+        ok = movable.copy()
         ok[:, s] = False
         shed_kw = notice_s = 0.0
         own = np.flatnonzero(self.job_site == s)
@@ -237,13 +254,11 @@ class _Fleet:
         gpus_room, power_room_kw = self._room()
         gpus, power_kw = int(gpus_room[s]), float(power_room_kw[s])
         migration_s = self.cost.migration_s[:, s]
-        ok = (
-            in_domain(self.cost.columns(s), self.job_power_kw, OFFER_INTERVAL_S, self.alpha)
-            & (migration_s <= lead_s)
-            & (self.job_site != s)
-        )
+        ok = self.repaid_in_hour[:, s] & (migration_s <= lead_s) & (self.job_site != s)
         absorb_kw = notice_s = 0.0
         for j in np.flatnonzero(ok)[np.argsort(migration_s[ok], kind="stable")]:
+            if gpus <= 0:
+                break  # the site is full
             if self.job_gpus[j] <= gpus and self.job_power_kw[j] <= power_kw + 1e-9:
                 gpus -= int(self.job_gpus[j])
                 power_kw -= float(self.job_power_kw[j])

@@ -7,9 +7,10 @@ at the meter, as the planner will carry them out (:mod:`gateway.planner.timing`)
   the checkpoint); a job counts when another site (not asked to shed by the same event) has
   room for it, with its power less the idle draw of the GPUs it leaves behind, times the
   site's PUE;
-- absorb: migratable jobs from other sites come in while there is room, quickest first; each
-  counts for the share of the event it runs at the site: in full when its migration fits in
-  the notice, less by the time it arrives late.
+- absorb: migratable jobs from other sites come in while there is room, those that run the
+  largest share of the event first, then the quickest; each counts for that share: in full
+  when its migration fits in the notice and its work lasts to the end, less by the time it
+  arrives late or ends early.
 
 The answer is optIn only when every site's prediction covers its ask plus
 ``delivery_margin`` of it (what the planner aims to deliver: a prediction that covers the ask
@@ -237,11 +238,15 @@ def _absorbable_kw(
     )
     gpus_free, power_free_kw = site.gpus_free, site.it_power_max_kw - site.it_power_kw
     idle_kw = params.feasibility.idle_kw
+    # A job runs at the site from its arrival (at the start, or late by its migration) to
+    # its end (it makes no progress while it moves), within the event.
+    arrive_s = np.maximum(cost.migration_s, lead_s)
+    end_s = np.minimum(cost.migration_s + np.array([j.runs_s for j in jobs]), lead_s + duration_s)
+    shares = np.clip((end_s - arrive_s) / duration_s, 0.0, 1.0)
     absorbed_kw = 0.0
-    for i in np.argsort(cost.migration_s, kind="stable"):
+    for i in np.lexsort((cost.migration_s, -shares)):
         job = jobs[int(i)]
-        late_s = max(0.0, float(cost.migration_s[i]) - lead_s)
-        share = max(0.0, 1.0 - late_s / duration_s)
+        share = float(shares[i])
         if share <= 0.0:
             break
         if job.gpus <= gpus_free and job.power_kw <= power_free_kw:

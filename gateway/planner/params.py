@@ -38,6 +38,9 @@ class PolicyParams:
     """Shed or absorb this much more than asked, and opt in only when the planner predicts
     it, so that a job finishing or a baseline a little off still leaves the request met;
     offers are what the moves deliver divided by one plus it [-]."""
+    refill_ahead_s: float = 1800.0
+    """An absorb in force counts a job at its site that finishes within this time as gone
+    already, so that a replacement arrives as it ends, not a round and a move later [s]."""
     absorb_early_s: float = 60.0
     """A move for an absorb starts at most this much before it must (so that the job is
     running at the site at the start): rounds fall between instants, and the dispatcher takes

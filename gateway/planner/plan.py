@@ -14,7 +14,13 @@ import numpy as np
 from gateway.planner.arrays import FleetArrays, Moves
 from gateway.planner.params import PolicyParams
 from gateway.planner.policies import POLICIES
-from gateway.planner.snapshot import JobView, MigrationDecision, SiteRequest, Snapshot
+from gateway.planner.snapshot import (
+    JobView,
+    MigrationDecision,
+    SiteRequest,
+    SiteView,
+    Snapshot,
+)
 from gateway.planner.windows import supply_matrix
 
 
@@ -41,6 +47,7 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
     shed_kw = np.zeros(len(sites), dtype=np.float64)
     absorb_kw = np.zeros(len(sites), dtype=np.float64)
     absorb_in_s = np.zeros(len(sites), dtype=np.float64)
+    absorb_until_s = np.full(len(sites), np.inf, dtype=np.float64)
     source_of: dict[str, str] = {}
     lookahead = snapshot.at + timedelta(seconds=params.shed_lookahead_s)
     for request in _due(snapshot.requests, snapshot, lookahead):
@@ -68,13 +75,21 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         if request.baseline_kw is not None:  # hold the load at baseline plus the ask
             site = sites[i]
             target_kw = request.baseline_kw + request.power_kw * (1 + params.delivery_margin)
-            asked = target_kw - site.load_kw - snapshot.arriving_kw.get(site.site_id, 0.0)
+            asked = (
+                target_kw
+                - site.load_kw
+                - snapshot.arriving_kw.get(site.site_id, 0.0)
+                + _finishing_kw(snapshot, site, params.refill_ahead_s)
+            )
         else:
             absorbed = snapshot.absorbed_kw.get((request.source, request.site_id), 0.0)
             asked = request.power_kw * (1 + params.delivery_margin) - absorbed
         if asked > absorb_kw[i]:
             absorb_kw[i] = asked
             absorb_in_s[i] = max(0.0, (request.start_at - snapshot.at).total_seconds())
+            absorb_until_s[i] = (
+                np.inf if request.end_at is None else (request.end_at - snapshot.at).total_seconds()
+            )
             absorb_source[request.site_id] = request.source
     guarded = guarded_sites(snapshot, params)
     blocked = _blocked(snapshot, params) | guarded
@@ -100,10 +115,22 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         job_work_gpu_h=np.array([j.work_remaining_gpu_h for j in jobs], dtype=np.float64),
         absorb_kw=absorb_kw,
         absorb_in_s=absorb_in_s,
+        absorb_until_s=absorb_until_s,
         job_pinned=np.array([j.site_id in guarded for j in jobs], dtype=np.bool_),
         idle_kw_per_gpu=params.feasibility.idle_kw,
     )
     return PlanInput(fleet, jobs, source_of, absorb_source)
+
+
+def _finishing_kw(snapshot: Snapshot, site: SiteView, within_s: float) -> float:
+    """Facility power of the jobs running at ``site`` that finish within ``within_s``: an
+    absorb in force counts them as gone already, so that their replacements arrive as they
+    end rather than a round and a move later [kW]."""
+    return site.pue * sum(
+        j.power_kw
+        for j in snapshot.jobs
+        if j.site_id == site.site_id and j.state == "running" and j.runs_s <= within_s
+    )
 
 
 def guarded_sites(snapshot: Snapshot, params: PolicyParams) -> set[str]:

@@ -184,7 +184,7 @@ def plan_absorbs(fleet: FleetArrays, params: PolicyParams, state: RoundState) ->
             params,
         )
         net_kw = fleet.net_it_kw(jobs)
-        for i in np.argsort(cost.migration_s, kind="stable"):
+        for i in _absorb_order(fleet, int(site), jobs, cost.migration_s):
             if need_it_kw <= EPS:
                 break
             job = int(jobs[i])
@@ -202,6 +202,18 @@ def plan_absorbs(fleet: FleetArrays, params: PolicyParams, state: RoundState) ->
                 (job, int(site), float(cost.migration_s[i]), float(cost.energy_kwh[i]), depart_in_s)
             )
     return out
+
+
+def _absorb_order(
+    fleet: FleetArrays, site: int, jobs: IntArray, migration_s: FloatArray
+) -> IntArray:
+    """Candidates for an absorb at ``site``: those that run to its end first (a job that
+    finishes during the absorb takes its load with it), each group quickest first."""
+    until_s = np.inf if fleet.absorb_until_s is None else float(fleet.absorb_until_s[site])
+    # A job makes no progress while it moves: it ends after its migration plus its work.
+    ends_early = migration_s + fleet.job_runs_s(jobs) < until_s
+    result: IntArray = np.lexsort((migration_s, ends_early)).astype(np.int64)
+    return result
 
 
 def shed(fleet: FleetArrays, params: PolicyParams, state: RoundState) -> list[Row]:

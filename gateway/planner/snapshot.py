@@ -61,6 +61,11 @@ class JobView:
     work_remaining_gpu_h: float = float("inf")
     """Work left [GPU h]; inf when unknown."""
 
+    @property
+    def runs_s(self) -> float:
+        """Running time left at full speed: work over GPUs (inf when unknown) [s]."""
+        return 3600.0 * self.work_remaining_gpu_h / max(1, self.gpus)
+
 
 @dataclass(frozen=True)
 class SiteRequest:

@@ -267,7 +267,9 @@ class DistributionHandler:
                             stored.modification_number,
                             stored.cancel_effective_at,
                         )
-                    elif decision := self._refusal(stored):
+                    elif decision := self._refusal(stored) or self._declined_before(
+                        session, stored, latest, now
+                    ):
                         triage.answers[position] = self._answer(
                             session, stored, decision, now, request_id
                         )
@@ -317,6 +319,27 @@ class DistributionHandler:
                 response_code=rules.SIGNAL_NOT_SUPPORTED,
             )
         return None
+
+    def _declined_before(
+        self, session: Session, event: DrEvent, previous: DrEvent | None, now: datetime
+    ) -> OptDecision | None:
+        """optOut for a new version of an event in force that the VEN declined: joining
+        partway cannot deliver the intervals already past, and the event is judged whole;
+        None when the planner decides (a first version, one not started, or one taken part
+        in)."""
+        if previous is None or previous.status == "cancelled" or event.effective_start_at > now:
+            return None
+        before = store.last_answer(
+            session, previous.vtn_id, previous.event_id, previous.modification_number
+        )
+        if before is None or before.decision.opt != "optOut":
+            return None
+        return OptDecision(
+            "optOut",
+            f"modification {event.modification_number} of an event in force since "
+            f"{event.effective_start_at:%Y-%m-%d %H:%M} UTC that modification "
+            f"{previous.modification_number} declined: joining partway cannot deliver it",
+        )
 
     def _stale(
         self, session: Session, event: DrEvent, latest: DrEvent, now: datetime, request_id: str
