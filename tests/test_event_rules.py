@@ -316,3 +316,37 @@ def test_rule_8_interval_durations_add_up_to_the_active_period(
 ) -> None:
     checked = event("EVT", duration_h=duration_h, signals=signals)
     assert rules.interval_mismatches(checked) == problems
+
+
+def _two_intervals(first_kw: float, second_kw: float) -> DrEvent:
+    """A shed started half an hour ago: interval 0 (in force) and interval 1 (to come)."""
+    return event(
+        "E",
+        duration_h=2.0,
+        signals=(
+            EventSignal(
+                "s",
+                "LOAD_DISPATCH",
+                "delta",
+                (EventInterval(0, HOUR_S, first_kw), EventInterval(1, HOUR_S, second_kw)),
+            ),
+        ),
+    )
+
+
+RAISED_CASES = [
+    ("the same asks", (-10.0, -10.0), []),
+    ("less of the interval in force", (-5.0, -10.0), []),
+    ("more of the interval to come only", (-10.0, -20.0), []),
+    ("more of the interval in force", (-12.0, -10.0), ["LOAD_DISPATCH interval 0"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "asks", "expected"), RAISED_CASES, ids=[c[0] for c in RAISED_CASES]
+)
+def test_a_modification_that_raises_what_already_started(
+    label: str, asks: tuple[float, float], expected: list[str]
+) -> None:
+    found = rules.raised_before(_two_intervals(-10.0, -10.0), _two_intervals(*asks), NOW)
+    assert [f.split(" (")[0] for f in found] == expected

@@ -162,16 +162,22 @@ async def test_each_broken_invariant_is_reported(
         f.monitor.assert_held()
 
 
-async def test_settled_needs_every_migration_ended(fleet_of_two: Fleet) -> None:
-    f = fleet_of_two
-    with pytest.raises(AssertionError, match="migrations not ended"):
-        await f.monitor.assert_settled()
+def _abort_and_clean_up(f: Fleet) -> None:
+    """As if the gateway had aborted the migration and cleaned up: the job runs at the
+    source."""
     with unit_of_work(f.sessions) as session:
         m = session.get(Migration, f.migration_id)
         job = session.get(Job, JOB.job_id)
         assert m is not None and job is not None
         m.state, m.aborted_at, m.cleaned_up_at = "aborted", f.clock.now(), f.clock.now()
         job.state = "running"
+
+
+async def test_settled_needs_every_migration_ended(fleet_of_two: Fleet) -> None:
+    f = fleet_of_two
+    with pytest.raises(AssertionError, match="migrations not ended"):
+        await f.monitor.assert_settled()
+    _abort_and_clean_up(f)
     await f.monitor.assert_settled()
 
 
@@ -241,12 +247,7 @@ async def test_a_finished_job_its_site_no_longer_lists_is_not_lost(fleet_of_two:
     """A site lists a finished job for ``finished_listed_s`` and then drops it; the job is
     not lost when the gateway recorded it as finished, and is when it did not."""
     f = fleet_of_two
-    with unit_of_work(f.sessions) as session:
-        m = session.get(Migration, f.migration_id)
-        job = session.get(Job, JOB.job_id)
-        assert m is not None and job is not None
-        m.state, m.aborted_at, m.cleaned_up_at = "aborted", f.clock.now(), f.clock.now()
-        job.state = "running"
+    _abort_and_clean_up(f)
     probes = [SimulatorProbe(f.source), SimulatorProbe(f.target)]
     f.clock.advance(3600 * JOB.work_remaining_gpu_h / JOB.gpus)
     assert f.source.job_state(JOB.job_id) == "finished"

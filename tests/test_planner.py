@@ -450,6 +450,25 @@ def test_an_absorb_in_force_replaces_a_job_before_it_finishes() -> None:
     assert (decision.job_id, decision.target_site_id) == ("j1", "b")
 
 
+def test_opt_out_of_an_event_that_would_break_an_opposite_promise_at_its_site() -> None:
+    """b promised to shed for another event from 1.5 h on; an absorb at b overlapping it is
+    declined (one meter cannot show both), one that ends before it is not, and another shed
+    overlapping it is decided on its merits."""
+    shed_at_b = SiteRequest(
+        "b", "shed", 0.5, NOW + timedelta(hours=1.5), NOW + timedelta(hours=3), "vtn/other"
+    )
+    promised = replace(fleet_for_opt(), requests=(shed_at_b,))
+    overlapping = event(values=(2.0,), resources=("b",), start_in_h=1.0, duration_h=1.0)
+    decision = opt.decide(overlapping, promised, PARAMS, SIGNALS)
+    assert decision.opt == "optOut"
+    assert "b: absorb would break the shed promised to vtn/other" in decision.reason
+    before = event(values=(2.0,), resources=("b",), start_in_h=0.5, duration_h=1.0)
+    assert opt.decide(before, promised, PARAMS, SIGNALS).opt == "optIn"
+    shed_at_a = SiteRequest("a", "shed", 0.5, NOW, NOW + timedelta(hours=3), "vtn/other")
+    same_way = replace(fleet_for_opt(), requests=(shed_at_a,))
+    assert opt.decide(event(values=(-3.0,)), same_way, PARAMS, SIGNALS).opt == "optIn"
+
+
 def test_unsupported_signal_is_refused_with_460() -> None:
     decision = opt.decide(event("x-custom", "level", (1.0,)), fleet_for_opt(), PARAMS, SIGNALS)
     assert (decision.opt, decision.response_code) == ("optOut", 460)

@@ -31,7 +31,7 @@ from gateway.ven.client import VenConnection
 from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict
 from tests.test_event_rules import site as site_view
-from tests.test_ven_integration import VTN_ID, Planner, site
+from tests.test_ven_integration import VTN_ID, Planner, answers, site
 
 pytestmark = pytest.mark.integration
 
@@ -154,27 +154,6 @@ def stored_answers(
         return [(n, o, c, r, s is not None) for n, o, c, r, s in found]
 
 
-@dataclass(frozen=True)
-class _StoredReason:
-    modification_number: int
-    opt: str
-    reason: str
-
-
-def _answers(sessions: sessionmaker[Session], event_id: str) -> list[_StoredReason]:
-    """Every stored answer's version, opt and reason, in order."""
-    with unit_of_work(sessions) as session:
-        found = session.execute(
-            select(
-                rows.Event.modification_number, rows.EventResponse.opt, rows.EventResponse.reason
-            )
-            .join(rows.EventResponse.event)
-            .where(rows.Event.event_id == event_id)
-            .order_by(rows.EventResponse.id)
-        )
-        return [_StoredReason(n, o, r) for n, o, r in found]
-
-
 def forget_acknowledgement(sessions: sessionmaker[Session], event_id: str) -> None:
     """As if the process had stopped before the VTN acknowledged the newest answer."""
     with unit_of_work(sessions) as session:
@@ -200,42 +179,42 @@ async def test_rule_higher_modification_replaces(session_factory: sessionmaker[S
         assert rig.got("EVT-1") == [(0, "optIn", 200), (1, "optIn", 200)]
 
 
-async def test_a_modification_of_an_event_in_force_that_was_declined_stays_declined(
+async def test_a_modification_of_an_event_in_force_that_cannot_be_kept_whole_is_declined(
     session_factory: sessionmaker[Session],
 ) -> None:
-    """The event is judged whole, so joining partway cannot deliver it: a new version of a
-    declined event in force is answered optOut without the planner. One not started yet, or
-    one taken part in, is decided again."""
+    """The event is judged whole on its latest version: a new version of an event in force
+    is answered optOut without the planner when the VEN declined the one before (joining
+    partway cannot deliver the past) or when it raises the ask of an interval already
+    started. One not started yet, or one that asks less of the past, is decided again."""
+    first_values = {"IN-FORCE": 1.0, "LATER": 1.0, "TAKEN": 1.0, "RAISED": 1.0}
+    new_values = {"IN-FORCE": 0.5, "LATER": 0.5, "TAKEN": 0.5, "RAISED": 2.0}
     async with running(session_factory) as rig:
         rig.planner.answers["IN-FORCE"] = OptDecision("optOut", "not enough flexible load")
         rig.planner.answers["LATER"] = OptDecision("optOut", "not enough flexible load")
-        started = rig.start(-0.25)
-        later = rig.start()
-        for event_id, start in (("IN-FORCE", started), ("LATER", later), ("TAKEN", started)):
-            await rig.send(
-                event_dict(
-                    event_id, start_at=start, duration=2 * HOUR, intervals=((2 * HOUR, 1.0),)
+        starts = {"IN-FORCE": rig.start(-0.25), "LATER": rig.start(), "TAKEN": rig.start(-0.25)}
+        starts["RAISED"] = starts["TAKEN"]
+        for version, values in ((0, first_values), (1, new_values)):
+            if version == 1:
+                rig.planner.answers.clear()  # the planner would now say optIn to each
+            for event_id, start in starts.items():
+                await rig.send(
+                    event_dict(
+                        event_id,
+                        start_at=start,
+                        modification_number=version,
+                        duration=2 * HOUR,
+                        intervals=((HOUR, values[event_id]), (HOUR, values[event_id])),
+                    )
                 )
-            )
-        rig.planner.answers.clear()  # the planner would now say optIn to each
-        for event_id, start in (("IN-FORCE", started), ("LATER", later), ("TAKEN", started)):
-            await rig.send(
-                event_dict(
-                    event_id,
-                    start_at=start,
-                    modification_number=1,
-                    duration=2 * HOUR,
-                    intervals=((2 * HOUR, 0.5),),
-                )
-            )
         assert calls_for(rig.planner, "IN-FORCE") == [0]
         assert rig.got("IN-FORCE") == [(0, "optOut", 200), (1, "optOut", 200)]
-        [(_, _, reason)] = [
-            (r.modification_number, r.opt, r.reason)
-            for r in _answers(session_factory, "IN-FORCE")
-            if r.modification_number == 1
-        ]
+        [reason] = [r for n, _, r in answers(session_factory, "IN-FORCE") if n == 1]
         assert "joining partway" in reason
+        assert calls_for(rig.planner, "RAISED") == [0]
+        assert rig.got("RAISED") == [(0, "optIn", 200), (1, "optOut", 200)]
+        [reason] = [r for n, _, r in answers(session_factory, "RAISED") if n == 1]
+        assert "raises the ask of intervals already started" in reason
+        assert "SIMPLE interval 0" in reason and "interval 1" not in reason, "1 is to come"
         assert calls_for(rig.planner, "LATER") == [0, 1]
         assert rig.got("LATER") == [(0, "optOut", 200), (1, "optIn", 200)]
         assert calls_for(rig.planner, "TAKEN") == [0, 1]

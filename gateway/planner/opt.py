@@ -12,7 +12,9 @@ at the meter, as the planner will carry them out (:mod:`gateway.planner.timing`)
   when its migration fits in the notice and its work lasts to the end, less by the time it
   arrives late or ends early.
 
-The answer is optIn only when every site's prediction covers its ask plus
+An event that asks a site to shed (or cap) while another opted-in event asks it to absorb,
+or the other way round, is declined: the meter cannot show both, and the promise made first
+is kept. The answer is optIn only when every site's prediction covers its ask plus
 ``delivery_margin`` of it (what the planner aims to deliver: a prediction that covers the ask
 alone leaves no room for a job finishing or a baseline a little off); the decision carries
 the prediction (``predicted_kw``: what the planner means to deliver), so that a campaign can
@@ -110,6 +112,8 @@ def decide(
     requests = peak_requests(event, snapshot.sites, flexible_kw(snapshot), signals)
     if not requests:
         return OptDecision("optIn", f"{prefix}nothing to deliver at the targeted sites")
+    if conflicts := _opposing(event, requests, snapshot):
+        return OptDecision("optOut", f"{prefix}{'; '.join(conflicts)}")
     lead_s = lead_time_s(event, snapshot.at)
     duration_s = event.duration_s if event.duration_s > 0 else params.horizon_s
     asked_sites = {r.site_id for r in requests} | _committed_sites(event, snapshot, params)
@@ -135,6 +139,30 @@ def _against_baseline(delivery: Delivery, site: SiteView, baseline_kw: float | N
         return delivery
     gap_kw = baseline_kw - site.load_kw if delivery.kind == "shed" else site.load_kw - baseline_kw
     return replace(delivery, deliverable_kw=max(0.0, delivery.deliverable_kw + gap_kw))
+
+
+def _opposing(event: DrEvent, requests: list[SiteRequest], snapshot: Snapshot) -> list[str]:
+    """Why the event's asks would break a promise made: at a site it asks to shed (or cap),
+    another opted-in event asks to absorb at an overlapping time, or the other way round.
+    One meter cannot show both, and each event is judged whole on it; the promise made first
+    is kept."""
+    source = f"{event.vtn_id}/{event.event_id}"
+    start, end = event.effective_start_at, event.end_at
+    found = []
+    for asked in requests:
+        for other in snapshot.requests:
+            if (
+                other.site_id == asked.site_id
+                and other.source != source
+                and (other.kind == "absorb") != (asked.kind == "absorb")
+                and (end is None or other.start_at < end)
+                and (other.end_at is None or start < other.end_at)
+            ):
+                found.append(
+                    f"{asked.site_id}: {asked.kind} would break the {other.kind} promised to "
+                    f"{other.source} from {other.start_at:%Y-%m-%d %H:%M} UTC"
+                )
+    return found
 
 
 def _committed_sites(event: DrEvent, snapshot: Snapshot, params: PolicyParams) -> set[str]:

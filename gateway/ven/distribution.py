@@ -323,23 +323,32 @@ class DistributionHandler:
     def _declined_before(
         self, session: Session, event: DrEvent, previous: DrEvent | None, now: datetime
     ) -> OptDecision | None:
-        """optOut for a new version of an event in force that the VEN declined: joining
-        partway cannot deliver the intervals already past, and the event is judged whole;
-        None when the planner decides (a first version, one not started, or one taken part
-        in)."""
+        """optOut for a new version of an event in force that the VEN cannot keep whole:
+        one it declined (joining partway cannot deliver the intervals already past), or one
+        that raises the ask of intervals already started. The event is judged whole. None
+        when the planner decides (a first version, one not started, or one that asks no
+        more of the past than the version taken part in)."""
         if previous is None or previous.status == "cancelled" or event.effective_start_at > now:
             return None
         before = store.last_answer(
             session, previous.vtn_id, previous.event_id, previous.modification_number
         )
-        if before is None or before.decision.opt != "optOut":
+        if before is None:
             return None
-        return OptDecision(
-            "optOut",
-            f"modification {event.modification_number} of an event in force since "
-            f"{event.effective_start_at:%Y-%m-%d %H:%M} UTC that modification "
-            f"{previous.modification_number} declined: joining partway cannot deliver it",
-        )
+        if before.decision.opt == "optOut":
+            return OptDecision(
+                "optOut",
+                f"modification {event.modification_number} of an event in force since "
+                f"{event.effective_start_at:%Y-%m-%d %H:%M} UTC that modification "
+                f"{previous.modification_number} declined: joining partway cannot deliver it",
+            )
+        if raised := rules.raised_before(previous, event, now):
+            return OptDecision(
+                "optOut",
+                f"modification {event.modification_number} raises the ask of intervals "
+                f"already started, which cannot be delivered any more: {'; '.join(raised)}",
+            )
+        return None
 
     def _stale(
         self, session: Session, event: DrEvent, latest: DrEvent, now: datetime, request_id: str

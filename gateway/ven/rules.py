@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from gateway.events import DrEvent
@@ -72,6 +72,33 @@ def interval_mismatches(event: DrEvent) -> list[str]:
                 f"the active period lasts {event.duration_s:g} s"
             )
     return problems
+
+
+def raised_before(previous: DrEvent, event: DrEvent, now: datetime) -> list[str]:
+    """The intervals of ``event`` that started before ``now`` and ask more than the same
+    interval of ``previous`` (a larger magnitude, or an interval it did not have): a
+    modification that raises what is already past cannot be delivered any more. Empty when
+    it raises nothing already started."""
+    before = {(s.signal_name, s.signal_type): s for s in previous.signals}
+    found = []
+    for signal in event.signals:
+        old = before.get((signal.signal_name, signal.signal_type))
+        old_values = {} if old is None else {i.position: i.value for i in old.intervals}
+        start_at = event.effective_start_at
+        for interval in signal.intervals:
+            if start_at >= now:
+                break
+            was = old_values.get(interval.position)
+            if was is None or abs(interval.value) > abs(was) + 1e-9:
+                found.append(
+                    f"{signal.signal_name} interval {interval.position} (from "
+                    f"{start_at:%H:%M} UTC): {'none' if was is None else f'{was:g}'} -> "
+                    f"{interval.value:g}"
+                )
+            if interval.duration_s <= 0:
+                break
+            start_at += timedelta(seconds=interval.duration_s)
+    return found
 
 
 def random_delay_s(window_s: float | None, *key: object) -> float:
