@@ -390,6 +390,15 @@ class Gateway:
             if snapshot is None:
                 snapshot = self._snapshot(session)
             current = event_store.participations(session)
+            baselines = {
+                (known.event.vtn_id, known.event.event_id): self._baselines(
+                    session, known.event, snapshot
+                )
+                for known in current
+                if known.opt == "optOut"
+                and known.response_code == 200
+                and known.event.effective_start_at > snapshot.at
+            }
         connections = {c.vtn_id: c for c in self.vens}
         changed = 0
         for known in current:
@@ -403,6 +412,7 @@ class Gateway:
                 snapshot,
                 self.policy_params,
                 self.signal_policy,
+                baselines.get((known.event.vtn_id, known.event.event_id)),
             )
             if decision is not None:
                 await connection.update_opt(known.event, decision)

@@ -58,3 +58,13 @@ def test_opt_changes_with_the_plan(
     if decision is not None:
         assert decision.reason.startswith("plan changed: ")
         assert snapshot.at == NOW
+
+
+def test_an_optout_becomes_optin_only_on_the_prediction_against_the_baseline() -> None:
+    """As a first answer would: the moves take 4 x 1.08 kW off a's 5.2 kW, enough for 3 kW
+    against the load now, not against a baseline 2 kW lower."""
+    load_kw = fleet_for_opt().site("a").load_kw
+    against_now = review(event(), "optOut", 200, fleet_for_opt(), PARAMS, SIGNALS, {"a": load_kw})
+    assert against_now is not None and against_now.opt == "optIn"
+    lower = {"a": load_kw - 2.0}
+    assert review(event(), "optOut", 200, fleet_for_opt(), PARAMS, SIGNALS, lower) is None

@@ -15,6 +15,7 @@ gave (code 200; 450, 454 and 460 are final):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from gateway.events import DrEvent, Opt, OptDecision
@@ -33,14 +34,18 @@ def review(
     snapshot: Snapshot,
     params: PolicyParams,
     signals: SignalPolicy,
+    baselines: Mapping[str, float] | None = None,
 ) -> OptDecision | None:
-    """The new answer to ``event`` when the plan changed it, else None."""
+    """The new answer to ``event`` when the plan changed it, else None.
+
+    baselines: as :func:`gateway.planner.opt.decide` takes them, so that an optOut becomes
+    optIn only on the prediction a first answer would have needed."""
     if current is None or response_code != PLANNER_CODE or event.cancelled:
         return None
     if lead_time_s(event, snapshot.at) <= 0:
         return None
     if current == "optOut":
-        fresh = opt.decide(event, snapshot, params, signals)
+        fresh = opt.decide(event, snapshot, params, signals, baselines)
         if fresh.opt == "optIn":
             return replace(fresh, reason=f"plan changed: {fresh.reason}")
         return None
