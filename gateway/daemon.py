@@ -337,9 +337,9 @@ class Gateway:
         async with self._plan_lock:
             if self.dispatcher is None or self._stopping:
                 return []
-            planned, snapshot = await self._plan_and_dispatch()
+            planned, snapshot, moved = await self._plan_and_dispatch()
             self._refresh_offers(snapshot)
-            await self.review_opts(snapshot)
+            await self.review_opts(snapshot, moved)
             self._plan_at_next_instant()
             self._advance_when_due()
             return planned
@@ -354,18 +354,23 @@ class Gateway:
         self.next_plan_at = next_plan_at(events, snapshot, self.policy_params)
         self._run_once_at(self.next_plan_at, self.event_instant_once, "event-instant")
 
-    async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot]:
-        """One planning decision and its migrations created and started."""
+    async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot, set[str]]:
+        """One planning decision and its migrations created and started: their ids, the
+        snapshot they were planned on, and the sites they leave or go to."""
         assert self.dispatcher is not None  # plan_once checked
         with unit_of_work(self._sessions) as session:
             snapshot = self._snapshot(session)
         if self.settings.planner.policy == "static":
-            return [], snapshot
+            return [], snapshot, set()
         decisions = plan(snapshot, self.policy_params, self.settings.planner.policy)
-        planned = [m for d in decisions if (m := self.dispatcher.create(d)) is not None]
+        planned, moved = [], set()
+        for decision in decisions:
+            if (migration_id := self.dispatcher.create(decision)) is not None:
+                planned.append(migration_id)
+                moved |= {decision.source_site_id, decision.target_site_id}
         for migration_id in planned:
             await self.dispatcher.advance(migration_id)
-        return planned, snapshot
+        return planned, snapshot, moved
 
     def _refresh_offers(self, snapshot: Snapshot) -> None:
         """Compute and store the offers for the coming hours; the VEN reports them."""
@@ -379,12 +384,17 @@ class Gateway:
             fleet.save_offers(session, offers, self.clock.now())
         self.offers = _by_site(offers)
 
-    async def review_opts(self, snapshot: Snapshot | None = None) -> int:
+    async def review_opts(
+        self, snapshot: Snapshot | None = None, moved: Collection[str] = ()
+    ) -> int:
         """Change the opts of upcoming events where the plan changed them
         (:mod:`gateway.planner.review`), then send any answer a VTN has not acknowledged.
 
         snapshot: the fleet as the round's plan saw it, before its moves (which would
             otherwise count against the events they prepare for); None takes one now.
+        moved: the sites the round's moves leave or go to. An optOut at one of them waits
+            for the next round: the snapshot still shows the room and the jobs those moves
+            take, and one look must not be spent twice.
         Returns the number of opts changed."""
         with unit_of_work(self._sessions) as session:
             if snapshot is None:
@@ -404,6 +414,10 @@ class Gateway:
         for known in current:
             connection = connections.get(known.event.vtn_id)
             if connection is None:
+                continue
+            if known.opt == "optOut" and any(
+                s.site_id in moved for s in targeted_sites(known.event, snapshot.sites)
+            ):
                 continue
             decision = review(
                 known.event,

@@ -377,18 +377,13 @@ async def test_job_that_finished_before_its_checkpoint_aborts_cleanly(world: Wor
         assert job is not None and job.state == "finished"
 
 
-async def test_a_change_of_plan_changes_the_opt_at_the_vtn(world: World) -> None:
-    """optOut while the only room is offline, optIn once it is back, optOut again when the
-    site the event names goes offline: each change reaches the VTN with its reason stored."""
+async def _opted_out_while_sunny_is_unreachable(world: World) -> str:
+    """A shed at dark an hour ahead, answered optOut while sunny (the only room) does not
+    answer its polls; the event's id."""
     clock, sites, vtn, gateway = world.clock, world.sites, world.vtn, world.gateway
     await wait_for(lambda: bool(vtn.registrations))
-
-    def answers_for(event_id: str) -> list[str]:
-        return [a.opt_type for a in vtn.received_answers if a.event_id == event_id]
-
     # Every try of one poll fails (a single failure would be retried and go unnoticed).
-    tries = gateway.settings.site_controller.retry_attempts
-    sites["sunny"].fail_next("status", count=tries)
+    sites["sunny"].fail_next("status", count=gateway.settings.site_controller.retry_attempts)
     clock.advance(30)
     await gateway.poll_once()  # sunny does not answer: nowhere to move the dark site's job
     event_id = vtn.add_event_now(
@@ -403,11 +398,62 @@ async def test_a_change_of_plan_changes_the_opt_at_the_vtn(world: World) -> None
             kind="curtailment",
         )
     )
-    await wait_for(lambda: answers_for(event_id) == ["optOut"])
+    await wait_for(
+        lambda: [a.opt_type for a in vtn.received_answers if a.event_id == event_id] == ["optOut"]
+    )
+    return event_id
 
+
+def _stored_opts(sessions: sessionmaker[Session], event_id: str) -> list[str]:
+    with unit_of_work(sessions) as session:
+        return list(
+            session.scalars(
+                select(EventResponse.opt)
+                .join(Event)
+                .where(Event.event_id == event_id)
+                .order_by(EventResponse.id)
+            )
+        )
+
+
+async def test_a_round_that_moves_jobs_at_an_events_site_leaves_its_optout_to_the_next(
+    world: World,
+) -> None:
+    """sunny comes back and the round moves dark's job there for its renewable power: the
+    snapshot the round reviewed the opts on still shows that job at dark, so the optOut of
+    the shed at dark is not changed on it (opting in would promise a shed of a job that has
+    just left, an hour before the event, lowering the baseline). The next round, on a fresh
+    look, finds nothing left to shed at dark and keeps the optOut."""
+    event_id = await _opted_out_while_sunny_is_unreachable(world)
+    world.clock.advance(30)
+    await world.gateway.poll_once()  # sunny is back
+    [migration_id] = await world.gateway.plan_once()
+    with unit_of_work(world.sessions) as session:
+        migration = session.get(Migration, migration_id)
+        assert migration is not None and migration.source_site_id == "dark"
+        assert migration.event_ref is None, "a move for renewable power, not for the event"
+    assert _stored_opts(world.sessions, event_id) == ["optOut"]
+    world.clock.advance(60)
+    await world.gateway.poll_once()
+    await world.gateway.plan_once()
+    assert _stored_opts(world.sessions, event_id) == ["optOut"]
+
+
+async def test_a_change_of_plan_changes_the_opt_at_the_vtn(world: World) -> None:
+    """optOut while the only room is offline, optIn once it is back, optOut again when the
+    site the event names goes offline: each change reaches the VTN with its reason stored."""
+    clock, sites, vtn, gateway = world.clock, world.sites, world.vtn, world.gateway
+    # No renewable power anywhere: no round moves the job for green energy, only the event.
+    sites["sunny"].trace = RenewableTrace.constant(0.0)
+    event_id = await _opted_out_while_sunny_is_unreachable(world)
+
+    def answers_for(event_id: str) -> list[str]:
+        return [a.opt_type for a in vtn.received_answers if a.event_id == event_id]
+
+    tries = gateway.settings.site_controller.retry_attempts
     clock.advance(30)
     await gateway.poll_once()  # sunny is back
-    await gateway.plan_once()
+    assert await gateway.plan_once() == [], "no move but the event's, which is not due"
     await wait_for(lambda: answers_for(event_id) == ["optOut", "optIn"])
 
     sites["dark"].fail_next("status", count=tries)
