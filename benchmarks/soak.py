@@ -9,8 +9,9 @@ shifted traces and scaled sizes). ``--busy N`` starts N busy-loop processes for 
 (and stops them) to load the CPU; the stepped clock keeps the results independent of it.
 
 Checks and prints: invariant checks and breaks; nothing lost or duplicated (every job listed
-at exactly one site at the end, no ledger interval of a site twice; it also counts the answers
-to a version the VTN received again, from changes of plan and redistributions); resident memory per simulated day and whether it stayed
+at exactly one site at the end, or listed finished there and dropped since; no ledger interval
+of a site twice); the answers to a version the VTN received again (changes of plan and
+redistributions, rules 12 and 62); resident memory per simulated day and whether it stayed
 flat (the last day within 10 % of the first, after the first day's warm-up).
 """
 
