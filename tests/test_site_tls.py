@@ -42,6 +42,7 @@ from gateway.sites.tls import client_context, optional_client_context
 from models import FINAL_STATES, Migration
 from tests.pki import Issuer, ca_certificate, leaf_certificate, new_key, write_cert, write_key
 from tests.test_site_agent import (
+    HANG_GUARD_S,
     JOB_ID,
     SITE,
     STEPS,
@@ -63,7 +64,7 @@ from tests.test_site_agent import (
 )
 from tests.test_site_agent import reference_model as reference_model  # the fixture
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
 BOTH = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
