@@ -734,10 +734,9 @@ KILL_CASES = (
         "restoring",
         {
             "the target has restored or is restoring the job, continuing from restoring": "beta",
-            # The kill landed after the stored state, before the restore call reached beta.
-            "the source has sent or is sending the checkpoint, continuing from transferring": (
-                "beta"
-            ),
+            # The kill landed after the stored state, before the restore call reached beta:
+            # the migration continues from the stored state, the later of the two.
+            "the source has sent or is sending the checkpoint, continuing from restoring": "beta",
         },
         load_delay_s=1.5,
     ),
