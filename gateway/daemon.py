@@ -399,7 +399,12 @@ class Gateway:
         with unit_of_work(self._sessions) as session:
             if snapshot is None:
                 snapshot = self._snapshot(session)
-            current = event_store.participations(session)
+            current = [
+                known
+                for known in event_store.participations(session)
+                if known.opt != "optOut"
+                or not any(s.site_id in moved for s in targeted_sites(known.event, snapshot.sites))
+            ]
             baselines = {
                 (known.event.vtn_id, known.event.event_id): self._baselines(
                     session, known.event, snapshot
@@ -414,10 +419,6 @@ class Gateway:
         for known in current:
             connection = connections.get(known.event.vtn_id)
             if connection is None:
-                continue
-            if known.opt == "optOut" and any(
-                s.site_id in moved for s in targeted_sites(known.event, snapshot.sites)
-            ):
                 continue
             decision = review(
                 known.event,

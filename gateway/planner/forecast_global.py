@@ -128,7 +128,7 @@ class _MoveValue:
             bandwidth(fleet, jobs, targets),
             params,
         )
-        run_steps = np.ceil(fleet.job_work_gpu_h[jobs] / fleet.job_gpus[jobs] * 3600 / fleet.step_s)
+        run_steps = np.ceil(fleet.job_runs_s(jobs) / fleet.step_s)
         self.running = np.arange(steps)[None, :] < run_steps[:, None]
         pue_t = fleet.pue[targets][None, :]
         self.fixed_kwh = (

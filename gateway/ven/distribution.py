@@ -267,7 +267,7 @@ class DistributionHandler:
                             stored.modification_number,
                             stored.cancel_effective_at,
                         )
-                    elif decision := self._refusal(stored) or self._declined_before(
+                    elif decision := self._refusal(stored) or self._not_kept_whole(
                         session, stored, latest, now
                     ):
                         triage.answers[position] = self._answer(
@@ -320,7 +320,7 @@ class DistributionHandler:
             )
         return None
 
-    def _declined_before(
+    def _not_kept_whole(
         self, session: Session, event: DrEvent, previous: DrEvent | None, now: datetime
     ) -> OptDecision | None:
         """optOut for a new version of an event in force that the VEN cannot keep whole:
