@@ -49,6 +49,7 @@ from tests.invariants import HttpProbe, InvariantMonitor, SiteView, _MigrationRo
 from tests.test_migration_faults import DaemonProcess, monitor_ended
 from tests.test_site_agent import (
     EXAMPLE_JOB,
+    HANG_GUARD_S,
     JOB_ID,
     ROOT,
     TOKENS,
@@ -59,7 +60,7 @@ from tests.test_site_agent import (
     write_config,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
 STEPS = 700
 """Steps of the example job: a few seconds of training, migrated a fraction of a second in."""
@@ -81,7 +82,7 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         [*EXAMPLE_JOB, "--steps", str(STEPS), "--out", str(out), "--width", str(WIDTH)],
         check=True,
         capture_output=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     return (out / MODEL_FILE).read_bytes()
 
@@ -353,7 +354,7 @@ class World:
     async def migrate(
         self,
         during: Callable[[str, str], Awaitable[None]] | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = HANG_GUARD_S,
         params: DispatchParams | None = None,
     ) -> tuple[str, str, list[str]]:
         """Migrate the job from alpha to beta until the migration ended and was cleaned up;
@@ -380,7 +381,7 @@ class World:
             await asyncio.sleep(ROUND_S)
 
     async def wait_for_state(
-        self, agent: AgentProcess, state: str, timeout_s: float = 15.0
+        self, agent: AgentProcess, state: str, timeout_s: float = HANG_GUARD_S
     ) -> None:
         deadline = time.monotonic() + timeout_s
         while (now := await self.job_state(agent)) != state:
@@ -417,7 +418,7 @@ class World:
         other = self.beta if site is self.alpha else self.alpha
         assert await self.job_state(other) is None, f"the job is still listed at {other.site_id}"
         self.let_job_finish()
-        await self.wait_for_state(site, "finished", timeout_s=40.0)
+        await self.wait_for_state(site, "finished")
         self.monitor.assert_held()
         if checkpointed:
             assert "resumed from" in job_log(site), "the job was checkpointed mid-training"
@@ -474,7 +475,7 @@ def job_log(agent: AgentProcess) -> str:
     return path.read_text() if path.exists() else ""
 
 
-async def wait_log(agent: AgentProcess, text: str, timeout_s: float = 15.0) -> None:
+async def wait_log(agent: AgentProcess, text: str, timeout_s: float = HANG_GUARD_S) -> None:
     deadline = time.monotonic() + timeout_s
     while text not in job_log(agent):
         assert time.monotonic() < deadline, f"not in the job log at {agent.site_id}: {text}"
@@ -743,7 +744,6 @@ KILL_CASES = (
 )
 
 
-@pytest.mark.timeout(180)
 @pytest.mark.parametrize("case", KILL_CASES, ids=[case.state for case in KILL_CASES])
 async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restart(
     session_factory: sessionmaker[Session],

@@ -127,7 +127,9 @@ class Api:
             text = await response.text()
             return response.status, json.loads(text) if text else None
 
-    async def operation_done(self, migration_id: str, kind: str, timeout_s: float = 10.0) -> Any:
+    async def operation_done(
+        self, migration_id: str, kind: str, timeout_s: float = HANG_GUARD_S
+    ) -> Any:
         """The operation once it is no longer in progress."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -209,7 +211,7 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         [*EXAMPLE_JOB, "--steps", str(STEPS), "--out", str(out)],
         check=True,
         capture_output=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     return (out / MODEL_FILE).read_bytes()
 
@@ -231,7 +233,7 @@ def test_rule_example_job_checkpoints_on_sigterm_and_resumes_bit_for_bit(
     assert "started at step 0" in job.stderr.readline()
     time.sleep(0.3)
     job.send_signal(signal.SIGTERM)
-    assert job.wait(timeout=10) == 0
+    assert job.wait(timeout=HANG_GUARD_S) == 0
     log_line = job.stderr.read()
     job.stderr.close()
     step = checkpoint_step(checkpoint)
@@ -243,7 +245,7 @@ def test_rule_example_job_checkpoints_on_sigterm_and_resumes_bit_for_bit(
         [*base, "--resume", str(checkpoint)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {checkpoint} at step {step}" in resumed.stderr
@@ -261,13 +263,13 @@ def test_example_job_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None
     assert job.stderr is not None
     assert "started at step 0" in job.stderr.readline(), "SIGTERM only once it is handled"
     job.send_signal(signal.SIGTERM)
-    assert job.wait(timeout=10) == 0
+    assert job.wait(timeout=HANG_GUARD_S) == 0
     job.stderr.close()
     other_width = subprocess.run(
         [*base, "--resume", str(checkpoint), "--width", "8"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )
     assert other_width.returncode == 2
     assert "cannot resume" in other_width.stderr and "'width': 8" in other_width.stderr
@@ -301,7 +303,7 @@ async def drive(
     sessions: sessionmaker[Session],
     agents: Sequence[RunningAgent],
     planned: Callable[[str], Awaitable[None]] | None = None,
-    timeout_s: float = 15.0,
+    timeout_s: float = HANG_GUARD_S,
 ) -> tuple[str, list[str], float]:
     """Migrate the job from alpha to beta with the Dispatcher until the migration ended and
     was cleaned up; (final state, states seen, wall time [s]). ``planned`` runs with the
@@ -939,7 +941,7 @@ async def test_cli_agent_survives_sigkill_without_leaving_its_job_running(
     agent.kill()
     await agent.wait()
     # The kernel tells the orphaned job (PR_SET_PDEATHSIG): it checkpoints and exits.
-    await wait_until(lambda: not pid_alive(job_pid), "the orphaned job exited", timeout_s=10)
+    await wait_until(lambda: not pid_alive(job_pid), "the orphaned job exited")
     assert "SIGTERM: checkpoint at step" in _text(log_path)
     assert (settings.data_dir / "jobs" / JOB_ID / "checkpoint.pending").exists()
 

@@ -141,7 +141,7 @@ async def drive_over_tls(
     sessions: sessionmaker[Session],
     agents: Sequence[RunningAgent],
     context: ssl.SSLContext,
-    timeout_s: float = 15.0,
+    timeout_s: float = HANG_GUARD_S,
 ) -> tuple[str, list[str], float]:
     """Migrate the job from alpha to beta with the Dispatcher, its clients presenting the
     gateway's certificate, until the migration ended and was cleaned up; (final state, states
