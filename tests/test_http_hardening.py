@@ -338,3 +338,19 @@ async def test_rule_a_failing_handler_still_answers_500_and_logs_its_traceback(
         await runner.cleanup()
     assert answer.status == 500 and answer.json()["error"] == "internal"
     assert [r for r in caplog.records if r.exc_info and r.levelno == logging.ERROR]
+
+
+@pytest.mark.parametrize("token", ["site token with spaces", "t\u00f6k\u00e9n-12345", "tok,en;!@#"])
+async def test_a_site_token_outside_b64token_still_works(token: str) -> None:
+    """A site's token is any string of 8 or more characters (``[[site]] controller_token``,
+    the agent's ``token``): it is compared as sent, byte for byte, and a near miss is 401."""
+    site = simulated_site("hard", token, ManualClock(START_AT), [])
+    runner, url = await start_site_server(site)
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    served = Served("simulator", host, int(port), token, "/v1/status")
+    try:
+        right = await _raw(served, b"GET /v1/status HTTP/1.1\r\n" + _bearer(served))
+        near = await _raw(served, b"GET /v1/status HTTP/1.1\r\n" + _bearer(served) + b"x")
+    finally:
+        await runner.cleanup()
+    assert (right.status, near.status) == (200, 401)

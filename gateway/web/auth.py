@@ -11,8 +11,9 @@ A request is let in when it carries the configured token in any of three places:
 
 Every other request gets 401 with a JSON body and ``WWW-Authenticate: Bearer`` (with
 ``error="invalid_token"`` when a credential was presented, RFC 6750 §3.1). A malformed
-credential (a Bearer header that is not ``Bearer`` 1*SP b64token, a non-ASCII or undecodable
-token, header or cookie) is refused like a wrong one, never answered 500. Tokens are compared
+credential (``Bearer`` without a token, or with anything that is not the configured b64token: a
+non-ASCII or undecodable token, header or cookie) is refused like a wrong one, never answered
+500. Tokens are compared
 in time independent of where they differ (:func:`gateway.http_edge.same_token`).
 """
 
@@ -46,7 +47,7 @@ def token_matches(presented: str | None, expected: str) -> bool:
 
 def presented_tokens(request: web.Request) -> list[tuple[str, str | None]]:
     """(where, token) for each credential the request carries; the token of a Bearer header
-    that is not well-formed is None."""
+    without one is None."""
     found: list[tuple[str, str | None]] = []
     try:
         header = bearer_token(request.headers.get("Authorization"))
