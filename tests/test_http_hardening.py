@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gateway.agent.config import AgentSettings
 from gateway.agent.server import start_agent_server
+from gateway.agent.transfer import bearer_authorizer, checkpoint_routes
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory
 from gateway.http_edge import SERVER_LOG, TARGET_MAX_BYTES
@@ -354,3 +355,29 @@ async def test_a_site_token_outside_b64token_still_works(token: str) -> None:
     finally:
         await runner.cleanup()
     assert (right.status, near.status) == (200, 401)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"Authorization: Bearer t\xe9\xe9-token", b"Authorization: Bearer", b"Cookie: a=\xff"],
+)
+async def test_rule_the_checkpoint_receiver_refuses_a_malformed_credential_with_401(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, header: bytes
+) -> None:
+    """The checkpoint routes on their own (``benchmarks/transfer.py`` serves them so, with
+    ``bearer_authorizer``): 401 with the challenge, never 500."""
+    caplog.set_level(logging.DEBUG)
+    app = web.Application()
+    app.router.add_routes(checkpoint_routes(tmp_path, bearer_authorizer(SITE_TOKEN)))
+    runner = web.AppRunner(app, access_log=None, logger=SERVER_LOG)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        served = Served("agent", host, port, SITE_TOKEN, "/v1/checkpoints/m-1")
+        answer = await _raw(served, b"HEAD /v1/checkpoints/m-1 HTTP/1.1\r\n" + header)
+    finally:
+        await runner.cleanup()
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"].startswith('Bearer realm="dr-gateway-site"')
+    _no_traceback(caplog)
