@@ -30,6 +30,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
+from gateway.http_edge import SERVER_LOG
 from gateway.sites.rules import (
     check_release,
     check_restore,
@@ -57,9 +58,7 @@ from gateway.sites.schema import (
 )
 from gateway.sites.serving import (
     Handler,
-    bearer_auth_middleware,
     conflict,
-    error_middleware,
     error_response,
     migration_id_body,
     not_found,
@@ -67,6 +66,7 @@ from gateway.sites.serving import (
     path_id,
     reservation_body,
     restore_body,
+    site_middlewares,
     transfer_body,
 )
 from simulators.traces import RenewableTrace
@@ -766,8 +766,7 @@ async def _post_release(request: web.Request) -> web.Response:
 def build_app(site: SimulatedSite) -> web.Application:
     """An aiohttp application serving ``site`` under ``/v1`` (bearer-token auth, JSON errors)."""
     middlewares = [
-        error_middleware("simulated site controller", logger),
-        bearer_auth_middleware(site.token),
+        *site_middlewares("simulated site controller", logger, site.token),
         _holds_middleware,
     ]
     app = web.Application(middlewares=middlewares)
@@ -789,7 +788,7 @@ async def start_site_server(
 ) -> tuple[web.AppRunner, str]:
     """Serve ``site`` on an OS-assigned port; returns the runner (``await runner.cleanup()``
     to stop) and the base URL, e.g. ``http://127.0.0.1:41234``."""
-    runner = web.AppRunner(build_app(site), access_log=None)
+    runner = web.AppRunner(build_app(site), access_log=None, logger=SERVER_LOG)
     await runner.setup()
     await web.TCPSite(runner, host, 0).start()
     bound_host, port = runner.addresses[0][:2]

@@ -29,9 +29,13 @@ from referencing.jsonschema import DRAFT202012
 from yarl import URL
 
 DOCUMENT_PATH = Path(__file__).resolve().parent.parent / "docs" / "site-api.openapi.yaml"
+WEB_DOCUMENT_PATH = DOCUMENT_PATH.with_name("web-api.openapi.yaml")
 _DOCUMENT_URI = "urn:dr-gateway:site-api.openapi"
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_ANYWHERE = {401: "Unauthorized", 414: "UriTooLong"}
+"""Answers a server may give on any path and method, before routing, by status."""
 
 Answered = tuple[str, str, str]
 """(METHOD, path template, response key such as ``"202"`` or ``"5XX"``)."""
@@ -99,7 +103,7 @@ class Contract:
         """The route whose template matches ``path`` (as sent, percent-encoded)."""
         return next((r for r in self.routes if r.pattern.fullmatch(path)), None)
 
-    def documented(self, server: str, *, skip: Iterable[str] = ("5XX",)) -> set[Answered]:
+    def documented(self, server: str, *, skip: Iterable[str] = ("5XX", "414")) -> set[Answered]:
         """Every (method, template, response key) of the operations ``server`` serves."""
         skipped = set(skip)
         return {
@@ -156,17 +160,18 @@ class Contract:
         """Validate one answer of ``server``; returns what it answered and its JSON body.
 
         A path no route of ``server`` matches must be ``404``, a method its route does not
-        serve ``405`` (``HEAD`` is served wherever ``GET`` is); ``401`` is allowed anywhere.
+        serve ``405`` (``HEAD`` is served wherever ``GET`` is); ``401`` and ``414`` (a target
+        too long to read) are allowed anywhere.
         """
         where = f"{server}: {method} {path} -> {status}"
-        route = self.route(path)
+        route = self.route(path.partition("?")[0])
         operations = {} if route is None else self.served(route, server)
         if "GET" in operations and "HEAD" not in operations:
             operations["HEAD"] = operations["GET"]
         template = "<no route>" if route is None or not operations else route.template
-        if status == 401 and method not in operations:
-            response_pointer = "/components/responses/Unauthorized"
-            expected_status, answered = 401, (method, template, "401")
+        if status in _ANYWHERE and method not in operations:
+            response_pointer = f"/components/responses/{_ANYWHERE[status]}"
+            expected_status, answered = status, (method, template, str(status))
         elif not operations:
             response_pointer = "/components/responses/NotFound"
             expected_status, answered = 404, (method, template, "404")

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import errno
 import hashlib
-import hmac
 import logging
 import os
 import re
@@ -35,6 +34,8 @@ from gateway.agent.checkpoint_store import (
 )
 from gateway.agent.spool import Spool
 from gateway.errors import InputError
+from gateway.http_edge import MalformedCredential, bearer_token, challenge, same_token
+from gateway.sites.serving import REALM
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def _authorized(authorize: Callable[[web.Request], None], request: web.Request) 
             raise
         detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         code = _ERROR_CODES.get(exc.status, "refused")
-        raise _RequestError(exc.status, code, detail) from exc
+        challenge_header = {k: v for k, v in exc.headers.items() if k == "WWW-Authenticate"}
+        raise _RequestError(exc.status, code, detail, challenge_header) from exc
 
 
 def bearer_authorizer(token: str) -> Callable[[web.Request], None]:
@@ -85,12 +87,17 @@ def bearer_authorizer(token: str) -> Callable[[web.Request], None]:
     """
     if not token:
         raise InputError("token: a non-empty bearer token is required")
-    expected = token.encode()
 
     def authorize(request: web.Request) -> None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise web.HTTPUnauthorized(text="missing or wrong bearer token")
+        try:
+            given = bearer_token(request.headers.get("Authorization"))
+        except MalformedCredential:
+            given = None
+        if given is None or not same_token(given, token):
+            raise web.HTTPUnauthorized(
+                text="missing or wrong bearer token",
+                headers={"WWW-Authenticate": challenge(REALM, invalid=given is not None)},
+            )
 
     return authorize
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.agent.config import AgentSettings
 from gateway.agent.controller import SiteAgent
 from gateway.agent.transfer import checkpoint_routes
+from gateway.http_edge import SERVER_LOG
 from gateway.sites.schema import (
     JOB_SPEC_FIELDS,
     FieldError,
@@ -29,15 +30,14 @@ from gateway.sites.schema import (
     status_to_wire,
 )
 from gateway.sites.serving import (
-    bearer_auth_middleware,
     bearer_check,
-    error_middleware,
     json_body,
     migration_id_body,
     operation_path,
     path_id,
     reservation_body,
     restore_body,
+    site_middlewares,
     transfer_body,
 )
 
@@ -153,11 +153,7 @@ def build_app(agent: SiteAgent) -> web.Application:
     """An aiohttp application serving ``agent`` under ``/v1``; it starts the agent when the
     application starts and closes it when the application is cleaned up."""
     token = agent.settings.token
-    middlewares = [
-        error_middleware("site agent", log),
-        bearer_auth_middleware(token),
-    ]
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares=site_middlewares("site agent", log, token))
     app[AGENT_KEY] = agent
     app.router.add_get("/v1/status", _get_status)
     app.router.add_post("/v1/jobs", _post_job)
@@ -193,7 +189,7 @@ async def start_agent_server(
     agent is ``runner.app[AGENT_KEY]``. ConfigError when a TLS file went bad."""
     ssl_context = None if settings.tls is None else settings.tls.server_context()
     agent = SiteAgent(settings)
-    runner = web.AppRunner(build_app(agent), access_log=None)
+    runner = web.AppRunner(build_app(agent), access_log=None, logger=SERVER_LOG)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

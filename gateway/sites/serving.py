@@ -9,16 +9,19 @@ The simulated controller (:mod:`simulators.site_controller`) and the site agent
   the bodies of the gateway's calls are read into :mod:`gateway.sites.schema`'s records by
   :func:`reservation_body`, :func:`transfer_body`, :func:`restore_body` and
   :func:`migration_id_body`, path parameters by :func:`path_id` and :func:`operation_path`;
-- :func:`bearer_auth_middleware`: every request carries the site's bearer token (``401``);
+- :func:`bearer_auth_middleware`: every request carries the site's bearer token (``401`` with
+  a ``WWW-Authenticate: Bearer`` challenge, also for a malformed or non-ASCII credential);
 - :func:`error_middleware`: every error is the JSON answer ``{"error", "detail"}``, never a
   traceback: a :class:`RequestError` as it says, a :class:`~gateway.sites.schema.FieldError`
   as ``400 bad_request``, aiohttp's own (no route ``404``, wrong method ``405``, body above the
-  application's ``client_max_size`` ``413``) with their code, and a bug as ``500 internal``.
+  application's ``client_max_size`` ``413``) with their code, and a bug as ``500 internal``; a
+  client that hangs up mid-request is logged at debug, without a traceback;
+- :func:`site_middlewares`: the three in order, with the ``414`` of a request target above
+  :data:`gateway.http_edge.TARGET_MAX_BYTES` between them.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,6 +29,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway.http_edge import (
+    MalformedCredential,
+    bearer_token,
+    challenge,
+    client_gone,
+    same_token,
+    target_length_middleware,
+)
 from gateway.sites.schema import (
     OPERATION_KINDS,
     RESERVATION_FIELDS,
@@ -45,12 +56,15 @@ from gateway.sites.schema import (
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON_MEDIA_TYPE = "application/json"
 UNAUTHORIZED_DETAIL = "missing or wrong bearer token"
+REALM = "dr-gateway-site"
+"""The realm of the ``WWW-Authenticate`` challenge of a ``401``."""
 _HTTP_ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
 }
 """The error code of each aiohttp HTTP error a server answers; any other is ``error``."""
@@ -75,9 +89,11 @@ def conflict(detail: str) -> RequestError:
     return RequestError(409, "conflict", detail)
 
 
-def error_response(status: int, code: str, detail: str) -> web.Response:
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """The JSON error answer ``{"error": code, "detail": detail}`` with HTTP ``status``."""
-    return web.json_response({"error": code, "detail": detail}, status=status)
+    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
 
 
 def error_middleware(server: str, logger: logging.Logger) -> Middleware:
@@ -96,8 +112,15 @@ def error_middleware(server: str, logger: logging.Logger) -> Middleware:
             if exc.status < 400:
                 raise
             code = _HTTP_ERROR_CODES.get(exc.status, "error")
-            return error_response(exc.status, code, exc.reason)
-        except Exception:
+            headers = {k: v for k, v in exc.headers.items() if k == "WWW-Authenticate"}
+            return error_response(exc.status, code, exc.reason, headers)
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) and client_gone(request):
+                # The client hung up (mid-body, say): nobody to answer, nothing went wrong here.
+                logger.debug(
+                    "%s: client left during %s %s (%s)", server, request.method, request.path, exc
+                )
+                return error_response(400, "bad_request", "the client closed the connection")
             # Request boundary: a bug answers a JSON 500 and the server keeps serving.
             logger.exception("%s failed on %s %s", server, request.method, request.path)
             return error_response(500, "internal", f"the {server} failed")
@@ -106,14 +129,22 @@ def error_middleware(server: str, logger: logging.Logger) -> Middleware:
 
 
 def bearer_check(token: str) -> Callable[[web.Request], None]:
-    """A check that raises ``HTTPUnauthorized`` unless a request carries
-    ``Authorization: Bearer TOKEN`` (compared in constant time)."""
-    expected = token.encode()
+    """A check that raises ``HTTPUnauthorized`` (with its ``WWW-Authenticate`` challenge)
+    unless a request carries ``Authorization: Bearer TOKEN`` (compared in constant time); a
+    malformed credential is refused like a wrong one."""
 
     def check(request: web.Request) -> None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise web.HTTPUnauthorized(reason=UNAUTHORIZED_DETAIL)
+        try:
+            given = bearer_token(request.headers.get("Authorization"))
+        except MalformedCredential:
+            given, invalid = None, True
+        else:
+            invalid = given is not None
+        if given is None or not same_token(given, token):
+            raise web.HTTPUnauthorized(
+                reason=UNAUTHORIZED_DETAIL,
+                headers={"WWW-Authenticate": challenge(REALM, invalid=invalid)},
+            )
 
     return check
 
@@ -127,10 +158,23 @@ def bearer_auth_middleware(token: str) -> Middleware:
         try:
             check(request)
         except web.HTTPUnauthorized as exc:
-            return error_response(401, "unauthorized", exc.reason)
+            headers = {"WWW-Authenticate": exc.headers["WWW-Authenticate"]}
+            return error_response(401, "unauthorized", exc.reason, headers)
         return await handler(request)
 
     return middleware
+
+
+def site_middlewares(server: str, logger: logging.Logger, token: str) -> list[Middleware]:
+    """The middlewares of a site API server, outermost first: JSON errors
+    (:func:`error_middleware`), ``414`` for an absurdly long target, the bearer token."""
+    return [
+        error_middleware(server, logger),
+        target_length_middleware(
+            lambda status, detail: error_response(status, "uri_too_long", detail)
+        ),
+        bearer_auth_middleware(token),
+    ]
 
 
 def _unsupported_media_type(detail: str) -> RequestError:

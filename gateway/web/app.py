@@ -10,6 +10,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock
+from gateway.http_edge import SERVER_LOG, client_gone, target_length_middleware
 from gateway.settings import WebSettings
 from gateway.web import api, dashboard, health, metrics
 from gateway.web.auth import Handler, token_middleware
@@ -34,7 +35,15 @@ def make_app(
     daemon_state: what the daemon holds in memory (scheduler, VTN connections) for
         ``/healthz``; None without a daemon.
     Raises ConfigError when no usable token is configured."""
-    app = web.Application(middlewares=[_json_errors, token_middleware(settings.bearer_token())])
+    app = web.Application(
+        middlewares=[
+            _json_errors,
+            target_length_middleware(
+                lambda status, detail: api.error_answer(status, "uri too long", detail)
+            ),
+            token_middleware(settings.bearer_token()),
+        ]
+    )
     app[CONTEXT] = WebContext(
         sessions=sessions, clock=clock, refresh_s=settings.refresh_s, daemon_state=daemon_state
     )
@@ -49,13 +58,23 @@ def make_app(
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """HTTP errors of the router (404, 405) as JSON, like every other answer of the API."""
+    """HTTP errors of the router (404, 405) as JSON, like every other answer of the API; a
+    bug as a JSON 500 (logged with its traceback); a client that hung up at debug."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < HTTPStatus.BAD_REQUEST or exc.content_type == "application/json":
             raise
         return api.error_answer(exc.status, exc.reason.lower(), exc.text or exc.reason)
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and client_gone(request):
+            log.debug("client left during %s %s (%s)", request.method, request.path, exc)
+            return api.error_answer(HTTPStatus.BAD_REQUEST, "bad request", "client left")
+        # Request boundary: a bug answers a JSON 500 and the server keeps serving.
+        log.exception("web server failed on %s %s", request.method, request.path)
+        return api.error_answer(
+            HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error", "the web server failed"
+        )
 
 
 class WebServer:
@@ -72,7 +91,11 @@ class WebServer:
     async def start(self) -> str:
         """Listen and return the URL; raises OSError when the address cannot be had."""
         runner = web.AppRunner(
-            self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_S,
+            logger=SERVER_LOG,
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)

@@ -9,19 +9,24 @@ A request is let in when it carries the configured token in any of three places:
   with it is answered by a redirect to the same URL without it, setting the cookie, so the
   token does not stay in the address bar or the history.
 
-Every other request gets 401 with a JSON body and ``WWW-Authenticate: Bearer``. Tokens are
-compared with :func:`hmac.compare_digest`, in time independent of where they differ.
+Every other request gets 401 with a JSON body and ``WWW-Authenticate: Bearer`` (with
+``error="invalid_token"`` when a credential was presented, RFC 6750 §3.1). A malformed
+credential (``Bearer`` without a token, or with anything that is not the configured b64token: a
+non-ASCII or undecodable token, header or cookie) is refused like a wrong one, never answered
+500. Tokens are compared
+in time independent of where they differ (:func:`gateway.http_edge.same_token`).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+
+from gateway.http_edge import MalformedCredential, bearer_token, challenge, same_token
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +39,23 @@ PAGES_THAT_SET_THE_COOKIE = frozenset({"/"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def token_matches(presented: str, expected: str) -> bool:
-    """True when ``presented`` is the ``expected`` token (constant-time on the bytes)."""
-    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+def token_matches(presented: str | None, expected: str) -> bool:
+    """True when ``presented`` is the ``expected`` token (constant-time on the bytes); None
+    (a malformed credential) matches nothing."""
+    return presented is not None and same_token(presented, expected)
 
 
-def presented_tokens(request: web.Request) -> list[tuple[str, str]]:
-    """(where, token) for each credential the request carries."""
-    found: list[tuple[str, str]] = []
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            found.append(("header", value.strip()))
+def presented_tokens(request: web.Request) -> list[tuple[str, str | None]]:
+    """(where, token) for each credential the request carries; the token of a Bearer header
+    without one is None."""
+    found: list[tuple[str, str | None]] = []
+    try:
+        header = bearer_token(request.headers.get("Authorization"))
+    except MalformedCredential:
+        found.append(("header", None))
+    else:
+        if header is not None:
+            found.append(("header", header))
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie:
         found.append(("cookie", cookie))
@@ -56,12 +65,13 @@ def presented_tokens(request: web.Request) -> list[tuple[str, str]]:
     return found
 
 
-def unauthorized(detail: str) -> web.Response:
-    """The 401 answer: JSON, with the challenge RFC 6750 asks for."""
+def unauthorized(detail: str, *, invalid: bool = False) -> web.Response:
+    """The 401 answer: JSON, with the challenge RFC 6750 asks for (``invalid``: a credential
+    was presented and refused)."""
     return web.json_response(
         {"error": "unauthorized", "detail": detail},
         status=HTTPStatus.UNAUTHORIZED,
-        headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
+        headers={"WWW-Authenticate": challenge(REALM, invalid=invalid)},
     )
 
 
@@ -81,7 +91,7 @@ def token_middleware(token: str) -> Middleware:
         accepted = [where for where, value in presented if token_matches(value, token)]
         if not accepted:
             log.debug("refused %s %s: wrong token", request.method, request.path)
-            return unauthorized("wrong token")
+            return unauthorized("wrong token", invalid=True)
         if (
             "query" in accepted
             and request.method == "GET"

@@ -21,13 +21,41 @@ CONTENT_SECURITY_POLICY = (
 """The page may load its own script, style and data and nothing else."""
 
 
+MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".html": "text/html; charset=utf-8",
+}
+"""The media type of each kind of static file, fixed here rather than guessed from the host's
+``mime.types`` (which says ``application/javascript`` on some systems; RFC 9239 §6 names
+``text/javascript``)."""
+STATIC_FILES: dict[str, str] = {
+    path.name: MEDIA_TYPES[path.suffix]
+    for path in sorted(STATIC_DIR.iterdir())
+    if path.is_file() and path.suffix in MEDIA_TYPES
+}
+"""The names served under ``/static/`` and their media types: the files the package ships,
+nothing else (a name is looked up here, never joined to a directory before it is found, so
+no path of a request reaches the file system)."""
+
+
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
 
 
+async def static_file(request: web.Request) -> web.FileResponse:
+    """``/static/{name}``: one of :data:`STATIC_FILES`, else 404."""
+    name = request.match_info["name"]
+    media_type = STATIC_FILES.get(name)
+    if media_type is None:
+        raise web.HTTPNotFound(text=f"no static file {name[:60]!r}")
+    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": media_type})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", page)
-    app.router.add_static(STATIC_PREFIX, STATIC_DIR, follow_symlinks=False)
+    app.router.add_get(STATIC_PREFIX + "/{name}", static_file)
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
