@@ -27,7 +27,7 @@ from gateway.maintenance import cli as maintenance_cli
 from gateway.reports import carbon_cli
 from gateway.reports import cli as report_cli
 from gateway.settings import Settings
-from gateway.startup import check_daemon, load_checked_settings
+from gateway.startup import check_daemon, load_checked_settings, writable_dir_problem
 
 log = logging.getLogger("gateway")
 
@@ -320,6 +320,7 @@ def _figures(args: argparse.Namespace) -> int:
     from gateway.figures import write_paper_figures
 
     evaluation = Path(args.evaluation) if args.evaluation else None
+    _check_out_dir(args.out)
     try:
         written = write_paper_figures(Path(args.out), evaluation)
     except OSError as exc:
@@ -332,6 +333,7 @@ def _figures(args: argparse.Namespace) -> int:
 def _traces(args: argparse.Namespace) -> int:
     from simulators.trace_build import build
 
+    _check_out_dir(args.out)
     try:
         written = build(args.scenario, Path(args.out))
     except OSError as exc:
@@ -339,6 +341,12 @@ def _traces(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1000:.1f} kB)")
     return 0
+
+
+def _check_out_dir(out: str) -> None:
+    """InputError naming ``--out`` when it is not (and cannot become) a writable directory."""
+    if (problem := writable_dir_problem(Path(out))) is not None:
+        raise InputError(f"--out {out}: {problem}")
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -20,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
+from gateway.errors import GatewayError
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 CONNECT_TIMEOUT_S = 10
@@ -132,23 +134,43 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def open_problem(url: str) -> str | None:
-    """Why the database at ``url`` cannot be opened now, or None.
+class DatabaseUnreachable(GatewayError):
+    """The database server did not answer: a failure of the moment (exit 1), not a setting."""
+
+
+REFUSED_BY_SETTING = re.compile(
+    r"FATAL:\s+(database \S.* does not exist|role \S.* does not exist|password authentication "
+    r"failed|no pg_hba\.conf entry)"
+)
+"""How PostgreSQL refuses a connection because of the URL (an unknown database or role, a
+wrong password, a client it does not admit); psycopg reports these without a SQLSTATE. Any
+other failure to connect is the server's state of the moment."""
+
+
+def open_problem(url: str, *, connect: bool = True) -> str | None:
+    """Why the database at ``url`` cannot be used as configured, or None.
 
     SQLite: the file must be a SQLite database, or not exist yet in a directory this user may
-    write; nothing is created. PostgreSQL: a connection within :data:`CONNECT_TIMEOUT_S`."""
+    write; nothing is created. PostgreSQL, with ``connect``: a connection within
+    :data:`CONNECT_TIMEOUT_S`; a refused login or an unknown database is a problem of the URL,
+    while a server that does not answer raises :class:`DatabaseUnreachable`."""
     problem = url_problem(url)
     if problem is not None:
         return problem
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_problem(Path(parsed.database or ""))
+    if not connect:
+        return None
     engine = create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except DBAPIError as exc:
-        return f"cannot connect to {safe_url(url)}: {_first_line(exc.orig or exc)}"
+        message = f"cannot connect to {safe_url(url)}: {_first_line(exc.orig or exc)}"
+        if REFUSED_BY_SETTING.search(str(exc.orig or exc)):
+            return message
+        raise DatabaseUnreachable(message) from exc
     finally:
         engine.dispose()
     return None

@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings, load_settings
 
 
@@ -64,12 +64,16 @@ def writable_dir_problem(path: Path) -> str | None:
 
 
 def check_database(settings: Settings, source: str | Path, *, connect: bool = True) -> None:
-    """ConfigError naming ``source`` and ``database.url`` when the database cannot be used:
-    an in-memory SQLite database, and with ``connect`` one that cannot be opened now."""
-    from gateway.db import open_problem, url_problem  # here: the site agent needs no database
+    """ConfigError naming ``source`` and ``database.url`` when the database cannot be used
+    as configured (:func:`gateway.db.open_problem`: an in-memory or unopenable SQLite
+    database, a refused PostgreSQL login); with ``connect`` a PostgreSQL server that does not
+    answer is a GatewayError (exit 1, a failure of the moment) naming them too."""
+    from gateway.db import DatabaseUnreachable, open_problem  # here: the agent needs no database
 
-    url = settings.database.url
-    problem = open_problem(url) if connect else url_problem(url)
+    try:
+        problem = open_problem(settings.database.url, connect=connect)
+    except DatabaseUnreachable as exc:
+        raise GatewayError(f"{source}: database.url: {exc}") from exc
     if problem is not None:
         raise ConfigError(f"{source}: database.url: {problem}")
 

@@ -19,12 +19,12 @@ import gzip
 import io
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
-from simulators.file_mutations import Syntax
+from simulators.file_mutations import Mutant, Syntax, mutants
 
 ROOT = Path(__file__).resolve().parent.parent
 Kind = Literal["config", "agent", "sites", "traces", "jobs", "carbon"]
@@ -37,6 +37,8 @@ SYNTAX: dict[Kind, Syntax] = {
     "jobs": "csv",
     "carbon": "csv",
 }
+GZIPPED: tuple[Kind, ...] = ("traces", "jobs")
+"""Kinds whose readers also take gzip (a name ending in ``.gz``): every other mutant is."""
 TRACE_ROWS = 49
 """Hourly rows of the bundled traces the inputs keep: two days."""
 
@@ -133,6 +135,24 @@ def command(inputs: Inputs, kind: Kind, path: Path) -> list[str]:
         "--step-min",
         "60",
     ]
+
+
+def mutant_files(
+    inputs: Inputs, kind: Kind, seed: int, count: int
+) -> Iterator[tuple[Mutant, Path]]:
+    """Write ``count`` seeded mutants of the valid input of ``kind`` into
+    ``work_dir/mutants/KIND/`` (one at a time, as they are consumed) and yield each with its
+    path; for :data:`GZIPPED` kinds every other one is gzipped."""
+    original = inputs.path(kind)
+    out_dir = inputs.work_dir / "mutants" / kind
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain = mutants(SYNTAX[kind], original.read_bytes(), seed, count)
+    packed = mutants(SYNTAX[kind], original.read_bytes(), seed, count, gz=True)
+    for i, mutant in enumerate(plain):
+        gz = kind in GZIPPED and i % 2 == 1
+        chosen = next(packed) if gz else mutant
+        path = out_dir / f"{i:05d}{original.suffix}{'.gz' if gz else ''}"
+        yield chosen, chosen.write(path)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ readers and to ``dr-gateway``; the same seed gives the same mutants.
 
 from __future__ import annotations
 
+import gzip
 import random
 import re
 from collections.abc import Iterator
@@ -203,22 +204,42 @@ def mutate_bytes(data: bytes, rng: random.Random) -> Mutant:
     return Mutant("bytes: CRLF line ends", data.replace(b"\n", b"\r\n"))
 
 
-def mutants(syntax: Syntax, original: bytes, seed: int, count: int) -> Iterator[Mutant]:
+def compressed(mutant: Mutant, rng: random.Random) -> Mutant:
+    """``mutant`` gzipped (a file's name then ends in ``.gz``); one in four also has its
+    compressed bytes flipped or truncated."""
+    if mutant.form != "file":
+        return mutant
+    data = gzip.compress(mutant.data, mtime=0)
+    if rng.random() < 0.125:
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            out[rng.randrange(len(out))] = rng.randrange(256)
+        return Mutant(f"{mutant.what}; gzip, then flipped", bytes(out))
+    if rng.random() < 1 / 7:
+        cut = rng.randrange(len(data))
+        return Mutant(f"{mutant.what}; gzip, truncated at {cut}", data[:cut])
+    return Mutant(f"{mutant.what}; gzip", data)
+
+
+def mutants(
+    syntax: Syntax, original: bytes, seed: int, count: int, *, gz: bool = False
+) -> Iterator[Mutant]:
     """``count`` mutants of ``original`` (valid UTF-8 text), seeded: about half structural
     (:func:`mutate_toml` or :func:`mutate_csv`), two fifths of the bytes, the rest the file
-    missing or a directory."""
-    rng = random.Random(f"{syntax}:{seed}")
+    missing or a directory. With ``gz`` every file is gzipped (:func:`compressed`)."""
+    rng = random.Random(f"{syntax}:{seed}:{gz}")
     text = original.decode("utf-8")
     for _ in range(count):
         roll = rng.random()
         if roll < 0.5:
-            yield mutate_toml(text, rng) if syntax == "toml" else mutate_csv(text, rng)
+            mutant = mutate_toml(text, rng) if syntax == "toml" else mutate_csv(text, rng)
         elif roll < 0.92:
-            yield mutate_bytes(original, rng)
+            mutant = mutate_bytes(original, rng)
         elif roll < 0.96:
-            yield Mutant("form: missing", form="missing")
+            mutant = Mutant("form: missing", form="missing")
         else:
-            yield Mutant("form: a directory", form="directory")
+            mutant = Mutant("form: a directory", form="directory")
+        yield compressed(mutant, rng) if gz else mutant
 
 
 def _lines(lines: list[str]) -> bytes:

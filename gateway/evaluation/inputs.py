@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -161,7 +162,7 @@ def _read_table(file: Path) -> _Table:
                     )
                 lines.append(reader.line_num)
                 rows.append(row)
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
         raise InputError(f"{file}: cannot read the CSV file: {exc}") from exc
     if header is None:
         raise InputError(f"{file}: empty file, expected a header line")

@@ -545,7 +545,7 @@ def run(
     from gateway.reports.queries import REPORT_BY_KEYS
 
     request = request_from_args(args, REPORT_BY_KEYS)
-    settings = load_checked_settings(args.config)
+    settings = load_checked_settings(args.config, connect=False)
     return run_request(request, settings, out, err)
 
 
@@ -680,7 +680,7 @@ def _run_summary(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.summary_config is None:
         raise InputError("report: --config FILE is required")
-    settings = load_checked_settings(args.summary_config)
+    settings = load_checked_settings(args.summary_config, connect=False)
     engine = make_engine(settings.database.url)
     try:
         with engine.connect() as connection:
