@@ -430,7 +430,7 @@ def _site_agent(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    check_daemon(settings, args.config)
+    check_daemon(settings, args.config, bind=not args.check)
     if args.check:
         print(f"{args.config}: the configuration is valid")
         return 0

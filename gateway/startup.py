@@ -78,12 +78,13 @@ def check_database(settings: Settings, source: str | Path, *, connect: bool = Tr
         raise ConfigError(f"{source}: database.url: {problem}")
 
 
-def check_daemon(settings: Settings, source: str | Path) -> None:
+def check_daemon(settings: Settings, source: str | Path, *, bind: bool = False) -> None:
     """What ``dr-gateway run`` needs beyond valid keys: the database opens and, with the web
-    server enabled, ``web.host`` resolves. ConfigError naming the file and the key."""
+    server enabled, ``web.host`` resolves (and with ``bind`` the port is free now).
+    ConfigError naming the file and the key."""
     check_database(settings, source)
     web = settings.web
-    if web.enabled and (problem := listen_problem(web.host, web.port)) is not None:
+    if web.enabled and (problem := listen_problem(web.host, web.port, bind=bind)) is not None:
         raise ConfigError(f"{source}: web.{problem[0]}: {problem[1]}")
 
 

@@ -9,6 +9,7 @@ in success or the tool's input error naming the file, never another exception.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,26 @@ def test_agent_data_dir_that_is_a_file(inputs: Inputs, capsys: pytest.CaptureFix
     )
 
 
+def test_listen_port_in_use(inputs: Inputs, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = _config(
+            inputs,
+            f'[database]\nurl = "sqlite:///{inputs.work_dir}/web.db"\n[web]\nenabled = true\n'
+            f'port = {port}\ntoken = "abcdefghijklmnopqrstuvwxyz"\n',
+        )
+        line = _error_line(["run", "--config", str(path)], capsys)
+        assert line.startswith(f"dr-gateway: {path}: web.port: cannot listen on 127.0.0.1:{port}")
+        agent = inputs.agent.with_name("busy-agent.toml")
+        text = inputs.agent.read_text(encoding="utf-8")
+        agent.write_text(text.replace("listen_port = 8470", f"listen_port = {port}"))
+        line = _error_line(["site-agent", "--config", str(agent)], capsys)
+        assert line.startswith(f"dr-gateway: {agent}: listen_port: cannot listen on 127.0.0.1:")
+        assert main(["site-agent", "--check", "--config", str(agent)]) == 0  # --check binds not
+
+
 @pytest.mark.parametrize(
     ("key_line", "expected"),
     [
@@ -227,7 +248,7 @@ def test_one_line_escapes_control_characters() -> None:
 def test_a_bug_keeps_its_traceback(inputs: Inputs, monkeypatch: pytest.MonkeyPatch) -> None:
     """No catch-all turns an internal error into an input error."""
 
-    def broken(*_args: object) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("gateway.cli.check_daemon", broken)
