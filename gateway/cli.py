@@ -483,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "campaign":
             from simulators.campaign import main_campaign
 
+            if args.json is not None and not Path(args.json).absolute().parent.is_dir():
+                raise InputError(f"--json {args.json}: the directory does not exist")
+
             return main_campaign(
                 Path(args.config),
                 days=args.days,
