@@ -775,7 +775,7 @@ class KeyProblem(ValueError):
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
 SECRET_KEY_WORDS = ("token", "password", "passphrase", "secret")
 """A key whose name holds one of these words has a secret value: messages never show it."""
-SHOWN_VALUE_CHARS = 80
+SHOWN_VALUE_CHARS = 240
 """A bad value is shown in a message up to this many characters of its repr."""
 _URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]*@")
 
