@@ -1,6 +1,9 @@
 """``dr-gateway``: the command line.
 
-Exit codes: 0 success, 1 a failure while running, 2 bad input or configuration.
+Exit codes: 0 success, 1 a failure while running, 2 bad input or configuration. A bad input
+or configuration prints one line, ``dr-gateway: FILE: KEY: what is wrong`` (or the option,
+line or column instead of the key), on standard error; anything else that escapes is a bug
+and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +26,8 @@ from gateway.evaluation import cli as evaluation_cli
 from gateway.maintenance import cli as maintenance_cli
 from gateway.reports import carbon_cli
 from gateway.reports import cli as report_cli
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
+from gateway.startup import check_daemon, load_checked_settings, writable_dir_problem
 
 log = logging.getLogger("gateway")
 
@@ -77,8 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the daemon until SIGINT or SIGTERM")
+    run = commands.add_parser(
+        "run",
+        help="run the daemon until SIGINT or SIGTERM",
+        description=(
+            "Runs the gateway daemon. A bad configuration stops it at once with exit code 2 "
+            "and one line naming the file and the key."
+        ),
+    )
     _add_config(run)
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "only check the configuration: its keys and files, that the database can be "
+            "opened (nothing is created) and that web.host resolves; exit 0 when all is "
+            "well, 2 with the problem"
+        ),
+    )
 
     db = commands.add_parser("db", help="database schema: upgrade, current")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -234,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the agent's TOML configuration (docs/site-agent.md documents every key)",
     )
+    agent.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "only check the configuration: its keys and files, that listen_host resolves and "
+            "that data_dir is (or can become) a writable directory; exit 0 when all is well, "
+            "2 with the problem"
+        ),
+    )
     return parser
 
 
@@ -290,6 +320,7 @@ def _figures(args: argparse.Namespace) -> int:
     from gateway.figures import write_paper_figures
 
     evaluation = Path(args.evaluation) if args.evaluation else None
+    _check_out_dir(args.out)
     try:
         written = write_paper_figures(Path(args.out), evaluation)
     except OSError as exc:
@@ -302,6 +333,7 @@ def _figures(args: argparse.Namespace) -> int:
 def _traces(args: argparse.Namespace) -> int:
     from simulators.trace_build import build
 
+    _check_out_dir(args.out)
     try:
         written = build(args.scenario, Path(args.out))
     except OSError as exc:
@@ -311,11 +343,22 @@ def _traces(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out_dir(out: str) -> None:
+    """InputError naming ``--out`` when it is not (and cannot become) a writable directory."""
+    if (problem := writable_dir_problem(Path(out))) is not None:
+        raise InputError(f"--out {out}: {problem}")
+
+
 def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from alembic.util.exc import CommandError
+
     from gateway.db import current_revision, head_revision, make_engine, upgrade
 
     if args.db_command == "upgrade":
-        upgrade(settings.database.url, args.revision)
+        try:
+            upgrade(settings.database.url, args.revision)
+        except CommandError as exc:
+            raise InputError(f"--revision {args.revision}: {exc}") from exc
         print(f"database upgraded to {args.revision}")
         return 0
     engine = make_engine(settings.database.url)
@@ -326,7 +369,7 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _run_daemon(settings: Settings) -> int:
+async def _run_daemon(settings: Settings, source: str) -> int:
     from gateway.clock import ScaledClock, SystemClock
     from gateway.daemon import Gateway
     from gateway.db import make_engine, make_session_factory, upgrade
@@ -345,7 +388,10 @@ async def _run_daemon(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await gateway.start()
+        try:
+            await gateway.start()
+        except ConfigError as exc:
+            raise ConfigError(_in_file(source, str(exc))) from exc
         log.info("running with %d sites and %d VTNs", len(settings.site), len(settings.vtn))
         await stop.wait()
         log.info("stopping")
@@ -353,6 +399,42 @@ async def _run_daemon(settings: Settings) -> int:
         await gateway.stop()
         engine.dispose()
     return 0
+
+
+def _in_file(source: str, message: str) -> str:
+    """``message`` led by the file it is about, unless it names it already."""
+    return message if message.startswith(f"{source}:") else f"{source}: {message}"
+
+
+def one_line(message: str) -> str:
+    """``message`` as one line of printable text: line breaks become `` / `` and other
+    control characters ``\\xNN`` escapes (a hostile file cannot move the terminal)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    joined = " / ".join(lines)
+    return "".join(
+        f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in joined
+    )
+
+
+def _site_agent(args: argparse.Namespace) -> int:
+    from gateway.agent.config import check_agent_start, load_agent_settings
+
+    settings = load_agent_settings(args.config)
+    check_agent_start(settings, args.config, bind=not args.check)
+    if args.check:
+        print(f"{args.config}: the site agent's configuration is valid")
+        return 0
+    from gateway.agent.server import serve_until_signalled
+
+    return asyncio.run(serve_until_signalled(settings))
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    check_daemon(settings, args.config, bind=not args.check)
+    if args.check:
+        print(f"{args.config}: the configuration is valid")
+        return 0
+    return asyncio.run(_run_daemon(settings, args.config))
 
 
 NOISY_LOGGERS = ("openleadr", "apscheduler", "aiohttp.access", "alembic")
@@ -401,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "campaign":
             from simulators.campaign import main_campaign
 
+            if args.json is not None and not Path(args.json).absolute().parent.is_dir():
+                raise InputError(f"--json {args.json}: the directory does not exist")
+
             return main_campaign(
                 Path(args.config),
                 days=args.days,
@@ -411,13 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json_path=None if args.json is None else Path(args.json),
             )
         if args.command == "site-agent":
-            from gateway.agent.config import load_agent_settings
-            from gateway.agent.server import serve_until_signalled
-
-            return asyncio.run(serve_until_signalled(load_agent_settings(args.config)))
+            return _site_agent(args)
         if args.command == "report":
             return report_cli.run(args)
-        settings = load_settings(args.config)
+        settings = load_checked_settings(args.config)
         if args.command == "db":
             return _db(args, settings)
         if args.command == "maintenance":
@@ -425,12 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "carbon":
             return carbon_cli.run(args, settings)
         if args.command == "run":
-            return asyncio.run(_run_daemon(settings))
+            return _run(args, settings)
     except (ConfigError, InputError) as exc:
-        print(f"dr-gateway: {exc}", file=sys.stderr)
+        print(f"dr-gateway: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except GatewayError as exc:
-        print(f"dr-gateway: {exc}", file=sys.stderr)
+        print(f"dr-gateway: {one_line(str(exc))}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command}")
     return 2

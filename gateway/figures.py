@@ -424,8 +424,12 @@ def load_evaluation(path: Path) -> Mapping[str, object]:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InputError(f"{path}: not valid JSON: arrays or objects nested too deeply") from None
     if not isinstance(document, dict):
         raise InputError(f"{path}: expected a JSON object")
     return document

@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -41,13 +41,46 @@ from gateway.sites.tls import TlsFileError, check_tls_files, readable_file_probl
 
 M = TypeVar("M", bound=BaseModel)
 
+QUANTITY_MAX = 1e9
+"""The largest number any quantity of a configuration may take, in its unit (s, kW, GB,
+Gbit/s, ...): far beyond any real value, and below where time arithmetic overflows."""
+COUNT_MAX = 1_000_000
+"""The largest count (GPUs, migrations per round) a configuration may give."""
+INSTANT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+INSTANT_MAX = datetime(2200, 1, 1, tzinfo=UTC)
+"""Instants in a configuration lie in [INSTANT_MIN, INSTANT_MAX): a date far outside cannot
+be meant, and near the calendar's ends adding a duration overflows."""
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+"""A TOML file larger than this is refused before it is parsed (16 MiB)."""
+
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, le=QUANTITY_MAX)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=QUANTITY_MAX)]
+
+
+def instant_range_problem(value: datetime) -> str | None:
+    """Why an aware ``value`` is outside the instants a configuration may name, or None."""
+    if not INSTANT_MIN <= value < INSTANT_MAX:
+        return (
+            f"{value.isoformat()} is outside {INSTANT_MIN.year} to {INSTANT_MAX.year - 1}; "
+            "expected a timestamp such as 2026-06-21T00:00:00Z"
+        )
+    return None
+
+
+def url_credentials_problem(url: AnyHttpUrl, token_key: str) -> str | None:
+    """Why ``url`` must not be used as it is, when it carries ``user:password@``: the
+    message names ``token_key`` and never the password."""
+    if url.username is None and url.password is None:
+        return None
+    return (
+        "credentials in the URL (user:password@) are not used and would be sent in the "
+        f"clear; remove them and set {token_key} instead"
+    )
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatabaseSettings(_Section):
@@ -75,6 +108,8 @@ class ClockSettings(_Section):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("expected a timezone-aware timestamp such as 2026-06-21T00:00:00Z")
+        if value is not None and (problem := instant_range_problem(value)) is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -89,13 +124,13 @@ class PlannerSettings(_Section):
     policy: Literal["static", "energy-greedy", "feasibility-aware", "forecast-global"] = (
         "forecast-global"
     )
-    max_migrations_per_plan: Annotated[int, Field(ge=0)] = 4
+    max_migrations_per_plan: Annotated[int, Field(ge=0, le=COUNT_MAX)] = 4
     min_residence_s: NonNegativeFloat = 3600.0
     """A job stays at least this long at a site before it moves again (hysteresis) [s]."""
     min_gain_s: NonNegativeFloat = 1800.0
     """A move must add at least this much green running time [s]."""
-    forecast_horizon_s: PositiveFloat = 43200.0
-    """How far ahead renewable windows are searched [s]."""
+    forecast_horizon_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 43200.0
+    """How far ahead renewable windows are searched, at most a week [s]."""
     offer_hours: Annotated[int, Field(ge=0, le=168)] = 12
     """How many coming hours each plan round offers per site (``docs/reports.md``) [h]."""
     event_guard_s: NonNegativeFloat = 3600.0
@@ -363,6 +398,15 @@ class VtnSettings(_Section):
     """The market context (programme URI) our availability schedules (EiOpt) name; empty
     sends none: the opt then applies to every programme of the VTN."""
 
+    @field_validator("url")
+    @classmethod
+    def _no_url_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        # OpenADR 2.0b authenticates a VEN by its TLS client certificate, not by HTTP
+        # credentials (OpenADR 2.0b Profile Specification, section 10, Security).
+        if (problem := url_credentials_problem(url, "cert_path and key_path")) is not None:
+            raise KeyProblem((), problem)
+        return url
+
     @field_validator("report_interval_s")
     @classmethod
     def _cron_interval(cls, interval_s: float) -> float:
@@ -444,7 +488,7 @@ class VtnSettings(_Section):
 
 class SiteSettings(_Section):
     id: Id
-    gpus_total: Annotated[int, Field(gt=0)]
+    gpus_total: Annotated[int, Field(gt=0, le=COUNT_MAX)]
     it_power_max_kw: PositiveFloat
     pue: Annotated[float, Field(ge=1, le=3)] = 1.2
     wan_bandwidth_gbps: PositiveFloat
@@ -464,6 +508,13 @@ class SiteSettings(_Section):
     """Our PEM client certificate for the controller's mutual TLS (with controller_key_path)."""
     controller_key_path: Path | None = None
     """The unencrypted PEM private key of ``controller_cert_path``."""
+
+    @field_validator("controller_url")
+    @classmethod
+    def _no_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if (problem := url_credentials_problem(url, "controller_token")) is not None:
+            raise KeyProblem((), problem)  # a KeyProblem: the message leaves the URL out
+        return url
 
     @field_validator("controller_ca_path", "controller_cert_path", "controller_key_path")
     @classmethod
@@ -515,7 +566,7 @@ class MaintenanceSettings(_Section):
     @field_validator("start_at", "end_at")
     @classmethod
     def _instant(cls, value: datetime) -> datetime:
-        problem = instant_problem(value)
+        problem = instant_problem(value) or instant_range_problem(value)
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -721,14 +772,46 @@ class KeyProblem(ValueError):
         self.message = message
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_:-]{1,64}$")
+SECRET_KEY_WORDS = ("token", "password", "passphrase", "secret")
+"""A key whose name holds one of these words has a secret value: messages never show it."""
+SHOWN_VALUE_CHARS = 240
+"""A bad value is shown in a message up to this many characters of its repr."""
+_URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
 def _format_loc(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + part
+            # a key that is not plain (control characters, dots, a whole paragraph) is shown
+            # quoted and shortened, so that the message stays one readable line
+            shown = part if _PLAIN_KEY.match(part) else _shorten(repr(part))
+            out += ("." if out else "") + shown
     return out
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 3] + "..."
+
+
+def hide_url_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it replaced by ``***@``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def _is_secret(loc: tuple[str | int, ...]) -> bool:
+    return any(
+        isinstance(part, str) and any(word in part.lower() for word in SECRET_KEY_WORDS)
+        for part in loc
+    )
+
+
+def shown_value(value: Any) -> str:
+    """A bad value as a message shows it: its repr, URL credentials hidden, shortened."""
+    return _shorten(hide_url_credentials(repr(value)))
 
 
 def _explain(error: dict[str, Any], keys_doc: str) -> str:
@@ -742,8 +825,8 @@ def _explain(error: dict[str, Any], keys_doc: str) -> str:
     if isinstance(ctx.get("error"), KeyProblem):
         return str(ctx["error"].message)
     message = message.removeprefix("Value error, ")
-    if "input" in error and kind not in ("missing",):
-        return f"{message} (got {error['input']!r})"
+    if "input" in error and kind not in ("missing",) and not _is_secret(tuple(error["loc"])):
+        return f"{message} (got {shown_value(error['input'])})"
     return message
 
 
@@ -781,16 +864,35 @@ def parse_settings(data: dict[str, Any], source: str) -> Settings:
 def read_toml(
     path: str | Path, what: str, error: type[GatewayError] = ConfigError
 ) -> dict[str, Any]:
-    """A TOML file as a mapping; ``error`` naming the file when it cannot be read or parsed."""
+    """A TOML file as a mapping; ``error`` naming the file when it cannot be read or parsed:
+    missing, a directory, unreadable, over :data:`MAX_CONFIG_BYTES`, not UTF-8 (a byte-order
+    mark is allowed), not TOML, or nested deeper than the parser can follow."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        if file.exists() and not file.is_file():
+            raise error(f"{file}: cannot read the {what}: not a regular file")
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise error(f"{file}: cannot read the {what}: {exc.strerror}") from exc
+        raise error(f"{file}: cannot read the {what}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise error(f"{file}: the {what} is larger than {MAX_CONFIG_BYTES // 2**20} MiB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, offset) + 1
+        column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+        raise error(
+            f"{file}: line {line}, column {column}: byte 0x{raw[offset]:02x} is not UTF-8 "
+            f"text; the {what} must be UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{file}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise error(f"{file}: not valid TOML: arrays or inline tables nested too deeply") from None
 
 
 def load_settings(path: str | Path) -> Settings:

@@ -32,17 +32,33 @@ from typing import Annotated, Any
 
 import pandas as pd
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import next_midnight_utc
 from gateway.daemon import Gateway
-from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
-from gateway.errors import InputError
+from gateway.db import (
+    DatabaseUnreachable,
+    make_engine,
+    make_session_factory,
+    open_problem,
+    unit_of_work,
+    upgrade,
+    url_problem,
+)
+from gateway.errors import GatewayError, InputError
 from gateway.invariants import check_fleet
-from gateway.settings import Settings, parse_model, parse_settings, read_toml
+from gateway.settings import (
+    FeasibilitySettings,
+    KeyProblem,
+    PlannerSettings,
+    Settings,
+    parse_model,
+    parse_settings,
+    read_toml,
+)
 from models import Event, EventResponse, Migration
 from simulators.campaign_clock import SteppedClock
 from simulators.campaign_events import (
@@ -84,12 +100,12 @@ class CampaignConfig(BaseModel):
     """The ``[campaign]`` table of a campaign file; ``planner`` and ``feasibility`` are the
     daemon's sections of the same names."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    days: PositiveFloat = 30.0
-    events: Annotated[int, Field(ge=0)] = 200
-    sites: Annotated[int, Field(ge=1)] = 6
-    seed: Annotated[int, Field(ge=0)] = 1
+    days: Annotated[float, Field(gt=0, le=3660)] = 30.0
+    events: Annotated[int, Field(ge=0, le=1_000_000)] = 200
+    sites: Annotated[int, Field(ge=1, le=10_000)] = 6
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 1
     sites_file: Path = DEFAULT_SITES
     traces_file: Path = DEFAULT_TRACES
     trace_start: Annotated[str, Field(pattern=r"^\d\d-\d\d$")] = "06-01"
@@ -99,16 +115,42 @@ class CampaignConfig(BaseModel):
     """Simulated time between poll rounds [s]."""
     plan_interval_s: Annotated[float, Field(ge=10, le=86400)] = 300.0
     utilisation: Annotated[float, Field(gt=0, le=1)] = 0.6
-    warmup_h: Annotated[float, Field(ge=0)] = 24.0
+    warmup_h: Annotated[float, Field(ge=0, le=87840)] = 24.0
     """No event starts in the first hours (the baseline wants days without events) [h]."""
-    tail_h: Annotated[float, Field(ge=0)] = 6.0
+    tail_h: Annotated[float, Field(ge=0, le=87840)] = 6.0
     """Every event ends this long before the campaign ends (the ledger covers it) [h]."""
-    answer_timeout_s: PositiveFloat = 30.0
+    answer_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """Wall seconds the clock holds for the VEN's answer to an event message [s]."""
     vtn_poll_interval_s: Annotated[int, Field(ge=1, le=60)] = 1
     """The poll interval the VTN asks the VEN for [wall s]."""
     planner: dict[str, Any] = Field(default_factory=dict)
     feasibility: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("trace_start")
+    @classmethod
+    def _day_of_year(cls, value: str) -> str:
+        month, day = (int(part) for part in value.split("-"))
+        try:
+            datetime(TRACE_YEAR, month, day, tzinfo=UTC)
+        except ValueError as exc:
+            raise ValueError(f"not a day of {TRACE_YEAR} (MM-DD): {exc}") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        if (problem := url_problem(url)) is not None:
+            raise KeyProblem((), problem)  # a KeyProblem: the URL (and its password) not shown
+        return url
+
+    @model_validator(mode="after")
+    def _daemon_sections(self) -> CampaignConfig:
+        for key, model in (("planner", PlannerSettings), ("feasibility", FeasibilitySettings)):
+            try:
+                parse_model(model, getattr(self, key), key, "config/example.toml")
+            except GatewayError as exc:
+                raise KeyProblem((), str(exc)) from None
+        return self
 
 
 class _CampaignFile(BaseModel):
@@ -203,15 +245,25 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 1e6
 
 
-def prepare_database(url: str) -> None:
+def prepare_database(url: str, source: str = "database") -> None:
     """Start from nothing: an SQLite file is removed; a PostgreSQL database must hold no
-    events yet. Then upgrade the schema."""
+    events yet. Then upgrade the schema. InputError led by ``source`` (where the URL came
+    from) when the database cannot be opened."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         path = Path(parsed.database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise InputError(f"{source}: cannot start afresh at {path}: {exc.strerror}") from exc
+    try:
+        problem = open_problem(url)
+    except DatabaseUnreachable as exc:
+        raise GatewayError(f"{source}: {exc}") from exc
+    if problem is not None:
+        raise InputError(f"{source}: {problem}")
     upgrade(url)
     engine = make_engine(url)
     try:
@@ -723,7 +775,10 @@ def main_campaign(
     )
     openleadr_log = logging.getLogger("openleadr")
     openleadr_log.setLevel(max(logging.ERROR, openleadr_log.getEffectiveLevel()))
-    prepare_database(config.database_url)
+    prepare_database(
+        config.database_url,
+        "--database" if database is not None else f"{config_path}: campaign.database_url",
+    )
     print(
         f"campaign: {config.events} events over {config.days:g} simulated days, "
         f"{config.sites} sites, seed {config.seed}, steps of {config.step_s:g} s",

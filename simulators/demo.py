@@ -33,13 +33,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import next_midnight_utc
 from gateway.daemon import Gateway
-from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
+from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade, url_problem
 from gateway.errors import ConfigError
 from gateway.invariants import check_fleet
 from gateway.reporting import format_report, site_report
 from gateway.reports.delivery import describe, read_delivery
 from gateway.settings import Settings, load_settings
 from gateway.sites.schema import JobSpec
+from gateway.startup import check_database
 from models import Event, EventResponse, Migration
 from simulators.campaign_clock import SteppedClock
 from simulators.probes import SimulatorProbe
@@ -69,7 +70,13 @@ def run_demo(
     openleadr_log = logging.getLogger("openleadr")
     openleadr_log.setLevel(max(logging.ERROR, openleadr_log.getEffectiveLevel()))
     _check_matches(settings, scenario, config_path, scenario_path)
-    _prepare_database(settings.database.url, keep_db)
+    if (problem := url_problem(settings.database.url)) is not None:
+        raise ConfigError(f"{config_path}: database.url: {problem}")
+    try:
+        _prepare_database(settings.database.url, keep_db)
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: database.url: {exc}") from exc
+    check_database(settings, config_path)
     upgrade(settings.database.url)
     return asyncio.run(_run(settings, scenario, hours or scenario.hours, speed or scenario.speed))
 

@@ -6,19 +6,23 @@ ConfigError naming the file and the key.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.settings import KeyProblem, parse_model, read_toml
+from gateway.settings import COUNT_MAX, QUANTITY_MAX, KeyProblem, parse_model, read_toml
+from simulators.traces import TRACE_YEAR
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, le=QUANTITY_MAX)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=QUANTITY_MAX)]
+Hours = Annotated[float, Field(ge=0, le=8760)]
+"""A time of the demo, within a year of simulated hours [h]."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScenarioSite(_Section):
@@ -32,19 +36,19 @@ class ScenarioSite(_Section):
 class ScenarioJob(_Section):
     id: Annotated[str, Field(min_length=1)]
     site: str
-    gpus: Annotated[int, Field(gt=0)]
+    gpus: Annotated[int, Field(gt=0, le=COUNT_MAX)]
     power_kw: PositiveFloat
     checkpoint_gb: PositiveFloat
     work_gpu_h: PositiveFloat
     migratable: bool = True
-    flex_tier: Annotated[int, Field(ge=0)] = 1
+    flex_tier: Annotated[int, Field(ge=0, le=COUNT_MAX)] = 1
 
 
 class ScenarioEvent(_Section):
     kind: Literal["curtailment", "surplus"]
-    issue_h: NonNegativeFloat
-    start_h: NonNegativeFloat
-    duration_h: PositiveFloat
+    issue_h: Hours
+    start_h: Hours
+    duration_h: Annotated[float, Field(gt=0, le=8760)]
     signal_name: str
     signal_type: str
     values: Annotated[list[float], Field(min_length=1)]
@@ -59,10 +63,10 @@ class ScenarioEvent(_Section):
 
 
 class Scenario(_Section):
-    hours: PositiveFloat = 24.0
-    speed: PositiveFloat = 1200.0
+    hours: Annotated[float, Field(gt=0, le=8760)] = 24.0
+    speed: Annotated[float, Field(gt=0, le=1e6)] = 1200.0
     trace_start: str = "06-21"
-    vtn_poll_interval_s: Annotated[int, Field(ge=1)] = 1
+    vtn_poll_interval_s: Annotated[int, Field(ge=1, le=3600)] = 1
     site: list[ScenarioSite]
     job: list[ScenarioJob] = []
     event: list[ScenarioEvent] = []
@@ -73,9 +77,10 @@ class Scenario(_Section):
         parts = value.split("-")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise ValueError("expected MM-DD, e.g. 06-21")
-        month, day = int(parts[0]), int(parts[1])
-        if not (1 <= month <= 12 and 1 <= day <= 31):
-            raise ValueError("expected MM-DD, e.g. 06-21")
+        try:
+            datetime(TRACE_YEAR, int(parts[0]), int(parts[1]))
+        except ValueError:
+            raise ValueError(f"expected MM-DD of a day of {TRACE_YEAR}, e.g. 06-21") from None
         return value
 
     @model_validator(mode="after")

@@ -27,7 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.settings import KeyProblem, parse_model, read_toml
+from gateway.errors import ConfigError
+from gateway.settings import COUNT_MAX, QUANTITY_MAX, KeyProblem, parse_model, read_toml
 from gateway.sites.schema import ID_PATTERN
 from gateway.sites.tls import (
     TlsFileError,
@@ -36,6 +37,7 @@ from gateway.sites.tls import (
     readable_file_problem,
     server_context,
 )
+from gateway.startup import listen_problem, writable_dir_problem
 
 KEYS_DOC = "docs/site-agent.md"
 BASE_DIR_CONTEXT = "base_dir"
@@ -50,12 +52,15 @@ a restore then completes only when the file exists, see ``docs/site-agent.md``).
 SiteId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 JobId = Annotated[str, Field(pattern=ID_PATTERN.pattern)]
 Token = Annotated[str, Field(min_length=8)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, le=QUANTITY_MAX)]
+NonNegativeFloat = Annotated[float, Field(ge=0, le=QUANTITY_MAX)]
+Count = Annotated[int, Field(ge=1, le=COUNT_MAX)]
+FORECAST_STEPS_MAX = 10_000
+"""The most steps the renewable forecast of a status may have (horizon / step)."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def absolute_path(path: Path, base_dir: Path) -> Path:
@@ -92,8 +97,19 @@ class RenewableSettings(_Section):
     """Renewable power now and in every step of the forecast [kW]."""
     forecast_step_s: PositiveFloat = 900.0
     """Spacing of ``renewable_forecast_kw`` in the status [s]."""
-    forecast_horizon_s: NonNegativeFloat = 86400.0
-    """How far the forecast reaches [s]."""
+    forecast_horizon_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 86400.0
+    """How far the forecast reaches, at most a week [s]."""
+
+    @model_validator(mode="after")
+    def _bounded_forecast(self) -> RenewableSettings:
+        steps = self.forecast_horizon_s / self.forecast_step_s
+        if steps > FORECAST_STEPS_MAX:
+            raise KeyProblem(
+                ("forecast_step_s",),
+                f"{self.forecast_step_s:g} s makes {steps:.0f} steps in forecast_horizon_s = "
+                f"{self.forecast_horizon_s:g} s; at most {FORECAST_STEPS_MAX} are allowed",
+            )
+        return self
 
 
 class TlsSettings(_Section):
@@ -160,7 +176,7 @@ class JobSettings(_Section):
     """A ``[[job]]`` the agent starts when it starts (unless it already knows the job)."""
 
     id: JobId
-    gpus: Annotated[int, Field(ge=1)]
+    gpus: Count
     power_kw: NonNegativeFloat
     """IT draw while running [kW]."""
     checkpoint_gb: PositiveFloat
@@ -168,7 +184,7 @@ class JobSettings(_Section):
     work_gpu_h: NonNegativeFloat
     """Expected work of the whole job [GPU h]; counts down while it runs."""
     migratable: bool = True
-    flex_tier: Annotated[int, Field(ge=0)] = 1
+    flex_tier: Annotated[int, Field(ge=0, le=COUNT_MAX)] = 1
     command: tuple[str, ...] = Field(min_length=1)
     """The program and its arguments, with placeholders ``{python}``, ``{job_id}``,
     ``{output_dir}`` and ``{checkpoint_path}``; ``--resume PATH`` is appended on a restart."""
@@ -189,7 +205,7 @@ class AgentSettings(_Section):
     """The id the gateway knows this site by (its ``[[site]] id``)."""
     token: Token
     """The bearer token every request must carry (the gateway's ``controller_token``)."""
-    gpus_total: Annotated[int, Field(ge=1)]
+    gpus_total: Count
     it_power_max_kw: PositiveFloat
     """IT power cap: reservations and resumes must keep the committed power within it [kW]."""
     idle_kw_per_gpu: NonNegativeFloat = 0.11
@@ -220,7 +236,7 @@ class AgentSettings(_Section):
     resume_timeout_s: PositiveFloat = 600.0
     """Longest a restored job whose command names ``{resumed_path}`` may take to confirm that it
     loaded its checkpoint; then the restore fails and the job is stopped [s]."""
-    max_restarts: Annotated[int, Field(ge=0)] = 3
+    max_restarts: Annotated[int, Field(ge=0, le=COUNT_MAX)] = 3
     """Restarts of a job that exits on its own with an error, before the agent gives up."""
     peer_tokens: dict[SiteId, Token] = {}
     """Bearer tokens of other sites' agents, for transfer calls without ``target_token``."""
@@ -273,3 +289,14 @@ def load_agent_settings(path: str | Path) -> AgentSettings:
     its directory."""
     data = read_toml(path, "agent configuration")
     return parse_agent_settings(data, str(path), base_dir=Path(path).absolute().parent)
+
+
+def check_agent_start(settings: AgentSettings, source: str | Path, *, bind: bool) -> None:
+    """What ``dr-gateway site-agent`` needs beyond valid keys: ``listen_host`` resolves (and
+    with ``bind`` the port is free now) and ``data_dir`` is, or can become, a directory the
+    agent writes in. ConfigError naming the file and the key."""
+    problem = listen_problem(settings.listen_host, settings.listen_port, bind=bind)
+    if problem is not None:
+        raise ConfigError(f"{source}: listen_{problem[0]}: {problem[1]}")
+    if (dir_problem := writable_dir_problem(settings.data_dir)) is not None:
+        raise ConfigError(f"{source}: data_dir: {dir_problem}")

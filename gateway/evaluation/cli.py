@@ -31,6 +31,10 @@ from gateway.planner.policies import POLICIES
 
 DEFAULT_SITES = "data/traces/default-sites.toml"
 DEFAULT_TRACES = "data/traces/default-traces.csv.gz"
+STEP_MIN_RANGE = (1.0, 1440.0)
+"""The simulation step may be from a minute to a day [min]."""
+MAX_DAYS = 36600.0
+"""The longest span ``--days`` may ask for (a century) [days]."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,8 +92,8 @@ def _window(traces: Traces, start: str | None, days: float | None) -> Traces:
             raise InputError(f"--start {start}: outside the traces")
     last = traces.renewable_kw.shape[0]
     if days is not None:
-        if days <= 0:
-            raise InputError(f"--days {days}: must be > 0")
+        if not 0 < days <= MAX_DAYS:
+            raise InputError(f"--days {days}: must be > 0 and at most {MAX_DAYS}")
         last = min(last, first + max(2, round(days * 86400 / traces.step_s)))
     return Traces(
         traces.start_at + timedelta(seconds=first * traces.step_s),
@@ -112,12 +116,24 @@ def _policies(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     policies = _policies(args.policies)
-    if not args.step_min > 0:
-        raise InputError(f"--step-min {args.step_min}: must be > 0")
-    if args.forecast_error < 0 or args.max_migrations < 0:
-        raise InputError("--forecast-error and --max-migrations must be >= 0")
+    if not STEP_MIN_RANGE[0] <= args.step_min <= STEP_MIN_RANGE[1]:
+        raise InputError(
+            f"--step-min {args.step_min}: must be from {STEP_MIN_RANGE[0]:g} to "
+            f"{STEP_MIN_RANGE[1]:g} min"
+        )
+    if args.seed < 0:
+        raise InputError(f"--seed {args.seed}: must be >= 0")
+    if not 0 <= args.forecast_error <= 10 or args.max_migrations < 0:
+        raise InputError("--forecast-error must be in [0, 10] and --max-migrations >= 0")
+    for option, value in (("--json", args.json), ("--plot", args.plot)):
+        if value is not None and not Path(value).absolute().parent.is_dir():
+            raise InputError(f"{option} {value}: the directory {Path(value).parent} does not exist")
     sites = load_sites(args.sites)
-    traces = resample(load_traces(args.traces, sites), args.step_min * 60.0)
+    loaded = load_traces(args.traces, sites)
+    try:
+        traces = resample(loaded, args.step_min * 60.0)
+    except ValueError as exc:
+        raise InputError(f"--step-min {args.step_min}: {exc} of {args.traces}") from exc
     traces = _window(traces, args.start, args.days)
     duration_s = traces.renewable_kw.shape[0] * traces.step_s
     jobs: JobsTable

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ import numpy.typing as npt
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.errors import InputError
-from gateway.settings import KeyProblem, SiteSettings, parse_model, read_toml
+from gateway.settings import COUNT_MAX, KeyProblem, SiteSettings, parse_model, read_toml
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -49,6 +50,9 @@ JOB_COLUMNS: tuple[str, ...] = (
     "migratable",
 )
 """The columns of a jobs file, in any order; ``site_id`` may be empty (unplaced)."""
+
+GPUS_MAX = COUNT_MAX
+"""The most GPUs a job may use (beyond it no site could hold it) [count]."""
 
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
@@ -158,7 +162,7 @@ def _read_table(file: Path) -> _Table:
                     )
                 lines.append(reader.line_num)
                 rows.append(row)
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
         raise InputError(f"{file}: cannot read the CSV file: {exc}") from exc
     if header is None:
         raise InputError(f"{file}: empty file, expected a header line")
@@ -468,8 +472,8 @@ def _whole_numbers(table: _Table, column: str) -> IntArray:
             value = int(text)
         except ValueError:
             raise table.error(row, column, f"not a whole number ({text!r})") from None
-        if value <= 0:
-            raise table.error(row, column, f"must be > 0 (got {value})")
+        if not 0 < value <= GPUS_MAX:
+            raise table.error(row, column, f"must be > 0 and <= {GPUS_MAX} (got {value})")
         out[row] = value
     return out
 

@@ -28,7 +28,7 @@ from gateway.errors import InputError
 from gateway.fleet import sync_sites
 from gateway.maintenance import store
 from gateway.maintenance.window import Window, instant_problem, reason_problem, span_problem
-from gateway.settings import Settings
+from gateway.settings import Settings, instant_range_problem
 from gateway.ven.availability import ACKNOWLEDGED
 from models import AvailabilityWindow
 
@@ -141,7 +141,7 @@ def parse_instant(option: str, text: str) -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise InputError(f"{option} {text}: not an ISO 8601 time such as {_ISO_EXAMPLE}") from exc
-    problem = instant_problem(value)
+    problem = instant_problem(value) or instant_range_problem(value)
     if problem is not None:
         raise InputError(f"{option} {text}: {problem}")
     return value.astimezone(UTC)

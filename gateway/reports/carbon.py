@@ -70,7 +70,7 @@ def read_intensity_csv(
     known_sites: the site ids a ``site_id`` may name; None accepts any.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             intervals = _parse(path, csv.reader(handle), known_sites)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc

@@ -29,7 +29,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from gateway.errors import GatewayError, InputError
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
+from gateway.startup import load_checked_settings
 
 if TYPE_CHECKING:  # pandas, pyarrow and matplotlib load when a report runs, not at start-up
     import pandas as pd
@@ -544,7 +545,7 @@ def run(
     from gateway.reports.queries import REPORT_BY_KEYS
 
     request = request_from_args(args, REPORT_BY_KEYS)
-    settings = load_settings(args.config)
+    settings = load_checked_settings(args.config, connect=False)
     return run_request(request, settings, out, err)
 
 
@@ -679,7 +680,7 @@ def _run_summary(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.summary_config is None:
         raise InputError("report: --config FILE is required")
-    settings = load_settings(args.summary_config)
+    settings = load_checked_settings(args.summary_config, connect=False)
     engine = make_engine(settings.database.url)
     try:
         with engine.connect() as connection:
