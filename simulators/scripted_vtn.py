@@ -153,14 +153,7 @@ class ScriptedVtn:
                 event_ids=tuple(str(e["event_descriptor"]["event_id"]) for e in events),
             )
         )
-        body = TEMPLATES.get_template(f"{message_type}.xml").render(**payload)
-        return str(
-            TEMPLATES.get_template("oadrPayload.xml").render(
-                template=message_type,
-                signature=None,
-                signed_object=openleadr_utils.flatten_xml(body),
-            )
-        )
+        return render_distribution(payload)
 
     # -- openleadr handlers ----------------------------------------------------------------
 
@@ -200,6 +193,19 @@ class ScriptedVtn:
             )
 
         on_each_event_response(self.server, record)
+
+
+def render_distribution(payload: Mapping[str, Any]) -> str:
+    """The XML of an ``oadrDistributeEvent`` (``events``, ``request_id``, ``vtn_id``) as
+    openleadr's templates write it, without its sender-side preflight and unsigned."""
+    body = TEMPLATES.get_template("oadrDistributeEvent.xml").render(**payload)
+    return str(
+        TEMPLATES.get_template("oadrPayload.xml").render(
+            template="oadrDistributeEvent",
+            signature=None,
+            signed_object=openleadr_utils.flatten_xml(body),
+        )
+    )
 
 
 def event_dict(

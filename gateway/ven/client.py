@@ -107,7 +107,7 @@ from gateway.ven.tls import (
     load_tls_material,
     signature_problem,
 )
-from gateway.ven.wire import escape
+from gateway.ven.wire import created_event_payload
 from models import VenRegistration
 
 logger = logging.getLogger(__name__)
@@ -579,26 +579,8 @@ class VenConnection:
     async def _send_answers_now(
         self, client: Any, answers: Sequence[Answer], request_id: str
     ) -> bool:
-        # openleadr's templates do not escape: every text a VTN chose is escaped here.
         message = client._create_message(
-            "oadrCreatedEvent",
-            response={
-                "response_code": 200,
-                "response_description": "OK",
-                "request_id": escape(request_id),
-            },
-            event_responses=[
-                {
-                    "response_code": a.response_code,
-                    "response_description": escape(a.description),
-                    "request_id": escape(request_id),
-                    "event_id": escape(a.event_id),
-                    "modification_number": a.modification_number,
-                    "opt_type": a.opt,
-                }
-                for a in answers
-            ],
-            ven_id=escape(str(client.ven_id)),
+            "oadrCreatedEvent", **created_event_payload(answers, request_id, client.ven_id)
         )
         response_type, payload = await client._perform_request("EiEvent", message)
         code = (payload or {}).get("response", {}).get("response_code")

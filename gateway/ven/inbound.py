@@ -13,11 +13,13 @@ Schema validation ignores a DTD. So the edge refuses, by a scan of the bytes:
   UTF-32, a NUL byte, an ``encoding`` declaration naming another, bytes that are not UTF-8
   where UTF-8 applies);
 - every ``<!`` that does not open a comment (``<!--``) or a CDATA section (``<![CDATA[``):
-  that is every DOCTYPE (reason ``dtd``) and every ENTITY, ELEMENT, ATTLIST or NOTATION
-  declaration (``entity`` for ENTITY, ``dtd`` for the others);
+  that is every DOCTYPE and every ENTITY, ELEMENT, ATTLIST or NOTATION declaration;
 - every ``&`` that does not start one of the five predefined entity references (``&lt;``,
   ``&gt;``, ``&amp;``, ``&quot;``, ``&apos;``) or a character reference (``&#10;``,
-  ``&#xA;``): reason ``entity``.
+  ``&#xA;``).
+
+The reason counted is ``entity`` when the message declares or references an entity, ``dtd``
+for any other declaration (a DOCTYPE alone).
 
 Why the scan is conservative: in the encodings it lets through, every character below 0x80
 is its own single byte and no byte of a multi-byte UTF-8 sequence is below 0x80, so the
@@ -58,6 +60,7 @@ its own (UTF-8 is the default and what 2.0b messages use)."""
 _SINGLE_BYTE = frozenset({"iso-8859-1", "latin1"})
 
 _DECLARATION = re.compile(rb"<!(?!--|\[CDATA\[)")
+_ENTITY_DECLARATION = b"<!ENTITY"
 _ENTITY_REFERENCE = re.compile(rb"&(?!(?:lt|gt|amp|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);)")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _DECLARATION_MAX_BYTES = 1024
@@ -108,16 +111,17 @@ def scan(content: bytes) -> Refusal | None:
         return Refusal("empty", "the body is empty")
     if problem := _encoding_problem(content):
         return Refusal("encoding", problem)
-    if found := _DECLARATION.search(content):
-        construct = _shown(content, found.start())
-        kind: Reason = "entity" if construct.startswith("<!ENTITY") else "dtd"
-        return Refusal(kind, f"a declaration at byte {found.start()}: {construct}")
-    if found := _ENTITY_REFERENCE.search(content):
-        return Refusal(
-            "entity",
-            f"an entity reference at byte {found.start()}: {_shown(content, found.start())}",
-        )
-    return None
+    declaration = _DECLARATION.search(content)
+    reference = _ENTITY_REFERENCE.search(content)
+    entity = reference is not None or _ENTITY_DECLARATION in content
+    found = declaration or reference
+    if found is None:
+        return None
+    what = "a declaration" if found is declaration else "an entity reference"
+    return Refusal(
+        "entity" if entity else "dtd",
+        f"{what} at byte {found.start()}: {_shown(content, found.start())}",
+    )
 
 
 def _encoding_problem(content: bytes) -> str | None:
