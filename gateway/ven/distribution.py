@@ -172,7 +172,12 @@ class DistributionHandler:
                 continue
             parsed[position] = replace(event, ven_id=ven_id)
         triage = await asyncio.to_thread(self._triage, parsed, now, request_id, unreadable)
-        answers.update(triage.answers)
+        # Stored either way; sent only where the version asked (oadrResponseRequired).
+        answers.update(
+            (position, answer)
+            for position, answer in triage.answers.items()
+            if parsed[position].response_required == "always"
+        )
         decided: dict[int, tuple[DrEvent, OptDecision]] = {}
         for position, event in triage.to_decide.items():
             decided[position] = (event, await self._decide_safely(event))
