@@ -73,7 +73,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import aiohttp
 from openleadr import OpenADRClient
 from openleadr import utils as openleadr_utils
 from sqlalchemy.exc import SQLAlchemyError
@@ -700,7 +699,7 @@ class _GatewayClient(OpenADRClient):  # type: ignore[misc]
         except inbound.TooLargeError as exc:
             await self._edge.refusals.refused(service, exc.refusal)
             return None, {}
-        except (aiohttp.ClientError, OSError) as exc:
+        except Exception as exc:  # aiohttp raises what it meets: no usable answer, no traceback
             logger.warning(
                 "VTN %s: request to %s failed: %s: %s", vtn, url, type(exc).__name__, exc
             )
