@@ -6,12 +6,33 @@ these frozen records. Times are aware UTC; durations are seconds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 Opt = Literal["optIn", "optOut"]
 EventStatus = Literal["none", "far", "near", "active", "completed", "cancelled"]
+
+EARLIEST_AT = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST_AT = datetime(9000, 1, 1, tzinfo=UTC)
+"""The instants :func:`shifted` clamps to. The VEN stores no event outside 2000..2100
+(:mod:`gateway.ven.limits`); these bounds only keep arithmetic on a row stored before that
+check (a dtstart of 9999-12-31 once made every later distribution raise ``OverflowError``)
+from raising, with centuries of room for any further offset a caller adds."""
+
+
+def shifted(at: datetime, seconds: float) -> datetime:
+    """``at`` plus ``seconds``, clamped to [:data:`EARLIEST_AT`, :data:`LATEST_AT`]; never
+    raises (a non-finite ``seconds`` counts as 0 when NaN, as the bound it points to when
+    infinite)."""
+    if math.isnan(seconds):
+        seconds = 0.0
+    try:
+        moved = at + timedelta(seconds=seconds)
+    except OverflowError:
+        return LATEST_AT if seconds > 0 else EARLIEST_AT
+    return min(max(moved, EARLIEST_AT), LATEST_AT)
 
 
 @dataclass(frozen=True)
@@ -20,7 +41,8 @@ class EventInterval:
     """Order within the signal, from 0."""
     duration_s: float
     value: float
-    uid: int | None = None
+    uid: str | None = None
+    """The interval's ``xcal:uid`` text as the VTN sent it (a string in the 2.0b schema)."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +101,16 @@ class DrEvent:
 
     @property
     def effective_start_at(self) -> datetime:
-        """The start this VEN acts on: dtstart plus the randomisation offset."""
-        return self.start_at + timedelta(seconds=self.start_offset_s)
+        """The start this VEN acts on: dtstart plus the randomisation offset (clamped,
+        :func:`shifted`)."""
+        return shifted(self.start_at, self.start_offset_s)
 
     @property
     def end_at(self) -> datetime | None:
         """End of the active period as this VEN acts on it; None when open-ended."""
         if self.duration_s <= 0:
             return None
-        return self.effective_start_at + timedelta(seconds=self.duration_s)
+        return shifted(self.effective_start_at, self.duration_s)
 
     @property
     def cancelled(self) -> bool:

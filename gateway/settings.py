@@ -378,6 +378,9 @@ class VtnSettings(_Section):
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Longest wait for one answer of the VTN [wall s]; a request that takes longer failed.
     Keep it below the VTN's poll interval."""
+    max_message_size_bytes: Annotated[int, Field(ge=65_536, le=268_435_456)] = 4_194_304
+    """Largest answer of the VTN the VEN reads [bytes]; a longer one is refused unread
+    (``docs/conformance.md``, "The VEN's edge"). 4 MiB holds hundreds of events."""
     cert_path: Path | None = None
     """Our (the VEN's) PEM certificate: the TLS client certificate and the signer of our
     messages. Relative paths are relative to the working directory."""

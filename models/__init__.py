@@ -10,7 +10,7 @@ from models.offer import Offer
 from models.programme import ProgrammeRow
 from models.rollup import CarbonIntensity, EnergyRollupDay, EnergyRollupHour
 from models.site import Site, SiteSample
-from models.ven import VenRegistration
+from models.ven import InboundRefusal, VenRegistration
 
 __all__ = [
     "FINAL_STATES",
@@ -26,6 +26,7 @@ __all__ = [
     "EventResponse",
     "EventSignal",
     "EventTarget",
+    "InboundRefusal",
     "Job",
     "LedgerRow",
     "Migration",

@@ -105,7 +105,8 @@ class EventInterval(Base):
         ForeignKey("event_signals.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int] = mapped_column(Integer)
-    uid: Mapped[int | None] = mapped_column(Integer)
+    uid: Mapped[str | None] = mapped_column(String(128))
+    """``xcal:uid`` as the VTN sent it: text in the 2.0b schema (revision 0009)."""
     duration_s: Mapped[float] = mapped_column(Float)
     value: Mapped[float] = mapped_column(Float)
 

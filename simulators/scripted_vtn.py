@@ -2,12 +2,13 @@
 
 The stock openleadr VTN cannot send what a conformance test needs (a lower modification
 number, a cancelled event sent again, a distribution that leaves an event out, an empty one,
-unknown signal names, events without per-interval dtstart, odd targets). In ``on_poll`` mode
-the VTN answers each ``oadrPoll`` with whatever message the test queued, built from plain
-dicts by openleadr's own message templates, so every byte still goes through openleadr's
-XML, schema validation and HTTP on loopback. Distributions go out as written: openleadr's
-sender-side preflight (which would stretch an active period to the sum of its intervals and
-zero a SIMPLE signal's currentValue) is skipped for them, as other VTNs do not have it.
+unknown signal names, events without per-interval dtstart, odd targets, hostile bytes). In
+``on_poll`` mode the VTN answers each ``oadrPoll`` with whatever message the test queued,
+built from plain dicts by openleadr's own message templates (or raw bytes), so every byte
+still goes through the VEN's XML, schema validation and HTTP on loopback. Distributions go
+out as written: openleadr's sender-side preflight (which would stretch an active period to
+the sum of its intervals and zero a SIMPLE signal's currentValue) is skipped for them, as
+other VTNs do not have it.
 
 It registers any VEN (a VEN that brings its venID keeps it), accepts the reports a VEN offers
 without asking for any, answers ``oadrRequestEvent`` with the events set in
@@ -37,6 +38,9 @@ from gateway.errors import GatewayError
 from simulators.vtn import on_each_event_response
 
 logger = logging.getLogger(__name__)
+
+RAW = "x-raw"
+"""The queue's name for an answer sent exactly as written (:meth:`ScriptedVtn.send_raw`)."""
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,20 @@ class ScriptedVtn:
             )
         )
 
+    def send_raw(self, body: str) -> None:
+        """Queue an answer to the next poll that goes out exactly as ``body`` (UTF-8), with
+        no check at all: a DTD, an entity, an empty or an oversized body, broken XML."""
+        self.queue.append((RAW, {"body": body}))
+
     def responses_to(self, event_id: str) -> list[ReceivedResponse]:
         return [r for r in self.responses if r.event_id == event_id]
 
     def _create_message(self, message_type: str, **payload: Any) -> str:
         """The XML of one message: distributions as written (recorded with their requestID),
-        anything else through openleadr's ``create_message``."""
+        raw bodies (:meth:`send_raw`) as queued, anything else through openleadr's
+        ``create_message``."""
+        if message_type == RAW:
+            return str(payload["body"])
         if message_type != "oadrDistributeEvent":
             return str(create_message(message_type, **payload))
         events = payload.get("events") or []
@@ -141,14 +153,7 @@ class ScriptedVtn:
                 event_ids=tuple(str(e["event_descriptor"]["event_id"]) for e in events),
             )
         )
-        body = TEMPLATES.get_template(f"{message_type}.xml").render(**payload)
-        return str(
-            TEMPLATES.get_template("oadrPayload.xml").render(
-                template=message_type,
-                signature=None,
-                signed_object=openleadr_utils.flatten_xml(body),
-            )
-        )
+        return render_distribution(payload)
 
     # -- openleadr handlers ----------------------------------------------------------------
 
@@ -188,6 +193,19 @@ class ScriptedVtn:
             )
 
         on_each_event_response(self.server, record)
+
+
+def render_distribution(payload: Mapping[str, Any]) -> str:
+    """The XML of an ``oadrDistributeEvent`` (``events``, ``request_id``, ``vtn_id``) as
+    openleadr's templates write it, without its sender-side preflight and unsigned."""
+    body = TEMPLATES.get_template("oadrDistributeEvent.xml").render(**payload)
+    return str(
+        TEMPLATES.get_template("oadrPayload.xml").render(
+            template="oadrDistributeEvent",
+            signature=None,
+            signed_object=openleadr_utils.flatten_xml(body),
+        )
+    )
 
 
 def event_dict(

@@ -31,7 +31,7 @@ def test_upgrade_current_and_report(config: Path, capsys: pytest.CaptureFixture[
     assert "current (empty)" in capsys.readouterr().out
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert main(["db", "current", "--config", str(config)]) == 0
-    assert "current 0008; head 0008" in capsys.readouterr().out
+    assert "current 0010; head 0010" in capsys.readouterr().out
 
     settings = load_settings(config)
     engine = make_engine(settings.database.url)

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -132,3 +132,55 @@ def test_naive_timestamp_is_refused(session_factory: sessionmaker[Session]) -> N
         assert "naive datetime" in str(caught.value.orig)
         session.rollback()
         assert session.scalars(select(models.Site.id)).all() == []
+
+
+def test_revision_0009_turns_interval_uids_into_text_and_back(empty_database_url: str) -> None:
+    """0009 keeps every stored uid as its decimal text; its downgrade keeps the uids an
+    INTEGER can hold and clears the others (a 60-digit uid cannot be one)."""
+    url = empty_database_url
+    config = alembic_config(url)
+    upgrade(url, "0008")
+    engine = make_engine(url)
+    insert_event = text(
+        "INSERT INTO events (id, vtn_id, event_id, modification_number, status, "
+        "market_context, priority, test_event, response_required, start_at, duration_s, "
+        "received_at) VALUES (1, 'vtn', 'e', 0, 'far', 'mc', 0, false, 'always', "
+        ":at, 3600, :at)"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert_event, {"at": "2027-01-01 00:00:00+00:00"})
+            connection.execute(
+                text(
+                    "INSERT INTO event_signals (id, event_pk, position, signal_id, "
+                    "signal_name, signal_type) VALUES (1, 1, 0, 's', 'SIMPLE', 'level')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO event_intervals (signal_pk, position, uid, duration_s, value) "
+                    "VALUES (1, 0, 7, 3600, 1.0), (1, 1, NULL, 0, 1.0)"
+                )
+            )
+        command.upgrade(config, "0009")
+        long_uid = "1" * 60
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO event_intervals (signal_pk, position, uid, duration_s, value) "
+                    "VALUES (1, 2, :uid, 0, 1.0)"
+                ),
+                {"uid": long_uid},
+            )
+            uids = connection.execute(
+                text("SELECT uid FROM event_intervals ORDER BY position")
+            ).scalars()
+            assert list(uids) == ["7", None, long_uid]
+        command.downgrade(config, "0008")
+        with engine.begin() as connection:
+            uids = connection.execute(
+                text("SELECT uid FROM event_intervals ORDER BY position")
+            ).scalars()
+            assert list(uids) == [7, None, None]
+    finally:
+        engine.dispose()

@@ -108,8 +108,8 @@ def test_durations_are_seconds_and_values_floats() -> None:
     signal = event.signals[0]
     assert event.duration_s == 900.0
     assert [(i.position, i.duration_s, i.value, i.uid) for i in signal.intervals] == [
-        (0, 600.0, 1.0, 0),
-        (1, 300.0, 2.0, 1),
+        (0, 600.0, 1.0, "0"),
+        (1, 300.0, 2.0, "1"),
     ]
     assert event.end_at == at(900)
 
@@ -302,7 +302,7 @@ MALFORMED_CASES = [
     ),
     pytest.param(
         {"event_descriptor__modification_number": -1},
-        "event_descriptor.modification_number: expected an integer >= 0",
+        "event_descriptor.modification_number: expected an integer from 0 to 2147483647",
         id="negative modification number",
     ),
     pytest.param({"event_signals": []}, "event_signals: no signals", id="no signals"),

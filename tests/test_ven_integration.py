@@ -476,7 +476,7 @@ def stored_event(number: int, status: str = "far", vtn_id: str = VTN_ID) -> DrEv
                 "s",
                 "ELECTRICITY_PRICE",
                 "price",
-                (EventInterval(0, 0.0, -0.02, uid=0),),
+                (EventInterval(0, 0.0, -0.02, uid="0"),),
                 units="EUR",
             ),
         ),

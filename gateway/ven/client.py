@@ -89,7 +89,7 @@ from gateway.settings import (
     VtnSettings,
     is_report_interval,
 )
-from gateway.ven import availability, reports
+from gateway.ven import availability, inbound, parsing, refusals, reports
 from gateway.ven.distribution import Answer, Decide, DistributionHandler, Unsupported
 from gateway.ven.reconnect import Backoff, ClientWatch, Loss, Reconnector
 from gateway.ven.reports import (
@@ -106,10 +106,13 @@ from gateway.ven.tls import (
     load_tls_material,
     signature_problem,
 )
+from gateway.ven.wire import created_event_payload
 from models import VenRegistration
 
 logger = logging.getLogger(__name__)
 
+_SHOWN_BYTES = 200
+"""How much of a VTN's failed answer a log line quotes [bytes]."""
 _STOP_GRACE_S = 1.0
 """How much longer than one request stopping a client waits for its jobs in flight before
 cancelling them [wall s]."""
@@ -170,6 +173,12 @@ class VenConnection:
         self._distribution = DistributionHandler(
             vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported
         )
+        self._edge = inbound.Edge(
+            vtn.max_message_size_bytes,
+            inbound.RefusalLog(vtn.id, partial(refusals.count, session_factory, clock)),
+        )
+        """What every answer of the VTN must be before a parser sees it (kept across client
+        rebuilds, so a VTN's refusals are logged once)."""
         self._lower_case_vtn_logged = False
         self._after_opt_in = after_opt_in
         self._config_problem: ConfigError | None = None
@@ -425,6 +434,7 @@ class VenConnection:
     def _build_client(self, tls: TlsMaterial | None) -> Any:
         client = _GatewayClient(
             self._on_distribution,
+            self._edge,
             ven_name=self.vtn.ven_name,
             vtn_url=str(self.vtn.url),
             ven_id=self._ven_id,  # keep the VEN id the VTN gave us across restarts
@@ -569,20 +579,7 @@ class VenConnection:
         self, client: Any, answers: Sequence[Answer], request_id: str
     ) -> bool:
         message = client._create_message(
-            "oadrCreatedEvent",
-            response={"response_code": 200, "response_description": "OK", "request_id": request_id},
-            event_responses=[
-                {
-                    "response_code": a.response_code,
-                    "response_description": a.description,
-                    "request_id": request_id,
-                    "event_id": a.event_id,
-                    "modification_number": a.modification_number,
-                    "opt_type": a.opt,
-                }
-                for a in answers
-            ],
-            ven_id=client.ven_id,
+            "oadrCreatedEvent", **created_event_payload(answers, request_id, client.ven_id)
         )
         response_type, payload = await client._perform_request("EiEvent", message)
         code = (payload or {}).get("response", {}).get("response_code")
@@ -671,13 +668,87 @@ class _GatewayClient(OpenADRClient):  # type: ignore[misc]
     def __init__(
         self,
         on_distribution: Callable[[Any, Mapping[str, Any]], Awaitable[None]],
+        edge: inbound.Edge,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self._gateway_on_distribution = on_distribution
+        self._edge = edge
 
     async def _on_event(self, message: Mapping[str, Any]) -> None:
         await self._gateway_on_distribution(self, message)
+
+    async def _perform_request(self, service: str, message: Any) -> tuple[Any, Any]:
+        """Send ``message`` to the VTN's ``service``; the answer's message type and payload,
+        or ``(None, {})`` when there is no usable answer (never a bare None).
+
+        Replaces openleadr's: the answer is read up to ``max_message_size_bytes`` and screened
+        by :mod:`gateway.ven.inbound` before any XML parser sees it; validation (schema,
+        signature) and reading (:mod:`gateway.ven.parsing`) run in a worker thread. openleadr's
+        hooks run in its order: before_send_xml, after_receive_xml, before_schema_validation,
+        before_parse_xml, after_parse_xml.
+        """
+        await self._ensure_client_session()
+        url = f"{self.vtn_url}/{service}"
+        vtn = self._edge.refusals.vtn_id
+        try:
+            await self._execute_hooks("before_send_xml", openleadr_utils.ensure_str(message))
+            async with self.client_session.post(url, data=message) as response:
+                content = await inbound.read_body(response, self._edge.max_message_size_bytes)
+                status = response.status
+        except inbound.TooLargeError as exc:
+            await self._edge.refusals.refused(service, exc.refusal)
+            return None, {}
+        except Exception as exc:  # aiohttp raises what it meets: no usable answer, no traceback
+            logger.warning(
+                "VTN %s: request to %s failed: %s: %s", vtn, url, type(exc).__name__, exc
+            )
+            return None, {}
+        await self._execute_hooks("after_receive_xml", content.decode("utf-8", "replace"))
+        if status != 200:
+            logger.warning(
+                "VTN %s answered HTTP %d to %s: %s",
+                vtn,
+                status,
+                service,
+                content[:_SHOWN_BYTES].decode("utf-8", "replace"),
+            )
+            return None, {}
+        if not await self._edge.screen(service, content):
+            return None, {}
+        return await self._read(service, content)
+
+    async def _read(self, service: str, content: bytes) -> tuple[Any, Any]:
+        """Validate and read an answer that passed the edge; ``(None, {})`` when it fails."""
+        vtn = self._edge.refusals.vtn_id
+        text = content.decode("utf-8", "replace")
+        try:
+            await self._execute_hooks("before_schema_validation", text)
+            await asyncio.to_thread(parsing.validate, content, self.vtn_fingerprint)
+            await self._execute_hooks("before_parse_xml", text)
+            message_type, payload = await asyncio.to_thread(parsing.parse_message, content)
+            await self._execute_hooks("after_parse_xml", message_type, payload)
+        except Exception as exc:  # lxml, signxml and xmltodict raise what they meet
+            logger.warning(
+                "VTN %s: the answer to %s failed the schema, the signature or could not be "
+                "read: %s: %s",
+                vtn,
+                service,
+                type(exc).__name__,
+                str(exc)[:_SHOWN_BYTES],
+            )
+            return None, {}
+        response = payload.get("response") if isinstance(payload, Mapping) else None
+        code = response.get("response_code") if isinstance(response, Mapping) else None
+        if code is not None and code != 200:
+            logger.warning(
+                "VTN %s answered %s with code %s: %s",
+                vtn,
+                service,
+                code,
+                str(response.get("response_description") if response else "")[:_SHOWN_BYTES],
+            )
+        return message_type, payload
 
 
 def _served_sites(vtn: VtnSettings, sites: Sequence[SiteSettings]) -> tuple[SiteSettings, ...]:

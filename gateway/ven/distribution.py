@@ -3,8 +3,10 @@
 openleadr keeps events in memory only and answers with its own, incomplete rules
 (``docs/openadr-notes.md``). :class:`DistributionHandler` takes the whole message instead:
 
-1. each event is parsed (:mod:`gateway.ven.adapter`); one that cannot be read is answered
-   optOut with 454 and not stored;
+1. each event is parsed (:mod:`gateway.ven.adapter`); one that cannot be read, or has a
+   field outside the bounds of :mod:`gateway.ven.limits`, is answered optOut with 454 and not
+   stored (nor cancelled by implication: the distribution named it); a distribution whose
+   requestID is too long to store answers all its events so;
 2. in one transaction each version is judged against the newest stored version of the same
    event (:func:`gateway.ven.rules.classify`): a new or higher version is stored (with its
    randomised start, or for a cancellation the moment it takes effect); an equal one is no
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +51,13 @@ from gateway import db
 from gateway.clock import Clock
 from gateway.events import DrEvent, Opt, OptDecision
 from gateway.ven import rules, store
-from gateway.ven.adapter import MalformedEventError, parse_event
+from gateway.ven.adapter import (
+    MalformedEventError,
+    parse_event,
+    request_id_problem,
+    response_required,
+    version_key,
+)
 from models.event import Event as EventRow
 
 logger = logging.getLogger(__name__)
@@ -143,22 +151,33 @@ class DistributionHandler:
         """
         now = self._clock.now()
         ven_id = self._ven_id()
+        if problem := request_id_problem(request_id):
+            logger.warning(
+                "VTN %s sent a distribution the VEN cannot store: %s", self.vtn_id, problem
+            )
+            refused = (_invalid(raw, problem, request_id) for raw in raw_events)
+            return Handled([a for a in refused if a is not None], opted_in=False)
         answers: dict[int, Answer] = {}
         parsed: dict[int, DrEvent] = {}
+        unreadable: set[str] = set()
         for position, raw in enumerate(raw_events):
             try:
                 event = parse_event(raw, self.vtn_id)
             except MalformedEventError as exc:
                 logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
-                key = _version_key(raw)
-                if key is not None and _response_required(raw):
-                    answers[position] = Answer(
-                        key[0], key[1], "optOut", rules.INVALID_DATA, str(exc), None, request_id
-                    )
+                if (key := version_key(raw)) is not None:
+                    unreadable.add(key[0])  # named in the distribution: no implied cancel
+                if (answer := _invalid(raw, str(exc), request_id)) is not None:
+                    answers[position] = answer
                 continue
             parsed[position] = replace(event, ven_id=ven_id)
-        triage = await asyncio.to_thread(self._triage, parsed, now, request_id)
-        answers.update(triage.answers)
+        triage = await asyncio.to_thread(self._triage, parsed, now, request_id, unreadable)
+        # Stored either way; sent only where the version asked (oadrResponseRequired).
+        answers.update(
+            (position, answer)
+            for position, answer in triage.answers.items()
+            if parsed[position].response_required == "always"
+        )
         decided: dict[int, tuple[DrEvent, OptDecision]] = {}
         for position, event in triage.to_decide.items():
             decided[position] = (event, await self._decide_safely(event))
@@ -236,7 +255,13 @@ class DistributionHandler:
 
     # -- one transaction each ----------------------------------------------------------
 
-    def _triage(self, parsed: Mapping[int, DrEvent], now: datetime, request_id: str) -> _Triage:
+    def _triage(
+        self,
+        parsed: Mapping[int, DrEvent],
+        now: datetime,
+        request_id: str,
+        unreadable: Collection[str] = (),
+    ) -> _Triage:
         triage = _Triage(answers={}, to_decide={}, new_versions=[])
         with db.unit_of_work(self._sessions) as session:
             known = {e.event_id: e for e in store.latest_events(session, self.vtn_id)}
@@ -275,7 +300,7 @@ class DistributionHandler:
                         )
                     else:
                         triage.to_decide[position] = stored
-            distributed = {event.event_id for event in parsed.values()}
+            distributed = {event.event_id for event in parsed.values()} | set(unreadable)
             for event in rules.implied_cancellations(known.values(), distributed, now):
                 delay_s = rules.random_delay_s(
                     event.start_after_s,
@@ -510,19 +535,10 @@ def _answer_of(
     )
 
 
-def _version_key(raw: object) -> tuple[str, int] | None:
-    """(event id, modification number) of a raw event, or None when it has none."""
-    if not isinstance(raw, Mapping):
+def _invalid(raw: object, problem: str, request_id: str) -> Answer | None:
+    """optOut with 454 (not stored) for a raw event the VEN cannot read; None when it has no
+    readable version key or asked for no answer."""
+    key = version_key(raw)
+    if key is None or not response_required(raw):
         return None
-    descriptor = raw.get("event_descriptor")
-    if not isinstance(descriptor, Mapping):
-        return None
-    event_id = descriptor.get("event_id")
-    number = descriptor.get("modification_number")
-    if event_id is None or isinstance(number, bool) or not isinstance(number, int):
-        return None
-    return str(event_id), number
-
-
-def _response_required(raw: Mapping[str, Any]) -> bool:
-    return bool(raw.get("response_required", "always") != "never")
+    return Answer(key[0], key[1], "optOut", rules.INVALID_DATA, problem, None, request_id)

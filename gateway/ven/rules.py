@@ -9,16 +9,18 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from gateway.events import DrEvent
+from gateway.events import DrEvent, shifted
 
 OK = 200
 OUT_OF_SEQUENCE = 450
 """A version older than one already received (also when the newer one is a cancellation)."""
 INVALID_DATA = 454
-"""An event the VEN cannot read (a field missing or of the wrong type)."""
+"""An event the VEN cannot read (a field missing or of the wrong type) or one with a field
+outside the bounds of :mod:`gateway.ven.limits` (a date outside 2000..2100, too long a
+duration, too many intervals, too long an id)."""
 COMPLIANCE_ERROR = 459
 """An event that breaks a conformance rule of 2.0b (openleadr's ``STATUS_CODES``: 459 is the
 compliance error, the code its own VTN answers a message that breaks the specification with);
@@ -97,7 +99,7 @@ def raised_before(previous: DrEvent, event: DrEvent, now: datetime) -> list[str]
                 )
             if interval.duration_s <= 0:
                 break
-            start_at += timedelta(seconds=interval.duration_s)
+            start_at = shifted(start_at, interval.duration_s)
     return found
 
 

@@ -10,19 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, and_, distinct, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from gateway.events import shifted
 from gateway.reports.queries import energy_report
 from models import (
     FINAL_STATES,
     MIGRATION_STATES,
     Event,
     EventResponse,
+    InboundRefusal,
     Job,
     Migration,
     Site,
@@ -266,9 +268,7 @@ def events(session: Session, limit: int) -> list[EventRecord]:
                 signals=tuple(f"{s.signal_name}/{s.signal_type}" for s in row.signals),
                 resource_ids=tuple(t.value for t in row.targets if t.kind == "resource_id"),
                 start_at=row.start_at,
-                end_at=(
-                    row.start_at + timedelta(seconds=row.duration_s) if row.duration_s > 0 else None
-                ),
+                end_at=shifted(row.start_at, row.duration_s) if row.duration_s > 0 else None,
                 received_at=row.received_at,
                 opt=None if answer is None else answer.opt,
                 reason=None if answer is None else answer.reason,
@@ -322,6 +322,11 @@ def opts_given(session: Session) -> dict[tuple[str, str], int]:
             .group_by(Event.vtn_id, EventResponse.opt)
         ).all()
     }
+
+
+def inbound_refusals(session: Session) -> dict[tuple[str, str], int]:
+    """Messages the VEN refused at its edge, by (vtn_id, reason), over all time."""
+    return {(row.vtn_id, row.reason): row.count for row in session.scalars(select(InboundRefusal))}
 
 
 def database_reachable(connection: Connection) -> None:

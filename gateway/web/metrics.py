@@ -52,6 +52,18 @@ def _opts(session: Session) -> Metric:
     return family
 
 
+def _inbound_refusals(session: Session) -> Metric:
+    family = CounterMetricFamily(
+        f"{PREFIX}_inbound_refusals",
+        "Messages from a VTN the VEN refused before parsing them (a DTD or entity, a body "
+        "over the size cap, an empty body, an encoding it cannot scan), by VTN and reason.",
+        labels=["vtn_id", "reason"],
+    )
+    for (vtn_id, reason), count in sorted(data.inbound_refusals(session).items()):
+        family.add_metric([vtn_id, reason], count)
+    return family
+
+
 def _migrations(session: Session) -> Iterator[Metric]:
     counts = data.migration_counts(session)
     ended = CounterMetricFamily(
@@ -112,6 +124,7 @@ def _sites(session: Session) -> Iterator[Metric]:
 FAMILIES: tuple[Callable[[Session], Iterable[Metric]], ...] = (
     lambda session: [_events_received(session)],
     lambda session: [_opts(session)],
+    lambda session: [_inbound_refusals(session)],
     _migrations,
     lambda session: [_energy_captured(session)],
     _sites,
