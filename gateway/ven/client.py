@@ -90,7 +90,7 @@ from gateway.settings import (
     is_report_interval,
 )
 from gateway.ven import availability, reports
-from gateway.ven.distribution import Answer, Decide, DistributionHandler, Unsupported
+from gateway.ven.distribution import Answer, Decide, DecideMany, DistributionHandler, Unsupported
 from gateway.ven.reconnect import Backoff, ClientWatch, Loss, Reconnector
 from gateway.ven.reports import (
     OffersReader,
@@ -132,6 +132,9 @@ class VenConnection:
         no offers report (:mod:`gateway.ven.reports`, ``docs/reports.md``)
     unsupported: the signals of an event version the programme's signal mapping cannot act on
         (answered 460)
+    decide_many: the planner's answers to the new versions of one distribution at once, off
+        the event loop (:data:`gateway.ven.distribution.DecideMany`); None asks ``decide`` per
+        version
     rng: the jitter of the reconnection back-off (seed it in tests)
     """
 
@@ -147,6 +150,7 @@ class VenConnection:
         *,
         unsupported: Unsupported = unsupported_signals,
         after_opt_in: Callable[[], None] | None = None,
+        decide_many: DecideMany | None = None,
         rng: random.Random | None = None,
         status: StatusReader | None = None,
         offers: OffersReader | None = None,
@@ -168,7 +172,7 @@ class VenConnection:
         self._answering = asyncio.Lock()
         """Held while one task stores or sends answers to this VTN (see the module notes)."""
         self._distribution = DistributionHandler(
-            vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported
+            vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported, decide_many
         )
         self._lower_case_vtn_logged = False
         self._after_opt_in = after_opt_in

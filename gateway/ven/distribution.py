@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 Decide = Callable[[DrEvent], Awaitable[OptDecision]]
 """The planner's answer to one event version."""
+DecideMany = Callable[[Sequence[DrEvent]], Awaitable[Sequence[OptDecision]]]
+"""The planner's answers to the new versions of one distribution, in order, all judged on one
+look at the fleet; the planner runs it off the event loop."""
 Unsupported = Callable[[DrEvent], Sequence[str]]
 """The signals of a version that the programme's signal mapping cannot act on."""
 
@@ -114,6 +117,8 @@ class DistributionHandler:
     ven_id: the VEN id the VTN knows us by now (for targets and the randomisation seed)
     unsupported: the signals of a version the signal mapping cannot act on; a version with
         any is answered optOut with 460 without asking the planner
+    decide_many: the planner's answers to all new versions of a distribution at once (one
+        look at the fleet, off the event loop); None asks ``decide`` once per version
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class DistributionHandler:
         decide: Decide,
         ven_id: Callable[[], str | None],
         unsupported: Unsupported,
+        decide_many: DecideMany | None = None,
     ) -> None:
         self.vtn_id = vtn_id
         self._sessions = session_factory
@@ -131,6 +137,7 @@ class DistributionHandler:
         self._decide = decide
         self._ven_id = ven_id
         self._unsupported = unsupported
+        self._decide_many = decide_many
 
     async def handle(self, raw_events: Sequence[Any], request_id: str) -> Handled:
         """Judge, store and answer one distribution: the answers to send, in message order,
@@ -159,9 +166,11 @@ class DistributionHandler:
             parsed[position] = replace(event, ven_id=ven_id)
         triage = await asyncio.to_thread(self._triage, parsed, now, request_id)
         answers.update(triage.answers)
-        decided: dict[int, tuple[DrEvent, OptDecision]] = {}
-        for position, event in triage.to_decide.items():
-            decided[position] = (event, await self._decide_safely(event))
+        decisions = await self._decide_all(list(triage.to_decide.values()))
+        decided = {
+            position: (event, decision)
+            for (position, event), decision in zip(triage.to_decide.items(), decisions, strict=True)
+        }
         if decided:
             stored = await asyncio.to_thread(
                 self._store_answers, decided, self._clock.now(), request_id
@@ -446,6 +455,32 @@ class DistributionHandler:
             store.mark_sent(session, ids, sent_at)
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _decide_all(self, events: Sequence[DrEvent]) -> list[OptDecision]:
+        """The planner's answers to ``events``, in order: in one call of ``decide_many`` when
+        there is one (the planner looks at the fleet once and works off the event loop), else
+        one ``decide`` per version. optOut with the reason for every version when the planner
+        fails."""
+        if not events:
+            return []
+        if self._decide_many is None:
+            return [await self._decide_safely(event) for event in events]
+        try:
+            decisions = list(await self._decide_many(events))
+            if len(decisions) != len(events):
+                raise ValueError(f"{len(decisions)} answers to {len(events)} versions")
+        except (
+            Exception
+        ) as exc:  # task boundary: a failed planner opts out, never sinks the message
+            logger.exception(
+                "VTN %s: deciding on events %s failed, opting out",
+                self.vtn_id,
+                ", ".join(event.event_id for event in events[:5])
+                + (f" and {len(events) - 5} more" if len(events) > 5 else ""),
+            )
+            failed = OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
+            return [failed] * len(events)
+        return decisions
 
     async def _decide_safely(self, event: DrEvent) -> OptDecision:
         """The planner's answer; optOut with the reason when the planner fails."""
