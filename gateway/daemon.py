@@ -49,7 +49,7 @@ from gateway.planner.review import review
 from gateway.planner.signals import targeted_sites
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.planner.timing import next_plan_at
-from gateway.settings import Settings
+from gateway.settings import Settings, SiteSettings
 from gateway.sites.client import RetryPolicy, SiteControllerClient
 from gateway.sites.schema import SiteStatus
 from gateway.sites.tls import optional_client_context
@@ -280,25 +280,42 @@ class Gateway:
                 return_exceptions=True,
             )
             now = self.clock.now()
-            with unit_of_work(self._sessions) as session:
-                for cfg, result in zip(polled, results, strict=True):
-                    if isinstance(result, SiteControllerError):
-                        self.statuses.pop(cfg.id, None)
-                        fleet.mark_offline(session, cfg.id, now)
-                        if self._site_up.get(cfg.id) is not False:
-                            log.warning("site %s is unreachable: %s", cfg.id, result)
-                        self._site_up[cfg.id] = False
-                        continue
-                    if isinstance(result, BaseException):
-                        raise result
-                    if self._site_up.get(cfg.id) is not True:
-                        log.info("site %s is online", cfg.id)
-                    self._site_up[cfg.id] = True
-                    self.statuses[cfg.id] = result
-                    fleet.record_status(session, cfg, result, now)
+            answered: list[tuple[SiteSettings, SiteStatus | None]] = []
+            for cfg, result in zip(polled, results, strict=True):
+                if isinstance(result, SiteControllerError):
+                    if self._site_up.get(cfg.id) is not False:
+                        log.warning("site %s is unreachable: %s", cfg.id, result)
+                    answered.append((cfg, None))
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    answered.append((cfg, result))
+            # Stored in a worker thread: with SQLite a write waits while another thread
+            # stores a large distribution, and the loop must not wait with it.
+            await asyncio.to_thread(self._record_statuses, answered, now)
+            for cfg, status in answered:
+                if status is None:
+                    self.statuses.pop(cfg.id, None)
+                    self._site_up[cfg.id] = False
+                    continue
+                if self._site_up.get(cfg.id) is not True:
+                    log.info("site %s is online", cfg.id)
+                self._site_up[cfg.id] = True
+                self.statuses[cfg.id] = status
             if self.dispatcher is not None:
                 await self.dispatcher.advance_all()
         self._advance_when_due()
+
+    def _record_statuses(
+        self, answered: Sequence[tuple[SiteSettings, SiteStatus | None]], now: datetime
+    ) -> None:
+        """Store what each polled site said (None: unreachable) in one transaction."""
+        with unit_of_work(self._sessions) as session:
+            for cfg, status in answered:
+                if status is None:
+                    fleet.mark_offline(session, cfg.id, now)
+                else:
+                    fleet.record_status(session, cfg, status, now)
 
     async def advance_once(self) -> None:
         """At the instant a site's operation is expected done (:attr:`next_step_at`): poll
@@ -362,7 +379,10 @@ class Gateway:
         def find() -> datetime | None:
             with unit_of_work(self._sessions) as session:
                 snapshot = self._snapshot(session, statuses)
-                events = [(p.event, p.opt) for p in event_store.participations(session)]
+                events = [
+                    (p.event, p.opt)
+                    for p in event_store.participations(session, current_at=snapshot.at)
+                ]
             return next_plan_at(events, snapshot, self.policy_params)
 
         self.next_plan_at = await asyncio.to_thread(find)
@@ -440,7 +460,7 @@ class Gateway:
                 snapshot = self._snapshot(session, statuses)
             current = [
                 known
-                for known in event_store.participations(session)
+                for known in event_store.participations(session, current_at=snapshot.at)
                 if known.opt != "optOut"
                 or not any(s.site_id in moved for s in targeted_sites(known.event, snapshot.sites))
             ]
@@ -515,7 +535,7 @@ class Gateway:
     def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:
         """What opted-in, non-test events ask of the sites, now or soon; a shed or absorb
         in force carries the baseline the meter judges it against."""
-        participations = event_store.participations(session)
+        participations = event_store.participations(session, current_at=base.at)
         requests = event_requests(
             [(p.event, p.opt) for p in participations],
             base.sites,

@@ -51,6 +51,7 @@ from gateway.events import DrEvent, Opt, OptDecision
 from gateway.ven import rules, store
 from gateway.ven.adapter import MalformedEventError, parse_event
 from models.event import Event as EventRow
+from models.event import EventResponse as ResponseRow
 
 logger = logging.getLogger(__name__)
 
@@ -150,21 +151,14 @@ class DistributionHandler:
         """
         now = self._clock.now()
         ven_id = self._ven_id()
-        answers: dict[int, Answer] = {}
-        parsed: dict[int, DrEvent] = {}
-        for position, raw in enumerate(raw_events):
-            try:
-                event = parse_event(raw, self.vtn_id)
-            except MalformedEventError as exc:
-                logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
-                key = _version_key(raw)
-                if key is not None and _response_required(raw):
-                    answers[position] = Answer(
-                        key[0], key[1], "optOut", rules.INVALID_DATA, str(exc), None, request_id
-                    )
-                continue
-            parsed[position] = replace(event, ven_id=ven_id)
-        triage = await asyncio.to_thread(self._triage, parsed, now, request_id)
+
+        def parse_and_triage() -> tuple[dict[int, Answer], _Triage]:
+            answers, parsed = self._parse(raw_events, request_id, ven_id)
+            return answers, self._triage(parsed, now, request_id)
+
+        # Parsing and storing a distribution of 100 events, or of one with thousands of
+        # intervals, takes long: a worker thread does it, the event loop only waits.
+        answers, triage = await asyncio.to_thread(parse_and_triage)
         answers.update(triage.answers)
         decisions = await self._decide_all(list(triage.to_decide.values()))
         decided = {
@@ -221,7 +215,7 @@ class DistributionHandler:
         def find() -> list[Answer]:
             out = []
             with db.unit_of_work(self._sessions) as session:
-                for event in store.latest_events(session, self.vtn_id):
+                for event in store.latest_events(session, self.vtn_id, current_at=now):
                     if event.is_over_at(now) or event.response_required != "always":
                         continue
                     stored = store.last_answer(
@@ -243,12 +237,40 @@ class DistributionHandler:
         if ids:
             await asyncio.to_thread(self._mark_sent, ids, sent_at)
 
+    def _parse(
+        self, raw_events: Sequence[Any], request_id: str, ven_id: str | None
+    ) -> tuple[dict[int, Answer], dict[int, DrEvent]]:
+        """The events read, by position, and the 454 answers to those that cannot be."""
+        answers: dict[int, Answer] = {}
+        parsed: dict[int, DrEvent] = {}
+        for position, raw in enumerate(raw_events):
+            try:
+                event = parse_event(raw, self.vtn_id)
+            except MalformedEventError as exc:
+                logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
+                key = _version_key(raw)
+                if key is not None and _response_required(raw):
+                    answers[position] = Answer(
+                        key[0], key[1], "optOut", rules.INVALID_DATA, str(exc), None, request_id
+                    )
+                continue
+            parsed[position] = replace(event, ven_id=ven_id)
+        return answers, parsed
+
     # -- one transaction each ----------------------------------------------------------
 
     def _triage(self, parsed: Mapping[int, DrEvent], now: datetime, request_id: str) -> _Triage:
         triage = _Triage(answers={}, to_decide={}, new_versions=[])
         with db.unit_of_work(self._sessions) as session:
-            known = {e.event_id: e for e in store.latest_events(session, self.vtn_id)}
+            # The events not over, and those of this distribution: the ones the rules judge
+            # against (events over cannot be cancelled by implication any more).
+            current = store.latest_events(
+                session,
+                self.vtn_id,
+                current_at=now,
+                also={event.event_id for event in parsed.values()},
+            )
+            known = {e.event_id: e for e in current}
             for position, event in parsed.items():
                 latest = known.get(event.event_id)
                 verdict = rules.classify(
@@ -417,7 +439,9 @@ class DistributionHandler:
         now: datetime,
         request_id: str | None,
     ) -> Answer:
-        row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
+        row = store.event_row(
+            session, event.vtn_id, event.event_id, event.modification_number, children=False
+        )
         if row is None:
             raise store.StoredDataError(
                 f"event {event.event_id} modification {event.modification_number} vanished "
@@ -432,11 +456,27 @@ class DistributionHandler:
         request_id: str,
     ) -> dict[int, Answer]:
         out: dict[int, Answer] = {}
-        with db.unit_of_work(self._sessions) as session:
+        saved: list[tuple[int, DrEvent, OptDecision, ResponseRow]] = []
+        with db.unit_of_work(self._sessions) as session, session.no_autoflush:
             for position, (event, decision) in decided.items():
-                answer = self._answer(session, event, decision, now, request_id)
-                if event.response_required == "always":
-                    out[position] = answer
+                row = store.event_row(
+                    session, event.vtn_id, event.event_id, event.modification_number, children=False
+                )
+                if row is None:
+                    raise store.StoredDataError(
+                        f"event {event.event_id} modification {event.modification_number} "
+                        "vanished from the store before its answer was saved"
+                    )
+                response = store.save_response(
+                    session,
+                    row,
+                    decision,
+                    now,
+                    required=event.response_required == "always",
+                    request_id=request_id,
+                    flush=False,
+                )
+                saved.append((position, event, decision, response))
                 logger.info(
                     "VTN %s: event %s modification %d (%s%s): %s %d, %s",
                     self.vtn_id,
@@ -448,6 +488,10 @@ class DistributionHandler:
                     decision.response_code,
                     decision.reason,
                 )
+            session.flush()  # one insert round for all the answers; their ids are known now
+            for position, event, decision, response in saved:
+                if event.response_required == "always":
+                    out[position] = _answer_of(event, decision, response.id, request_id)
         return out
 
     def _mark_sent(self, ids: Sequence[int], sent_at: datetime) -> None:
