@@ -95,7 +95,7 @@ MANY_INTERVALS = 3000
 BULK_EVENTS = 100
 HEALTHZ_EVERY_S = 0.5
 HEALTHZ_TIMEOUT_S = 10.0
-CHECK_GUARD_S = 90.0
+CHECK_GUARD_S = 60.0
 """Hang guard for one valid-after answer [s]; a healthy daemon answers within a few polls."""
 SIGNAL_UNKNOWN = "x-fuzz-unknown-signal"
 TOKEN = "fuzz-benchmark-token-0123456789"
@@ -479,6 +479,13 @@ async def _warm_up(utilities: Sequence[Utility], daemon: Daemon) -> None:
     )
 
 
+async def _check_into(utility: Utility, daemon: Daemon) -> None:
+    try:
+        utility.check = await _check(utility, daemon)
+    except (TimeoutError, RuntimeError) as exc:
+        utility.check = f"failed: {exc}"
+
+
 async def _check(utility: Utility, daemon: Daemon) -> str:
     """Valid events after the stream: the answers and their requestIDs; "ok" or what failed."""
     vtn = utility.vtn
@@ -552,6 +559,11 @@ def _tracebacks(log_path: Path) -> tuple[int, list[str]]:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    main = asyncio.current_task()
+    assert main is not None
+    # SIGTERM (and SIGINT, as asyncio.run does) cancels the run: the finally below stops the
+    # daemon and the servers.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     rng = random.Random(args.seed)
     clock = SystemClock()
     utilities: list[Utility] = []
@@ -613,11 +625,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         fuzz_s = time.monotonic() - started
         alive = daemon.process.returncode is None
         if alive:
-            for utility in utilities:
-                try:
-                    utility.check = await _check(utility, daemon)
-                except (TimeoutError, RuntimeError) as exc:
-                    utility.check = f"failed: {exc}"
+            await asyncio.gather(*(_check_into(u, daemon) for u in utilities))
         else:
             for utility in utilities:
                 utility.check = "not run: the daemon died"
@@ -768,7 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fuzz-ven-"))
     try:
         result = asyncio.run(run(args, tmp))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; the daemon and the servers are stopped", file=sys.stderr)
         return 130
     finally:

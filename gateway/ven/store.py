@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar, get_args
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, func, not_, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.errors import GatewayError
@@ -134,9 +134,21 @@ def latest_events(
     if current_at is None:
         return [to_dr_event(row) for row in session.scalars(_newest(vtn_id, children=True))]
     wanted = set(also)
+    # Cancelled (sent or implied) with the cancellation in effect is over (the first rule of
+    # DrEvent.is_over_at), told by the database; the end of the active period in Python.
+    cancelled_over = and_(
+        or_(rows.Event.status == "cancelled", rows.Event.implied_cancel_at.is_not(None)),
+        or_(
+            rows.Event.cancel_effective_at.is_(None),
+            rows.Event.cancel_effective_at <= current_at,
+        ),
+    )
+    candidates = _newest(vtn_id, children=False).where(
+        or_(not_(cancelled_over), rows.Event.event_id.in_(wanted))
+    )
     keep = [
         row.id
-        for row in session.scalars(_newest(vtn_id, children=False))
+        for row in session.scalars(candidates)
         if row.event_id in wanted or not _header(row).is_over_at(current_at)
     ]
     out: list[DrEvent] = []
@@ -341,6 +353,8 @@ def participations(
     answers = answers.where(rows.Event.status != "cancelled")
     if vtn_id is not None:
         answers = answers.where(rows.Event.vtn_id == vtn_id)
+    if current_at is not None and len(events) <= _IN_CHUNK:
+        answers = answers.where(rows.Event.event_id.in_({event.event_id for event in events}))
     newest: dict[tuple[str, str], tuple[str, int]] = {}
     for vtn, event_id, opt_text, code in session.execute(answers.order_by(rows.EventResponse.id)):
         newest[(vtn, event_id)] = (opt_text, code)
