@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +60,11 @@ from gateway.ven.reports import ResourceStatus
 from gateway.web import DaemonState, VtnState, WebServer, make_app
 
 log = logging.getLogger(__name__)
+
+WORKER_THREADS_PER_VTN = 2
+"""Worker threads per VTN: its distribution being answered, and an opt change or resend."""
+WORKER_THREADS_BASE = 8
+"""Worker threads for the rounds (poll, plan, offers) and the dashboard."""
 
 
 class Gateway:
@@ -107,6 +113,16 @@ class Gateway:
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self, *, schedule: bool = True, connect_vens: bool = True) -> None:
+        # The worker threads of asyncio.to_thread. Each VTN's distributions, the rounds and
+        # the dashboard's database checks wait on the database in them, and SQLite lets one
+        # write at a time: asyncio's default pool (CPU count + 4) fills with writers waiting
+        # for their turn, and a quick /healthz check or a site poll queues behind them.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(
+                max_workers=WORKER_THREADS_PER_VTN * len(self.settings.vtn) + WORKER_THREADS_BASE,
+                thread_name_prefix="gateway-worker",
+            )
+        )
         with unit_of_work(self._sessions) as session:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
             fleet.sync_programmes(session, self.settings.baseline_programmes(), self.clock.now())
