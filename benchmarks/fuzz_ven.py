@@ -97,6 +97,8 @@ HEALTHZ_EVERY_S = 0.5
 HEALTHZ_TIMEOUT_S = 10.0
 CHECK_GUARD_S = 60.0
 """Hang guard for one valid-after answer [s]; a healthy daemon answers within a few polls."""
+HUNG_AFTER_S = 30.0
+"""A payload still not fetched this long after ``--max-s`` ends the run: the daemon hangs."""
 SIGNAL_UNKNOWN = "x-fuzz-unknown-signal"
 TOKEN = "fuzz-benchmark-token-0123456789"
 
@@ -446,6 +448,10 @@ async def _feed(utility: Utility, quota: int, end_at: float, daemon: Daemon) -> 
     """Answer the VTN's polls with hostile payloads, one queued at a time."""
     pending: str | None = None
     while True:
+        if pending is not None and (
+            time.monotonic() > end_at + HUNG_AFTER_S or daemon.process.returncode is not None
+        ):
+            return  # never fetched: the daemon died or hangs (the poll gaps say which VTN)
         if not utility.vtn.queue and pending is not None:
             utility.sent[pending] += 1
             utility.served_last = [*utility.served_last, (time.monotonic(), pending)][-3:]
@@ -737,7 +743,7 @@ def _print(result: Mapping[str, Any]) -> None:
         "every valid event answered correctly": all(
             c == "ok" for c in result["valid_after"].values()
         ),
-        "RSS growth < 20 MB": (result["rss_growth_mb"] or 0) < 20,
+        "RSS growth < 20 MB": result["rss_growth_mb"] is not None and result["rss_growth_mb"] < 20,
         "no poll gap over 3 s": all(g <= 3.0 for g in gaps.values()),
     }
     for target, met in targets.items():
