@@ -5,6 +5,14 @@
 - runs the planner (every ``scheduler.plan_interval_s``), stores offers, dispatches moves;
 - answers OpenADR events through one VEN connection per configured VTN.
 
+One asyncio loop carries every VTN's polls and reports, the site calls and the dashboard; so
+the heavy parts of a round (reading the store, building the fleet's snapshot, planning,
+deciding on the new events of a distribution) run in a worker thread (``asyncio.to_thread``),
+while the loop only awaits them. The locks keep their meaning: one plan round at a time
+(``_plan_lock``), one poll round at a time (``_poll_lock``), and one task at a time storing
+or sending a VTN's answers (``VenConnection``). A thread reads the site statuses as a copy
+taken on the loop.
+
 Everything that must survive a restart is in the database: on start in-flight migrations are
 advanced again (their calls are idempotent), events and answers are read back from the store.
 """
@@ -13,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +50,7 @@ from gateway.planner.review import review
 from gateway.planner.signals import targeted_sites
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.planner.timing import next_plan_at
-from gateway.settings import Settings
+from gateway.settings import Settings, SiteSettings
 from gateway.sites.client import RetryPolicy, SiteControllerClient
 from gateway.sites.schema import SiteStatus
 from gateway.sites.tls import optional_client_context
@@ -51,6 +60,11 @@ from gateway.ven.reports import ResourceStatus
 from gateway.web import DaemonState, VtnState, WebServer, make_app
 
 log = logging.getLogger(__name__)
+
+WORKER_THREADS_PER_VTN = 2
+"""Worker threads per VTN: its distribution being answered, and an opt change or resend."""
+WORKER_THREADS_BASE = 8
+"""Worker threads for the rounds (poll, plan, offers) and the dashboard."""
 
 
 class Gateway:
@@ -99,6 +113,16 @@ class Gateway:
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self, *, schedule: bool = True, connect_vens: bool = True) -> None:
+        # The worker threads of asyncio.to_thread. Each VTN's distributions, the rounds and
+        # the dashboard's database checks wait on the database in them, and SQLite lets one
+        # write at a time: asyncio's default pool (CPU count + 4) fills with writers waiting
+        # for their turn, and a quick /healthz check or a site poll queues behind them.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(
+                max_workers=WORKER_THREADS_PER_VTN * len(self.settings.vtn) + WORKER_THREADS_BASE,
+                thread_name_prefix="gateway-worker",
+            )
+        )
         with unit_of_work(self._sessions) as session:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
             fleet.sync_programmes(session, self.settings.baseline_programmes(), self.clock.now())
@@ -150,6 +174,7 @@ class Gateway:
                         offers=self.site_offers,
                         unsupported=self.signal_policy.unsupported,
                         after_opt_in=self.plan_soon,
+                        decide_many=self.decide_many,
                     )
                 )
             # All at once: a VTN that is slow to answer does not hold up the others.
@@ -271,25 +296,42 @@ class Gateway:
                 return_exceptions=True,
             )
             now = self.clock.now()
-            with unit_of_work(self._sessions) as session:
-                for cfg, result in zip(polled, results, strict=True):
-                    if isinstance(result, SiteControllerError):
-                        self.statuses.pop(cfg.id, None)
-                        fleet.mark_offline(session, cfg.id, now)
-                        if self._site_up.get(cfg.id) is not False:
-                            log.warning("site %s is unreachable: %s", cfg.id, result)
-                        self._site_up[cfg.id] = False
-                        continue
-                    if isinstance(result, BaseException):
-                        raise result
-                    if self._site_up.get(cfg.id) is not True:
-                        log.info("site %s is online", cfg.id)
-                    self._site_up[cfg.id] = True
-                    self.statuses[cfg.id] = result
-                    fleet.record_status(session, cfg, result, now)
+            answered: list[tuple[SiteSettings, SiteStatus | None]] = []
+            for cfg, result in zip(polled, results, strict=True):
+                if isinstance(result, SiteControllerError):
+                    if self._site_up.get(cfg.id) is not False:
+                        log.warning("site %s is unreachable: %s", cfg.id, result)
+                    answered.append((cfg, None))
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    answered.append((cfg, result))
+            # Stored in a worker thread: with SQLite a write waits while another thread
+            # stores a large distribution, and the loop must not wait with it.
+            await asyncio.to_thread(self._record_statuses, answered, now)
+            for cfg, status in answered:
+                if status is None:
+                    self.statuses.pop(cfg.id, None)
+                    self._site_up[cfg.id] = False
+                    continue
+                if self._site_up.get(cfg.id) is not True:
+                    log.info("site %s is online", cfg.id)
+                self._site_up[cfg.id] = True
+                self.statuses[cfg.id] = status
             if self.dispatcher is not None:
                 await self.dispatcher.advance_all()
         self._advance_when_due()
+
+    def _record_statuses(
+        self, answered: Sequence[tuple[SiteSettings, SiteStatus | None]], now: datetime
+    ) -> None:
+        """Store what each polled site said (None: unreachable) in one transaction."""
+        with unit_of_work(self._sessions) as session:
+            for cfg, status in answered:
+                if status is None:
+                    fleet.mark_offline(session, cfg.id, now)
+                else:
+                    fleet.record_status(session, cfg, status, now)
 
     async def advance_once(self) -> None:
         """At the instant a site's operation is expected done (:attr:`next_step_at`): poll
@@ -338,31 +380,45 @@ class Gateway:
             if self.dispatcher is None or self._stopping:
                 return []
             planned, snapshot, moved = await self._plan_and_dispatch()
-            self._refresh_offers(snapshot)
+            await asyncio.to_thread(self._refresh_offers, snapshot)
             await self.review_opts(snapshot, moved)
-            self._plan_at_next_instant()
+            await self._plan_at_next_instant()
             self._advance_when_due()
             return planned
 
-    def _plan_at_next_instant(self) -> None:
+    async def _plan_at_next_instant(self) -> None:
         """Plan again at the next instant an event needs (a start, an interval boundary, an
         absorb's departure: :mod:`gateway.planner.timing`), when it comes before the next
         regular round; :attr:`next_plan_at` says when."""
-        with unit_of_work(self._sessions) as session:
-            snapshot = self._snapshot(session)
-            events = [(p.event, p.opt) for p in event_store.participations(session)]
-        self.next_plan_at = next_plan_at(events, snapshot, self.policy_params)
+        statuses = dict(self.statuses)
+
+        def find() -> datetime | None:
+            with unit_of_work(self._sessions) as session:
+                snapshot = self._snapshot(session, statuses)
+                events = [
+                    (p.event, p.opt)
+                    for p in event_store.participations(session, current_at=snapshot.at)
+                ]
+            return next_plan_at(events, snapshot, self.policy_params)
+
+        self.next_plan_at = await asyncio.to_thread(find)
         self._run_once_at(self.next_plan_at, self.event_instant_once, "event-instant")
 
     async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot, set[str]]:
         """One planning decision and its migrations created and started: their ids, the
         snapshot they were planned on, and the sites they leave or go to."""
         assert self.dispatcher is not None  # plan_once checked
-        with unit_of_work(self._sessions) as session:
-            snapshot = self._snapshot(session)
-        if self.settings.planner.policy == "static":
-            return [], snapshot, set()
-        decisions = plan(snapshot, self.policy_params, self.settings.planner.policy)
+        statuses = dict(self.statuses)
+        policy = self.settings.planner.policy
+
+        def look_and_plan() -> tuple[Snapshot, list[Any]]:
+            with unit_of_work(self._sessions) as session:
+                snapshot = self._snapshot(session, statuses)
+            if policy == "static":
+                return snapshot, []
+            return snapshot, list(plan(snapshot, self.policy_params, policy))
+
+        snapshot, decisions = await asyncio.to_thread(look_and_plan)
         planned, moved = [], set()
         for decision in decisions:
             if (migration_id := self.dispatcher.create(decision)) is not None:
@@ -396,12 +452,31 @@ class Gateway:
             for the next round: the snapshot still shows the room and the jobs those moves
             take, and one look must not be spent twice.
         Returns the number of opts changed."""
+        connections = {c.vtn_id: c for c in self.vens}
+        changes = await asyncio.to_thread(
+            self._opt_changes, snapshot, moved, dict(self.statuses), set(connections)
+        )
+        for event, decision in changes:
+            await connections[event.vtn_id].update_opt(event, decision)
+        for connection in self.vens:
+            await connection.resend_unsent()
+        return len(changes)
+
+    def _opt_changes(
+        self,
+        snapshot: Snapshot | None,
+        moved: Collection[str],
+        statuses: Mapping[str, SiteStatus],
+        vtn_ids: Collection[str],
+    ) -> list[tuple[DrEvent, OptDecision]]:
+        """The opts the plan changes (of events of ``vtn_ids``), for :meth:`review_opts`; run
+        in a worker thread."""
         with unit_of_work(self._sessions) as session:
             if snapshot is None:
-                snapshot = self._snapshot(session)
+                snapshot = self._snapshot(session, statuses)
             current = [
                 known
-                for known in event_store.participations(session)
+                for known in event_store.participations(session, current_at=snapshot.at)
                 if known.opt != "optOut"
                 or not any(s.site_id in moved for s in targeted_sites(known.event, snapshot.sites))
             ]
@@ -414,11 +489,9 @@ class Gateway:
                 and known.response_code == 200
                 and known.event.effective_start_at > snapshot.at
             }
-        connections = {c.vtn_id: c for c in self.vens}
-        changed = 0
+        changes = []
         for known in current:
-            connection = connections.get(known.event.vtn_id)
-            if connection is None:
+            if known.event.vtn_id not in vtn_ids:
                 continue
             decision = review(
                 known.event,
@@ -430,11 +503,8 @@ class Gateway:
                 baselines.get((known.event.vtn_id, known.event.event_id)),
             )
             if decision is not None:
-                await connection.update_opt(known.event, decision)
-                changed += 1
-        for connection in self.vens:
-            await connection.resend_unsent()
-        return changed
+                changes.append((known.event, decision))
+        return changes
 
     @property
     def plan_task(self) -> asyncio.Task[None] | None:
@@ -455,12 +525,14 @@ class Gateway:
 
     # -- events ---------------------------------------------------------------------------
 
-    def _snapshot(self, session: Session) -> Snapshot:
+    def _snapshot(self, session: Session, statuses: Mapping[str, SiteStatus]) -> Snapshot:
+        """The fleet now; ``statuses`` is a copy of :attr:`statuses` taken on the event loop
+        (this runs in worker threads)."""
         now = self.clock.now()
         base = fleet.build_snapshot(
             session,
             self.settings.site,
-            self.statuses,
+            statuses,
             (),
             now,
             idle_kw_per_gpu=self.settings.feasibility.idle_kw_per_gpu,
@@ -479,7 +551,7 @@ class Gateway:
     def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:
         """What opted-in, non-test events ask of the sites, now or soon; a shed or absorb
         in force carries the baseline the meter judges it against."""
-        participations = event_store.participations(session)
+        participations = event_store.participations(session, current_at=base.at)
         requests = event_requests(
             [(p.event, p.opt) for p in participations],
             base.sites,
@@ -509,10 +581,40 @@ class Gateway:
 
     async def decide(self, event: DrEvent) -> OptDecision:
         """The VEN's question: opt in or out of this event?"""
+        (decision,) = await self.decide_many([event])
+        return decision
+
+    async def decide_many(self, events: Sequence[DrEvent]) -> list[OptDecision]:
+        """The VEN's question for the new versions of one distribution: opt in or out of each?
+        All are judged on one look at the fleet (the answers of a distribution are stored
+        together, after the last decision, so no version of it sees another's), in a worker
+        thread: a distribution of a hundred events does not hold up the event loop."""
+        return await asyncio.to_thread(self._decide_now, events, dict(self.statuses))
+
+    def _decide_now(
+        self, events: Sequence[DrEvent], statuses: Mapping[str, SiteStatus]
+    ) -> list[OptDecision]:
         with unit_of_work(self._sessions) as session:
-            snapshot = self._snapshot(session)
+            snapshot = self._snapshot(session, statuses)
+            out = [self._decide_one(session, event, snapshot) for event in events]
+        return out
+
+    def _decide_one(self, session: Session, event: DrEvent, snapshot: Snapshot) -> OptDecision:
+        """One version's answer; optOut with the reason when the planner fails on it (one
+        event never sinks the others of its distribution)."""
+        try:
             baselines = self._baselines(session, event, snapshot)
-        decision = opt.decide(event, snapshot, self.policy_params, self.signal_policy, baselines)
+            decision = opt.decide(
+                event, snapshot, self.policy_params, self.signal_policy, baselines
+            )
+        except Exception as exc:  # one event's boundary
+            log.exception(
+                "event %s/%s #%d: deciding failed, opting out",
+                event.vtn_id,
+                event.event_id,
+                event.modification_number,
+            )
+            decision = OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
         log.info(
             "event %s/%s #%d: %s (%s)",
             event.vtn_id,

@@ -16,6 +16,10 @@ without asking for any, answers ``oadrRequestEvent`` with the events set in
 response code and requestID (:attr:`ScriptedVtn.responses`) before acknowledging it. The
 requestID of every distribution it sends, from a poll or in answer to ``oadrRequestEvent``,
 is in :attr:`ScriptedVtn.distributions` (openleadr sets it, not the script).
+
+A test or benchmark may also queue ``bytes``: that poll is answered with exactly those bytes
+(``application/xml``, HTTP 200), past openleadr, so that malformed, truncated or hostile XML
+reaches the VEN as a VTN could send it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,9 +42,6 @@ from gateway.errors import GatewayError
 from simulators.vtn import on_each_event_response
 
 logger = logging.getLogger(__name__)
-
-RAW = "x-raw"
-"""The queue's name for an answer sent exactly as written (:meth:`ScriptedVtn.send_raw`)."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class ScriptedVtn:
 
     def __init__(self, vtn_id: str = "SCRIPTED-VTN", poll_interval_s: int = 1) -> None:
         self.vtn_id = vtn_id
-        self.queue: deque[tuple[str, dict[str, Any]]] = deque()
-        """Messages for the next polls, one per poll, oldest first."""
+        self.queue: deque[tuple[str, dict[str, Any]] | bytes] = deque()
+        """Messages for the next polls, one per poll, oldest first; ``bytes`` go out verbatim."""
         self.standing: list[dict[str, Any]] = []
         """The events ``oadrRequestEvent`` answers with (the VEN asks at start)."""
         self.responses: list[ReceivedResponse] = []
@@ -92,6 +93,7 @@ class ScriptedVtn:
                 http_port=0,
                 requested_poll_freq=timedelta(seconds=poll_interval_s),
             )
+        self.server.app.middlewares.insert(0, self._raw_answers)
         self.server.add_handler("on_poll", self._on_poll)
         self.server.add_handler("on_request_event", self._on_request_event)
         self.server.add_handler("on_created_event", self._on_created_event)
@@ -130,20 +132,18 @@ class ScriptedVtn:
             )
         )
 
-    def send_raw(self, body: str) -> None:
-        """Queue an answer to the next poll that goes out exactly as ``body`` (UTF-8), with
-        no check at all: a DTD, an entity, an empty or an oversized body, broken XML."""
-        self.queue.append((RAW, {"body": body}))
+    def send_raw(self, body: str | bytes) -> None:
+        """Queue an answer to the next poll that goes out exactly as ``body`` (a ``str`` as
+        UTF-8), with no check at all: a DTD, an entity, an empty or an oversized body, broken
+        XML."""
+        self.queue.append(body.encode() if isinstance(body, str) else body)
 
     def responses_to(self, event_id: str) -> list[ReceivedResponse]:
         return [r for r in self.responses if r.event_id == event_id]
 
     def _create_message(self, message_type: str, **payload: Any) -> str:
         """The XML of one message: distributions as written (recorded with their requestID),
-        raw bodies (:meth:`send_raw`) as queued, anything else through openleadr's
-        ``create_message``."""
-        if message_type == RAW:
-            return str(payload["body"])
+        anything else through openleadr's ``create_message``."""
         if message_type != "oadrDistributeEvent":
             return str(create_message(message_type, **payload))
         events = payload.get("events") or []
@@ -157,11 +157,27 @@ class ScriptedVtn:
 
     # -- openleadr handlers ----------------------------------------------------------------
 
+    @web.middleware
+    async def _raw_answers(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Answer a poll with the queued bytes, verbatim, when the next message is raw."""
+        if request.path.endswith("/OadrPoll") and self.queue and isinstance(self.queue[0], bytes):
+            self.polls += 1
+            body = self.queue.popleft()
+            assert isinstance(body, bytes)  # checked above; the queue is this loop's only
+            return web.Response(body=body, content_type="application/xml")
+        return await handler(request)
+
     def _on_poll(self, ven_id: str) -> tuple[str, dict[str, Any]] | None:
         self.polls += 1
-        if not self.queue:
-            return None
-        return self.queue.popleft()
+        if not self.queue or isinstance(self.queue[0], bytes):
+            return None  # raw bytes go out through _raw_answers, never from here
+        message = self.queue.popleft()
+        assert not isinstance(message, bytes)
+        return message
 
     def _on_request_event(self, ven_id: str) -> list[dict[str, Any]] | None:
         return [dict(e) for e in self.standing] or None

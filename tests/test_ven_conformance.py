@@ -59,6 +59,7 @@ class Rig:
         has handled the message when this returns; the distribution's requestID."""
         self.vtn.distribute(events)
         await self.connection._client._poll()
+        await asyncio.wait_for(self.connection.settled(), WAIT_S)
         assert not self.vtn.queue, "the VEN fetched the distribution"
         return self.vtn.distributions[-1].request_id
 
@@ -729,6 +730,7 @@ async def test_rule_42_an_answer_stored_while_another_waits_goes_out_with_its_di
         finally:
             planner.gate.set()
             await asyncio.wait_for(poll, WAIT_S)
+            await asyncio.wait_for(rig.connection.settled(), WAIT_S)
 
         request_id = rig.vtn.distributions[-1].request_id
         assert resent == 0, "the resend leaves the distribution's answers to it"
@@ -805,6 +807,7 @@ async def test_one_writer_an_answer_awaiting_acknowledgement_is_not_resent_meanw
         finally:
             release.set()
             await asyncio.wait_for(poll, WAIT_S)
+            await asyncio.wait_for(rig.connection.settled(), WAIT_S)
 
         assert resent == 0
         assert rig.got("EVT-1") == [(0, "optIn", 200)]

@@ -24,6 +24,10 @@ It answers events and reports on every site it serves. What it adds to openleadr
   to send the same stored answer); answering a version again because the VTN sent it again
   is another matter, and required. A resend finding the lock taken does nothing: the holder
   sends what it owes and the next plan round resends what is left;
+- the poll that brings a distribution waits a second at most for its answers; a longer one
+  (a hundred events, thousands of intervals) is answered in the background, in arrival
+  order, while the VEN polls on at the VTN's rhythm; two at most wait so, a third holds the
+  poll (back-pressure). :meth:`VenConnection.settled` waits for them;
 - the reports (telemetry, status and flexibility offers of every site) are rows of
   :data:`gateway.ven.reports.REPORTS`; that module says what it changes in openleadr's
   reporting (status payloads, one rID list per report request, durations of projected
@@ -90,7 +94,7 @@ from gateway.settings import (
     is_report_interval,
 )
 from gateway.ven import availability, inbound, parsing, refusals, reports
-from gateway.ven.distribution import Answer, Decide, DistributionHandler, Unsupported
+from gateway.ven.distribution import Answer, Decide, DecideMany, DistributionHandler, Unsupported
 from gateway.ven.reconnect import Backoff, ClientWatch, Loss, Reconnector
 from gateway.ven.reports import (
     OffersReader,
@@ -116,6 +120,13 @@ _SHOWN_BYTES = 200
 _STOP_GRACE_S = 1.0
 """How much longer than one request stopping a client waits for its jobs in flight before
 cancelling them [wall s]."""
+_POLL_HOLD_S = 1.0
+"""How long the poll that brought a distribution waits for it to be answered [wall s]; a
+distribution that takes longer (a hundred events, thousands of intervals) is answered in the
+background while the VEN polls on at the VTN's rhythm."""
+_BACKLOG = 2
+"""Distributions of one VTN answered in the background at most: a poll bringing more waits
+for the oldest (back-pressure; the messages waiting in memory stay bounded)."""
 
 
 class VenConnection:
@@ -135,6 +146,9 @@ class VenConnection:
         no offers report (:mod:`gateway.ven.reports`, ``docs/reports.md``)
     unsupported: the signals of an event version the programme's signal mapping cannot act on
         (answered 460)
+    decide_many: the planner's answers to the new versions of one distribution at once, off
+        the event loop (:data:`gateway.ven.distribution.DecideMany`); None asks ``decide`` per
+        version
     rng: the jitter of the reconnection back-off (seed it in tests)
     """
 
@@ -150,6 +164,7 @@ class VenConnection:
         *,
         unsupported: Unsupported = unsupported_signals,
         after_opt_in: Callable[[], None] | None = None,
+        decide_many: DecideMany | None = None,
         rng: random.Random | None = None,
         status: StatusReader | None = None,
         offers: OffersReader | None = None,
@@ -170,8 +185,11 @@ class VenConnection:
         self._registration_id: str | None = None
         self._answering = asyncio.Lock()
         """Held while one task stores or sends answers to this VTN (see the module notes)."""
+        self._background: set[asyncio.Task[None]] = set()
+        """Distributions being answered after the poll that brought them returned; they take
+        ``_answering`` in arrival order (asyncio locks are fair)."""
         self._distribution = DistributionHandler(
-            vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported
+            vtn.id, session_factory, clock, decide, lambda: self._ven_id, unsupported, decide_many
         )
         self._edge = inbound.Edge(
             vtn.max_message_size_bytes,
@@ -318,6 +336,11 @@ class VenConnection:
             client.report_queue_task.cancel()
         if jobs:  # each request is bounded by request_timeout_s
             await asyncio.wait(jobs, timeout=self.vtn.request_timeout_s + _STOP_GRACE_S)
+        if self._background:  # distributions being answered: stored, then one send each
+            pending = set(self._background)
+            await asyncio.wait(pending, timeout=2 * self.vtn.request_timeout_s + _STOP_GRACE_S)
+            for task in pending:
+                task.cancel()  # an answer stored and not sent goes out with the next resend
         if client.scheduler.running:
             client.scheduler.shutdown(wait=False)  # cancels the jobs still in flight
         if client.client_session is not None:
@@ -490,6 +513,35 @@ class VenConnection:
             return []
 
     async def _on_distribution(self, client: Any, message: Mapping[str, Any]) -> None:
+        """One ``oadrDistributeEvent``, answered by :meth:`_answer_distribution`. The poll that
+        brought it waits ``_POLL_HOLD_S`` at most: a distribution that takes longer is answered
+        in the background and the VEN polls on (no more than ``_BACKLOG`` wait so)."""
+        task = asyncio.create_task(self._answer_distribution(client, message))
+        self._background.add(task)
+        task.add_done_callback(self._answered)
+        await asyncio.wait({task}, timeout=_POLL_HOLD_S)
+        while len(self._background) > _BACKLOG:
+            await asyncio.wait(set(self._background), return_when=asyncio.FIRST_COMPLETED)
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        """A distribution's task ended: a failure is logged here, the task boundary."""
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error(
+                "VTN %s: answering a distribution failed; its answers go out when stored "
+                "and the VTN distributes the events again: %s: %s",
+                self.vtn.id,
+                type(error).__name__,
+                error,
+                exc_info=error,
+            )
+
+    async def settled(self) -> None:
+        """Wait until every distribution received so far has been answered (or failed)."""
+        while self._background:
+            await asyncio.wait(set(self._background))
+
+    async def _answer_distribution(self, client: Any, message: Mapping[str, Any]) -> None:
         """One ``oadrDistributeEvent``: judged, stored and answered by our rules
         (:mod:`gateway.ven.distribution`), then one ``oadrCreatedEvent`` with the answers the
         VTN asked for and has not had yet."""

@@ -59,11 +59,15 @@ from gateway.ven.adapter import (
     version_key,
 )
 from models.event import Event as EventRow
+from models.event import EventResponse as ResponseRow
 
 logger = logging.getLogger(__name__)
 
 Decide = Callable[[DrEvent], Awaitable[OptDecision]]
 """The planner's answer to one event version."""
+DecideMany = Callable[[Sequence[DrEvent]], Awaitable[Sequence[OptDecision]]]
+"""The planner's answers to the new versions of one distribution, in order, all judged on one
+look at the fleet; the planner runs it off the event loop."""
 Unsupported = Callable[[DrEvent], Sequence[str]]
 """The signals of a version that the programme's signal mapping cannot act on."""
 
@@ -122,6 +126,8 @@ class DistributionHandler:
     ven_id: the VEN id the VTN knows us by now (for targets and the randomisation seed)
     unsupported: the signals of a version the signal mapping cannot act on; a version with
         any is answered optOut with 460 without asking the planner
+    decide_many: the planner's answers to all new versions of a distribution at once (one
+        look at the fleet, off the event loop); None asks ``decide`` once per version
     """
 
     def __init__(
@@ -132,6 +138,7 @@ class DistributionHandler:
         decide: Decide,
         ven_id: Callable[[], str | None],
         unsupported: Unsupported,
+        decide_many: DecideMany | None = None,
     ) -> None:
         self.vtn_id = vtn_id
         self._sessions = session_factory
@@ -139,6 +146,7 @@ class DistributionHandler:
         self._decide = decide
         self._ven_id = ven_id
         self._unsupported = unsupported
+        self._decide_many = decide_many
 
     async def handle(self, raw_events: Sequence[Any], request_id: str) -> Handled:
         """Judge, store and answer one distribution: the answers to send, in message order,
@@ -157,30 +165,25 @@ class DistributionHandler:
             )
             refused = (_invalid(raw, problem, request_id) for raw in raw_events)
             return Handled([a for a in refused if a is not None], opted_in=False)
-        answers: dict[int, Answer] = {}
-        parsed: dict[int, DrEvent] = {}
-        unreadable: set[str] = set()
-        for position, raw in enumerate(raw_events):
-            try:
-                event = parse_event(raw, self.vtn_id)
-            except MalformedEventError as exc:
-                logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
-                if (key := version_key(raw)) is not None:
-                    unreadable.add(key[0])  # named in the distribution: no implied cancel
-                if (answer := _invalid(raw, str(exc), request_id)) is not None:
-                    answers[position] = answer
-                continue
-            parsed[position] = replace(event, ven_id=ven_id)
-        triage = await asyncio.to_thread(self._triage, parsed, now, request_id, unreadable)
+
+        def parse_and_triage() -> tuple[dict[int, Answer], dict[int, DrEvent], _Triage]:
+            answers, parsed, unreadable = self._parse(raw_events, request_id, ven_id)
+            return answers, parsed, self._triage(parsed, now, request_id, unreadable)
+
+        # Parsing and storing a distribution of 100 events, or of one with thousands of
+        # intervals, takes long: a worker thread does it, the event loop only waits.
+        answers, parsed, triage = await asyncio.to_thread(parse_and_triage)
         # Stored either way; sent only where the version asked (oadrResponseRequired).
         answers.update(
             (position, answer)
             for position, answer in triage.answers.items()
             if parsed[position].response_required == "always"
         )
-        decided: dict[int, tuple[DrEvent, OptDecision]] = {}
-        for position, event in triage.to_decide.items():
-            decided[position] = (event, await self._decide_safely(event))
+        decisions = await self._decide_all(list(triage.to_decide.values()))
+        decided = {
+            position: (event, decision)
+            for (position, event), decision in zip(triage.to_decide.items(), decisions, strict=True)
+        }
         if decided:
             stored = await asyncio.to_thread(
                 self._store_answers, decided, self._clock.now(), request_id
@@ -231,7 +234,7 @@ class DistributionHandler:
         def find() -> list[Answer]:
             out = []
             with db.unit_of_work(self._sessions) as session:
-                for event in store.latest_events(session, self.vtn_id):
+                for event in store.latest_events(session, self.vtn_id, current_at=now):
                     if event.is_over_at(now) or event.response_required != "always":
                         continue
                     stored = store.last_answer(
@@ -253,6 +256,27 @@ class DistributionHandler:
         if ids:
             await asyncio.to_thread(self._mark_sent, ids, sent_at)
 
+    def _parse(
+        self, raw_events: Sequence[Any], request_id: str, ven_id: str | None
+    ) -> tuple[dict[int, Answer], dict[int, DrEvent], set[str]]:
+        """The events read, by position; the 454 answers to those that cannot be; the ids of
+        the unreadable events the distribution names (no implied cancel for them)."""
+        answers: dict[int, Answer] = {}
+        parsed: dict[int, DrEvent] = {}
+        unreadable: set[str] = set()
+        for position, raw in enumerate(raw_events):
+            try:
+                event = parse_event(raw, self.vtn_id)
+            except MalformedEventError as exc:
+                logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
+                if (key := version_key(raw)) is not None:
+                    unreadable.add(key[0])
+                if (answer := _invalid(raw, str(exc), request_id)) is not None:
+                    answers[position] = answer
+                continue
+            parsed[position] = replace(event, ven_id=ven_id)
+        return answers, parsed, unreadable
+
     # -- one transaction each ----------------------------------------------------------
 
     def _triage(
@@ -264,7 +288,15 @@ class DistributionHandler:
     ) -> _Triage:
         triage = _Triage(answers={}, to_decide={}, new_versions=[])
         with db.unit_of_work(self._sessions) as session:
-            known = {e.event_id: e for e in store.latest_events(session, self.vtn_id)}
+            # The events not over, and those of this distribution: the ones the rules judge
+            # against (events over cannot be cancelled by implication any more).
+            current = store.latest_events(
+                session,
+                self.vtn_id,
+                current_at=now,
+                also={event.event_id for event in parsed.values()},
+            )
+            known = {e.event_id: e for e in current}
             for position, event in parsed.items():
                 latest = known.get(event.event_id)
                 verdict = rules.classify(
@@ -433,7 +465,9 @@ class DistributionHandler:
         now: datetime,
         request_id: str | None,
     ) -> Answer:
-        row = store.event_row(session, event.vtn_id, event.event_id, event.modification_number)
+        row = store.event_row(
+            session, event.vtn_id, event.event_id, event.modification_number, children=False
+        )
         if row is None:
             raise store.StoredDataError(
                 f"event {event.event_id} modification {event.modification_number} vanished "
@@ -448,11 +482,27 @@ class DistributionHandler:
         request_id: str,
     ) -> dict[int, Answer]:
         out: dict[int, Answer] = {}
-        with db.unit_of_work(self._sessions) as session:
+        saved: list[tuple[int, DrEvent, OptDecision, ResponseRow]] = []
+        with db.unit_of_work(self._sessions) as session, session.no_autoflush:
             for position, (event, decision) in decided.items():
-                answer = self._answer(session, event, decision, now, request_id)
-                if event.response_required == "always":
-                    out[position] = answer
+                row = store.event_row(
+                    session, event.vtn_id, event.event_id, event.modification_number, children=False
+                )
+                if row is None:
+                    raise store.StoredDataError(
+                        f"event {event.event_id} modification {event.modification_number} "
+                        "vanished from the store before its answer was saved"
+                    )
+                response = store.save_response(
+                    session,
+                    row,
+                    decision,
+                    now,
+                    required=event.response_required == "always",
+                    request_id=request_id,
+                    flush=False,
+                )
+                saved.append((position, event, decision, response))
                 logger.info(
                     "VTN %s: event %s modification %d (%s%s): %s %d, %s",
                     self.vtn_id,
@@ -464,6 +514,10 @@ class DistributionHandler:
                     decision.response_code,
                     decision.reason,
                 )
+            session.flush()  # one insert round for all the answers; their ids are known now
+            for position, event, decision, response in saved:
+                if event.response_required == "always":
+                    out[position] = _answer_of(event, decision, response.id, request_id)
         return out
 
     def _mark_sent(self, ids: Sequence[int], sent_at: datetime) -> None:
@@ -471,6 +525,32 @@ class DistributionHandler:
             store.mark_sent(session, ids, sent_at)
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _decide_all(self, events: Sequence[DrEvent]) -> list[OptDecision]:
+        """The planner's answers to ``events``, in order: in one call of ``decide_many`` when
+        there is one (the planner looks at the fleet once and works off the event loop), else
+        one ``decide`` per version. optOut with the reason for every version when the planner
+        fails."""
+        if not events:
+            return []
+        if self._decide_many is None:
+            return [await self._decide_safely(event) for event in events]
+        try:
+            decisions = list(await self._decide_many(events))
+            if len(decisions) != len(events):
+                raise ValueError(f"{len(decisions)} answers to {len(events)} versions")
+        except (
+            Exception
+        ) as exc:  # task boundary: a failed planner opts out, never sinks the message
+            logger.exception(
+                "VTN %s: deciding on events %s failed, opting out",
+                self.vtn_id,
+                ", ".join(event.event_id for event in events[:5])
+                + (f" and {len(events) - 5} more" if len(events) > 5 else ""),
+            )
+            failed = OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
+            return [failed] * len(events)
+        return decisions
 
     async def _decide_safely(self, event: DrEvent) -> OptDecision:
         """The planner's answer; optOut with the reason when the planner fails."""

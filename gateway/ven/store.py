@@ -9,12 +9,12 @@ work, see :func:`gateway.db.unit_of_work`) and neither commits nor opens session
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar, get_args
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, func, not_, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.errors import GatewayError
@@ -45,7 +45,9 @@ def save_event(session: Session, event: DrEvent, received_at: datetime) -> tuple
     Returns the row and True, or the row already stored for this version and False.
     ``received_at`` is when the gateway received it [aware UTC].
     """
-    existing = event_row(session, event.vtn_id, event.event_id, event.modification_number)
+    existing = event_row(
+        session, event.vtn_id, event.event_id, event.modification_number, children=False
+    )
     if existing is not None:
         return existing, False
     row = rows.Event(
@@ -94,11 +96,18 @@ def save_event(session: Session, event: DrEvent, received_at: datetime) -> tuple
 
 
 def event_row(
-    session: Session, vtn_id: str, event_id: str, modification_number: int
+    session: Session,
+    vtn_id: str,
+    event_id: str,
+    modification_number: int,
+    *,
+    children: bool = True,
 ) -> rows.Event | None:
-    """The stored row of one version, or None."""
+    """The stored row of one version, or None; ``children`` False leaves its signals,
+    intervals and targets unread (thousands of rows for some events) until touched."""
+    query = select(rows.Event)
     return session.scalars(
-        _with_children(select(rows.Event)).where(
+        (_with_children(query) if children else query).where(
             rows.Event.vtn_id == vtn_id,
             rows.Event.event_id == event_id,
             rows.Event.modification_number == modification_number,
@@ -106,7 +115,55 @@ def event_row(
     ).one_or_none()
 
 
-def latest_events(session: Session, vtn_id: str | None = None) -> list[DrEvent]:
+def latest_events(
+    session: Session,
+    vtn_id: str | None = None,
+    *,
+    current_at: datetime | None = None,
+    also: Collection[str] = (),
+) -> list[DrEvent]:
+    """The newest stored version of every event (of one VTN, or of all), by start time.
+
+    current_at: when given, only the events not over at that instant (aware UTC), and those
+        of the event ids in ``also`` (over or not). The store keeps every event it ever
+        received; the rounds and distributions need the current ones, and reading the
+        signals and intervals of all of them grows with the store (a VTN sending thousands
+        of events, or events of thousands of intervals, made each read take seconds). Events
+        over are found from the versions' own columns first; only those kept are read whole.
+    """
+    if current_at is None:
+        return [to_dr_event(row) for row in session.scalars(_newest(vtn_id, children=True))]
+    wanted = set(also)
+    # Cancelled (sent or implied) with the cancellation in effect is over (the first rule of
+    # DrEvent.is_over_at), told by the database; the end of the active period in Python.
+    cancelled_over = and_(
+        or_(rows.Event.status == "cancelled", rows.Event.implied_cancel_at.is_not(None)),
+        or_(
+            rows.Event.cancel_effective_at.is_(None),
+            rows.Event.cancel_effective_at <= current_at,
+        ),
+    )
+    candidates = _newest(vtn_id, children=False).where(
+        or_(not_(cancelled_over), rows.Event.event_id.in_(wanted))
+    )
+    keep = [
+        row.id
+        for row in session.scalars(candidates)
+        if row.event_id in wanted or not _header(row).is_over_at(current_at)
+    ]
+    out: list[DrEvent] = []
+    for start in range(0, len(keep), _IN_CHUNK):
+        chunk = keep[start : start + _IN_CHUNK]
+        query = _with_children(select(rows.Event)).where(rows.Event.id.in_(chunk))
+        out += [to_dr_event(row) for row in session.scalars(query)]
+    return sorted(out, key=lambda e: (e.start_at, e.vtn_id, e.event_id))
+
+
+_IN_CHUNK = 500
+"""Ids per ``IN`` list when reading the kept events whole."""
+
+
+def _newest(vtn_id: str | None, *, children: bool) -> Select[rows.Event]:
     """The newest stored version of every event (of one VTN, or of all), by start time."""
     newest = select(
         rows.Event.vtn_id,
@@ -116,8 +173,9 @@ def latest_events(session: Session, vtn_id: str | None = None) -> list[DrEvent]:
     if vtn_id is not None:
         newest = newest.where(rows.Event.vtn_id == vtn_id)
     latest = newest.subquery()
+    base = select(rows.Event)
     query = (
-        _with_children(select(rows.Event))
+        (_with_children(base) if children else base)
         .join(
             latest,
             and_(
@@ -128,7 +186,7 @@ def latest_events(session: Session, vtn_id: str | None = None) -> list[DrEvent]:
         )
         .order_by(rows.Event.start_at, rows.Event.vtn_id, rows.Event.event_id)
     )
-    return [to_dr_event(row) for row in session.scalars(query)]
+    return query
 
 
 def load_event(session: Session, vtn_id: str, event_id: str) -> DrEvent | None:
@@ -150,13 +208,15 @@ def save_response(
     *,
     required: bool = True,
     request_id: str | None = None,
+    flush: bool = True,
 ) -> rows.EventResponse:
     """Store the answer given to one version, with its reason and the planner's predicted
     power (``decision.predicted_kw``); ``responded_at`` [aware UTC].
 
     ``required`` is False when the version said response_required = never: the answer is
     kept but never sent. ``request_id`` is the requestID of the distribution it answers
-    (conformance rule 42), the one it is sent under.
+    (conformance rule 42), the one it is sent under. ``flush`` False leaves the insert (and
+    the answer's id) to the caller's next flush, so that many answers go in one.
     """
     response = rows.EventResponse(
         opt=decision.opt,
@@ -167,8 +227,10 @@ def save_response(
         request_id=request_id,
         predicted_kw=decision.predicted_kw,
     )
-    event_row.responses.append(response)
-    session.flush()
+    response.event = event_row  # the event's other answers are not read for this
+    session.add(response)
+    if flush:
+        session.flush()
     return response
 
 
@@ -248,7 +310,9 @@ def owe_again(session: Session, response_id: int, request_id: str) -> None:
 def imply_cancel(session: Session, event: DrEvent, at: datetime, effective_at: datetime) -> None:
     """Mark the stored version ``event`` cancelled by implication at ``at``, taking effect at
     ``effective_at`` [aware UTC]."""
-    row = event_row(session, event.vtn_id, event.event_id, event.modification_number)
+    row = event_row(
+        session, event.vtn_id, event.event_id, event.modification_number, children=False
+    )
     if row is None:
         raise StoredDataError(
             f"event {event.event_id} modification {event.modification_number} of VTN "
@@ -272,9 +336,12 @@ class Participation:
     response_code: int | None
 
 
-def participations(session: Session, vtn_id: str | None = None) -> list[Participation]:
-    """Every event's newest version with the opt in force (of one VTN, or of all)."""
-    events = latest_events(session, vtn_id)
+def participations(
+    session: Session, vtn_id: str | None = None, *, current_at: datetime | None = None
+) -> list[Participation]:
+    """Every event's newest version with the opt in force (of one VTN, or of all); with
+    ``current_at`` only those of events not over then (:func:`latest_events`)."""
+    events = latest_events(session, vtn_id, current_at=current_at)
     if not events:
         return []
     answers = select(
@@ -286,6 +353,8 @@ def participations(session: Session, vtn_id: str | None = None) -> list[Particip
     answers = answers.where(rows.Event.status != "cancelled")
     if vtn_id is not None:
         answers = answers.where(rows.Event.vtn_id == vtn_id)
+    if current_at is not None and len(events) <= _IN_CHUNK:
+        answers = answers.where(rows.Event.event_id.in_({event.event_id for event in events}))
     newest: dict[tuple[str, str], tuple[str, int]] = {}
     for vtn, event_id, opt_text, code in session.execute(answers.order_by(rows.EventResponse.id)):
         newest[(vtn, event_id)] = (opt_text, code)
@@ -303,14 +372,8 @@ def participations(session: Session, vtn_id: str | None = None) -> list[Particip
 
 def to_dr_event(row: rows.Event) -> DrEvent:
     """A stored version as the domain record the planner reads."""
-    return DrEvent(
-        vtn_id=row.vtn_id,
-        event_id=row.event_id,
-        modification_number=row.modification_number,
-        status=_known(_STATUSES, row.status, "events.status"),
-        market_context=row.market_context,
-        start_at=row.start_at,
-        duration_s=row.duration_s,
+    return replace(
+        _header(row),
         signals=tuple(
             EventSignal(
                 signal_id=signal.signal_id,
@@ -332,6 +395,22 @@ def to_dr_event(row: rows.Event) -> DrEvent:
         targets=tuple(
             EventTarget(kind=t.kind, value=t.value) for t in sorted(row.targets, key=_by_id)
         ),
+    )
+
+
+def _header(row: rows.Event) -> DrEvent:
+    """A stored version without its signals and targets (not read): enough to tell when it
+    starts, ends or was cancelled."""
+    return DrEvent(
+        vtn_id=row.vtn_id,
+        event_id=row.event_id,
+        modification_number=row.modification_number,
+        status=_known(_STATUSES, row.status, "events.status"),
+        market_context=row.market_context,
+        start_at=row.start_at,
+        duration_s=row.duration_s,
+        signals=(),
+        targets=(),
         priority=row.priority,
         test_event=row.test_event,
         response_required="never" if row.response_required == "never" else "always",
