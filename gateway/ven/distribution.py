@@ -465,15 +465,7 @@ class DistributionHandler:
         now: datetime,
         request_id: str | None,
     ) -> Answer:
-        row = store.event_row(
-            session, event.vtn_id, event.event_id, event.modification_number, children=False
-        )
-        if row is None:
-            raise store.StoredDataError(
-                f"event {event.event_id} modification {event.modification_number} vanished "
-                "from the store before its answer was saved"
-            )
-        return _saved_answer(session, row, event, decision, now, request_id)
+        return _saved_answer(session, _stored_row(session, event), event, decision, now, request_id)
 
     def _store_answers(
         self,
@@ -485,14 +477,7 @@ class DistributionHandler:
         saved: list[tuple[int, DrEvent, OptDecision, ResponseRow]] = []
         with db.unit_of_work(self._sessions) as session, session.no_autoflush:
             for position, (event, decision) in decided.items():
-                row = store.event_row(
-                    session, event.vtn_id, event.event_id, event.modification_number, children=False
-                )
-                if row is None:
-                    raise store.StoredDataError(
-                        f"event {event.event_id} modification {event.modification_number} "
-                        "vanished from the store before its answer was saved"
-                    )
+                row = _stored_row(session, event)
                 response = store.save_response(
                     session,
                     row,
@@ -622,3 +607,17 @@ def _invalid(raw: object, problem: str, request_id: str) -> Answer | None:
     if key is None or not response_required(raw):
         return None
     return Answer(key[0], key[1], "optOut", rules.INVALID_DATA, problem, None, request_id)
+
+
+def _stored_row(session: Session, event: DrEvent) -> EventRow:
+    """The stored row of the version ``event`` (without its intervals), about to be answered;
+    raises StoredDataError when it vanished."""
+    row = store.event_row(
+        session, event.vtn_id, event.event_id, event.modification_number, children=False
+    )
+    if row is None:
+        raise store.StoredDataError(
+            f"event {event.event_id} modification {event.modification_number} vanished "
+            "from the store before its answer was saved"
+        )
+    return row
