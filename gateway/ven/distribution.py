@@ -478,15 +478,7 @@ class DistributionHandler:
         with db.unit_of_work(self._sessions) as session, session.no_autoflush:
             for position, (event, decision) in decided.items():
                 row = _stored_row(session, event)
-                response = store.save_response(
-                    session,
-                    row,
-                    decision,
-                    now,
-                    required=event.response_required == "always",
-                    request_id=request_id,
-                    flush=False,
-                )
+                response = _save_response(session, row, event, decision, now, request_id, False)
                 saved.append((position, event, decision, response))
                 logger.info(
                     "VTN %s: event %s modification %d (%s%s): %s %d, %s",
@@ -575,15 +567,30 @@ def _saved_answer(
     request_id: str | None,
 ) -> Answer:
     """Store ``decision`` as the answer to the stored version ``row`` and return it."""
-    response = store.save_response(
+    response = _save_response(session, row, event, decision, now, request_id, True)
+    return _answer_of(event, decision, response.id, request_id)
+
+
+def _save_response(
+    session: Session,
+    row: EventRow,
+    event: DrEvent,
+    decision: OptDecision,
+    now: datetime,
+    request_id: str | None,
+    flush: bool,
+) -> ResponseRow:
+    """Store ``decision`` as the answer to ``row``, to be sent where the version asked for
+    answers; ``flush``: at once (the answer's id is needed now) or with the caller's batch."""
+    return store.save_response(
         session,
         row,
         decision,
         now,
         required=event.response_required == "always",
         request_id=request_id,
+        flush=flush,
     )
-    return _answer_of(event, decision, response.id, request_id)
 
 
 def _answer_of(
