@@ -409,6 +409,19 @@ def _explicit_examples(test: Any) -> Any:
     return test
 
 
+def fuzzed_connection(sessions: sessionmaker[Session]) -> VenConnection:
+    """The VEN's connection to the fuzzing VTN, one site, the planner opting in."""
+    return VenConnection(
+        VtnSettings(id=VTN_ID, url="http://127.0.0.1:9/OpenADR2/Simple/2.0b", ven_name="fuzz"),
+        (site("site-a"),),
+        ManualClock(NOW),
+        sessions,
+        optin,
+        lambda site_id: None,
+        report_interval_s=60,
+    )
+
+
 @settings(
     derandomize=True,
     max_examples=MAX_EXAMPLES,
@@ -425,15 +438,7 @@ async def test_every_mutated_distribution_is_answered_or_refused_never_raised(
     sessions: sessionmaker[Session], distribution: tuple[list[Event], str, str | None]
 ) -> None:
     events, request_id, breakage = distribution
-    connection = VenConnection(
-        VtnSettings(id=VTN_ID, url="http://127.0.0.1:9/OpenADR2/Simple/2.0b", ven_name="fuzz"),
-        (site("site-a"),),
-        ManualClock(NOW),
-        sessions,
-        optin,
-        lambda site_id: None,
-        report_interval_s=60,
-    )
+    connection = fuzzed_connection(sessions)
     serial = next(_EXAMPLES)
     # Ids unique per example (a digit prefix keeps all-digit ids all digits): one version key
     # sent twice with other content is not what this test is about.
@@ -465,15 +470,7 @@ async def test_after_the_fuzz_a_valid_distribution_is_answered_and_the_store_rea
 ) -> None:
     """The same path, a hostile distribution first (its events stored where they are in
     bounds), then a valid one: answered 200; the stored events load and compute."""
-    connection = VenConnection(
-        VtnSettings(id=VTN_ID, url="http://127.0.0.1:9/OpenADR2/Simple/2.0b", ven_name="fuzz"),
-        (site("site-a"),),
-        ManualClock(NOW),
-        sessions,
-        optin,
-        lambda site_id: None,
-        report_interval_s=60,
-    )
+    connection = fuzzed_connection(sessions)
     hostile = Event(
         "H",
         "0",
