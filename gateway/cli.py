@@ -24,6 +24,7 @@ from gateway import feasibility as fm
 from gateway.errors import ConfigError, GatewayError, InputError
 from gateway.evaluation import cli as evaluation_cli
 from gateway.maintenance import cli as maintenance_cli
+from gateway.process import limit_malloc_arenas
 from gateway.reports import carbon_cli
 from gateway.reports import cli as report_cli
 from gateway.settings import Settings
@@ -434,6 +435,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.check:
         print(f"{args.config}: the configuration is valid")
         return 0
+    limit_malloc_arenas()  # before the worker threads start (gateway.process)
     return asyncio.run(_run_daemon(settings, args.config))
 
 

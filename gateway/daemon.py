@@ -32,7 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import fleet
-from gateway.baseline_forecast import predicted_baseline_kw
+from gateway.baseline_forecast import BaselineForecast, predicted_baseline_kw
 from gateway.clock import Clock
 from gateway.db import unit_of_work
 from gateway.deadlines import StepTimeouts
@@ -480,12 +480,14 @@ class Gateway:
                 if known.opt != "optOut"
                 or not any(s.site_id in moved for s in targeted_sites(known.event, snapshot.sites))
             ]
+            forecast = BaselineForecast(session.connection())
             baselines = {
                 (known.event.vtn_id, known.event.event_id): self._baselines(
-                    session, known.event, snapshot
+                    forecast, known.event, snapshot
                 )
                 for known in current
-                if known.opt == "optOut"
+                if known.event.vtn_id in vtn_ids
+                and known.opt == "optOut"
                 and known.response_code == 200
                 and known.event.effective_start_at > snapshot.at
             }
@@ -596,14 +598,17 @@ class Gateway:
     ) -> list[OptDecision]:
         with unit_of_work(self._sessions) as session:
             snapshot = self._snapshot(session, statuses)
-            out = [self._decide_one(session, event, snapshot) for event in events]
+            forecast = BaselineForecast(session.connection())
+            out = [self._decide_one(forecast, event, snapshot) for event in events]
         return out
 
-    def _decide_one(self, session: Session, event: DrEvent, snapshot: Snapshot) -> OptDecision:
+    def _decide_one(
+        self, forecast: BaselineForecast, event: DrEvent, snapshot: Snapshot
+    ) -> OptDecision:
         """One version's answer; optOut with the reason when the planner fails on it (one
         event never sinks the others of its distribution)."""
         try:
-            baselines = self._baselines(session, event, snapshot)
+            baselines = self._baselines(forecast, event, snapshot)
             decision = opt.decide(
                 event, snapshot, self.policy_params, self.signal_policy, baselines
             )
@@ -625,14 +630,14 @@ class Gateway:
         )
         return decision
 
-    def _baselines(self, session: Session, event: DrEvent, snapshot: Snapshot) -> dict[str, float]:
+    def _baselines(
+        self, forecast: BaselineForecast, event: DrEvent, snapshot: Snapshot
+    ) -> dict[str, float]:
         """The baseline each site the event addresses will be measured against, as predicted
         from the ledger and the programme's method [kW]."""
         out: dict[str, float] = {}
         for site in targeted_sites(event, snapshot.sites):
-            predicted = predicted_baseline_kw(
-                session.connection(), event, site.site_id, site.load_kw
-            )
+            predicted = forecast.predicted_kw(event, site.site_id, site.load_kw)
             if predicted is not None:
                 out[site.site_id] = predicted
         return out

@@ -122,10 +122,21 @@ class DrEvent:
         cancelled with an effect still to come."""
         if at < self.effective_start_at:
             return False
-        if self.cancelled and (self.cancel_effective_at is None or at >= self.cancel_effective_at):
-            return False
+        until = self.acts_until
+        return until is None or at < until
+
+    @property
+    def acts_until(self) -> datetime | None:
+        """When this VEN stops acting on the event: the end of the active period, or the
+        moment a cancellation (sent or implied) takes effect if that comes first; None when
+        open-ended and not cancelled. The event is in force from :attr:`effective_start_at`
+        up to this instant, excluded (a cancellation without an instant: never)."""
         end = self.end_at
-        return end is None or at < end
+        if not self.cancelled:
+            return end
+        if self.cancel_effective_at is None:
+            return self.effective_start_at
+        return self.cancel_effective_at if end is None else min(end, self.cancel_effective_at)
 
     def is_over_at(self, at: datetime) -> bool:
         """Ended, or cancelled with the cancellation in effect, at ``at``."""

@@ -13,7 +13,8 @@ their edge, before a request reaches a handler:
 - :func:`target_length_middleware` answers ``414 URI Too Long`` (RFC 9110 §15.5.15) for a
   request target above :data:`TARGET_MAX_BYTES`;
 - :func:`client_gone` tells a client that hung up mid-request from a failure of the server, and
-  :data:`SERVER_LOG` is the logger to give aiohttp's connection handler: it logs a request the
+  :data:`SERVER_LOG` is the logger of aiohttp's connection handler (given with the
+  request-line limit in :data:`SERVER_OPTIONS`): it logs a request the
   HTTP parser refused (aiohttp answers it ``400``) or a client that hung up at debug, in one
   line without a traceback, instead of as an error.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -30,8 +32,11 @@ from aiohttp.typedefs import Middleware
 
 TARGET_MAX_BYTES = 4096
 """The longest request target (path and query, as sent) a server reads [bytes]; longer ones
-are answered ``414``. No route of these servers needs more than a few hundred bytes; aiohttp's
-HTTP parser itself refuses a request line above 8190 bytes with ``400``."""
+are answered ``414``. No route of these servers needs more than a few hundred bytes."""
+REQUEST_LINE_MAX_BYTES = 65536
+"""The longest request line aiohttp's HTTP parser reads on these servers [bytes] (its default
+is 8190): a target up to this long reaches :func:`target_length_middleware` and is answered
+``414`` as RFC 9112 §3 asks; a longer line is refused by the parser with ``400``."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorAnswer = Callable[[int, str], web.StreamResponse]
@@ -101,7 +106,7 @@ def client_gone(request: web.Request) -> bool:
 
 
 SERVER_LOG = logging.getLogger("gateway.http_edge.connections")
-"""Pass as ``logger=`` to ``web.AppRunner``: aiohttp's connection handler logs there."""
+"""aiohttp's connection handler logs there (:data:`SERVER_OPTIONS`)."""
 
 
 class _ClientFaultsAtDebug(logging.Filter):
@@ -125,3 +130,7 @@ class _ClientFaultsAtDebug(logging.Filter):
 
 
 SERVER_LOG.addFilter(_ClientFaultsAtDebug())
+
+SERVER_OPTIONS: dict[str, Any] = {"logger": SERVER_LOG, "max_line_size": REQUEST_LINE_MAX_BYTES}
+"""Keyword arguments of ``web.AppRunner`` for the three servers: the connection handler's
+logger and the request-line limit."""

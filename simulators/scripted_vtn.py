@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 from openleadr import OpenADRServer
@@ -83,6 +84,9 @@ class ScriptedVtn:
         """The venID of every registration, in order."""
         self.distributions: list[SentDistribution] = []
         """Every distribution sent, in order."""
+        self.assigned_ven_id: str | None = None
+        """The venID this VTN gives every VEN that registers; None: the one the VEN asks for,
+        else a new one. It goes out escaped (openleadr's templates do not escape)."""
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         with warnings.catch_warnings():
@@ -186,9 +190,9 @@ class ScriptedVtn:
         """Recorded with the response codes by :meth:`_record_response_codes`."""
 
     def _on_create_party_registration(self, payload: Mapping[str, Any]) -> tuple[str, str]:
-        ven_id = str(payload.get("ven_id") or _new_id("VEN"))
+        ven_id = self.assigned_ven_id or str(payload.get("ven_id") or _new_id("VEN"))
         self.registrations.append(ven_id)
-        return ven_id, _new_id("REG")
+        return escape(ven_id, {'"': "&quot;", "'": "&apos;"}), _new_id("REG")
 
     def _on_register_report(self, *_: Any, **__: Any) -> None:
         return None

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
-from gateway.http_edge import SERVER_LOG
+from gateway.http_edge import SERVER_OPTIONS
 from gateway.sites.rules import (
     check_release,
     check_restore,
@@ -788,7 +788,7 @@ async def start_site_server(
 ) -> tuple[web.AppRunner, str]:
     """Serve ``site`` on an OS-assigned port; returns the runner (``await runner.cleanup()``
     to stop) and the base URL, e.g. ``http://127.0.0.1:41234``."""
-    runner = web.AppRunner(build_app(site), access_log=None, logger=SERVER_LOG)
+    runner = web.AppRunner(build_app(site), access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     await web.TCPSite(runner, host, 0).start()
     bound_host, port = runner.addresses[0][:2]

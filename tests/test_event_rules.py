@@ -230,6 +230,14 @@ def requested(events: list[tuple[DrEvent, str | None]]) -> list[tuple[str, str, 
             id="overlap: only the winning priority asks",
         ),
         pytest.param(
+            [
+                (event("A", priority=2), "optIn"),
+                (event("B", priority=1, vtn_id="OTHER-VTN"), "optIn"),
+            ],
+            [("VTN/A", "shed", 10.0)],
+            id="an event of another VTN neither asks of the site nor outranks its events",
+        ),
+        pytest.param(
             [(event("A", start_h=2.0, priority=3), "optIn"), (event("B", priority=1), "optIn")],
             [("VTN/A", "shed", 10.0), ("VTN/B", "shed", 10.0)],
             id="an upcoming event counts when it wins at its own start",

@@ -29,7 +29,7 @@ from gateway.agent.server import start_agent_server
 from gateway.agent.transfer import bearer_authorizer, checkpoint_routes
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory
-from gateway.http_edge import SERVER_LOG, TARGET_MAX_BYTES
+from gateway.http_edge import REQUEST_LINE_MAX_BYTES, SERVER_LOG, TARGET_MAX_BYTES
 from gateway.web import make_app
 from gateway.web.app import WebServer
 from simulators.site_controller import build_app, start_site_server
@@ -228,6 +228,21 @@ async def test_rule_the_target_limit_is_inclusive(served: Served) -> None:
         assert answer.status == status, (size_bytes, answer.body)
 
 
+async def test_rule_a_target_longer_than_aiohttps_default_line_is_414(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's parser refuses a request line above 8190 bytes with a plain ``400`` by
+    default; these servers read lines up to REQUEST_LINE_MAX_BYTES, so such a target is
+    answered ``414`` (RFC 9112 §3); only a longer line is the parser's ``400`` (the next
+    test)."""
+    caplog.set_level(logging.DEBUG)
+    for size_bytes, status in ((20_000, 414), (REQUEST_LINE_MAX_BYTES - 100, 414)):
+        target = b"/" + b"y" * (size_bytes - 1)
+        answer = await _raw(served, b"GET " + target + b" HTTP/1.1\r\n" + _bearer(served))
+        assert answer.status == status, (size_bytes, answer.body[:200])
+    _no_traceback(caplog)
+
+
 @pytest.mark.parametrize("name_chars", [255, 256, 1000])
 async def test_rule_a_long_static_file_name_is_404(
     served: Served, caplog: pytest.LogCaptureFixture, name_chars: int
@@ -245,7 +260,8 @@ async def test_rule_a_request_line_beyond_the_parser_is_400_without_a_traceback(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    answer = await _raw(served, b"GET /" + b"c" * 9000 + b" HTTP/1.1\r\n" + _bearer(served))
+    line = b"GET /" + b"c" * REQUEST_LINE_MAX_BYTES + b" HTTP/1.1"
+    answer = await _raw(served, line + b"\r\n" + _bearer(served))
     assert answer.status == 400
     _no_traceback(caplog)
     assert any(r.name == SERVER_LOG.name and r.levelno == logging.DEBUG for r in caplog.records)

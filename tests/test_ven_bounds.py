@@ -29,14 +29,15 @@ from gateway.settings import Settings, parse_settings
 from gateway.ven import limits, store
 from gateway.ven.adapter import MalformedEventError, parse_event
 from gateway.ven.distribution import Answer
-from gateway.ven.wire import created_event_payload, escape
+from gateway.ven.wire import created_event_payload, escape, escaped
 from gateway.web import make_app
 from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict, render_distribution
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from tests.test_ven_adapter import raw_event
-from tests.test_ven_conformance import running
+from tests.test_ven_conformance import connected, running
+from tests.test_ven_integration import Planner
 
 HOUR = timedelta(hours=1)
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
@@ -354,6 +355,32 @@ async def test_ids_with_xml_metacharacters_come_back_intact_in_schema_valid_answ
         assert rig.got(event_id) == [(0, "optIn", 200)]
 
 
+@SQLITE_ONLY
+async def test_a_ven_id_the_vtn_assigns_with_xml_metacharacters_goes_out_escaped(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """openleadr puts its venID into every poll, report and answer as it is: a VTN-assigned
+    ``<&"'>`` made each one malformed, and the VTN refused them all."""
+    ven_id = "VEN<&\"'>1"
+    vtn = ScriptedVtn("UTILITY-1", poll_interval_s=1)
+    vtn.assigned_ven_id = ven_id
+    await vtn.start()
+    try:
+        clock = ManualClock(datetime.now(UTC))
+        async with connected(vtn, session_factory, Planner(), clock) as connection:
+            assert connection.ven_id == ven_id
+            start_at = clock.now() + timedelta(hours=2)
+            vtn.distribute([event_dict("EVT-1", start_at=start_at)])
+            await connection._client._poll()
+            await connection.settled()
+            # openleadr's VTN validates every message it receives against the 2.0b schema.
+            assert [(r.ven_id, r.opt_type) for r in vtn.responses_to("EVT-1")] == [
+                (ven_id, "optIn")
+            ]
+    finally:
+        await vtn.stop()
+
+
 def test_the_rendered_answer_is_schema_valid_whatever_the_ids() -> None:
     answer = Answer(
         event_id="<&\"'>]]>",
@@ -364,7 +391,8 @@ def test_the_rendered_answer_is_schema_valid_whatever_the_ids() -> None:
         response_id=None,
         request_id="R<&>",
     )
-    xml = create_message("oadrCreatedEvent", **created_event_payload([answer], "R<&>", "V&N"))
+    payload = escaped(created_event_payload([answer], "R<&>", "V&N"))
+    xml = create_message("oadrCreatedEvent", **payload)
     validate_xml_schema(xml)
 
 

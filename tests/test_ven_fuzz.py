@@ -44,7 +44,7 @@ from gateway.events import OptDecision
 from gateway.settings import VtnSettings
 from gateway.ven import adapter, inbound, parsing, rules, store
 from gateway.ven.client import VenConnection
-from gateway.ven.wire import escape
+from gateway.ven.wire import escape, escaping
 from gateway.web import data
 from models import Base
 from tests.test_ven_integration import VTN_ID, site
@@ -349,7 +349,7 @@ class RecordingClient:
         self.sent: list[str] = []
 
     def _create_message(self, message_type: str, **payload: Any) -> str:
-        return str(create_message(message_type, **payload))
+        return str(escaping(create_message)(message_type, **payload))
 
     async def _perform_request(self, service: str, message: str) -> tuple[str, dict[str, Any]]:
         self.sent.append(message)

@@ -138,8 +138,8 @@ async def test_refusals_are_logged_once_per_vtn_and_counted_in_the_database(
 ) -> None:
     clock = ManualClock(T0)
 
-    async def record(vtn_id: str, reason: inbound.Reason) -> None:
-        await refusals.count(session_factory, clock, vtn_id, reason)
+    async def record(vtn_id: str, reason: inbound.Reason, refused: int) -> None:
+        await refusals.count(session_factory, clock, vtn_id, reason, refused)
 
     log_a = inbound.RefusalLog("vtn-a", record)
     log_b = inbound.RefusalLog("vtn-b", record)
@@ -149,6 +149,8 @@ async def test_refusals_are_logged_once_per_vtn_and_counted_in_the_database(
         for refusal in (empty, dtd, empty):
             await log_a.refused("OadrPoll", refusal)
         await log_b.refused("EiEvent", dtd)
+        await log_a.settled()
+        await log_b.settled()
     warnings = [(r.levelno, r.getMessage()[:26]) for r in caplog.records if r.levelno >= 30]
     assert warnings == [
         (logging.WARNING, "VTN vtn-a: refused its ans"),
@@ -166,10 +168,11 @@ async def test_refusals_are_logged_once_per_vtn_and_counted_in_the_database(
 async def test_a_refusal_that_cannot_be_counted_does_not_stop_the_ven(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def broken(vtn_id: str, reason: inbound.Reason) -> None:
+    async def broken(vtn_id: str, reason: inbound.Reason, refused: int) -> None:
         raise OSError("database gone")
 
     log = inbound.RefusalLog("vtn-a", broken)
     await log.refused("OadrPoll", inbound.Refusal("empty", "the body is empty"))
+    await log.settled()
     assert log.counts["empty"] == 1
-    assert any("could not count a refusal" in r.getMessage() for r in caplog.records)
+    assert any("could not count 1 refusal(s)" in r.getMessage() for r in caplog.records)

@@ -34,6 +34,7 @@ from models import Event, EventResponse, VenRegistration
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from simulators.vtn import SimulatedVtn
+from tests.test_site_agent import HANG_GUARD_S
 from tests.test_ven_integration import VTN_ID, Planner, event_spec, site, wait_for
 
 pytestmark = pytest.mark.integration
@@ -218,7 +219,9 @@ vtn = "{VTN_ID}"
         def met_or_exited() -> object:
             return condition() or (process is not None and process.returncode is not None)
 
-        await wait_for(met_or_exited, what, timeout_s=15.0)
+        # A real process: the shared hang guard, not a figure from a quiet machine (a daemon
+        # starting beside a full suite on two cores took over 15 s to register).
+        await wait_for(met_or_exited, what, timeout_s=HANG_GUARD_S)
         assert process is not None and process.returncode is None, (
             f"the daemon exited while waiting for {what}:\n{self.log_path.read_text()[-3000:]}"
         )

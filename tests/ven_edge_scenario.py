@@ -95,6 +95,7 @@ async def scenario(database_url: str) -> dict[str, Any]:
                 polled = False
                 report.setdefault("errors", []).append(f"{name}: {type(exc).__name__}: {exc}")
             up_after_form = connection.available
+            await connection.settled()  # the refusal is counted by a task of its own
             after = refusals_in_metrics(sessions).get(reason, 0.0)
             next_id = f"NEXT-{name}"
             vtn.distribute([event_dict(next_id, start_at=start_at)])

@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.agent.config import AgentSettings
 from gateway.agent.controller import SiteAgent
 from gateway.agent.transfer import checkpoint_routes
-from gateway.http_edge import SERVER_LOG
+from gateway.http_edge import SERVER_OPTIONS
 from gateway.sites.schema import (
     JOB_SPEC_FIELDS,
     FieldError,
@@ -189,7 +189,7 @@ async def start_agent_server(
     agent is ``runner.app[AGENT_KEY]``. ConfigError when a TLS file went bad."""
     ssl_context = None if settings.tls is None else settings.tls.server_context()
     agent = SiteAgent(settings)
-    runner = web.AppRunner(build_app(agent), access_log=None, logger=SERVER_LOG)
+    runner = web.AppRunner(build_app(agent), access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

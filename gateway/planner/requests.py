@@ -5,7 +5,7 @@ An event counts while it is in force here (randomised start; a cancellation, sen
 counts from the moment it takes effect). Test events never count: they move no load. Where
 events of one market context overlap at a site only the one with the winning priority counts
 (:func:`gateway.ven.rules.winners`: lower numbers win, 0 is the lowest); an upcoming event
-counts when it wins at its own start.
+counts when it wins at its own start. Events compete only at the sites of their own VTN.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from gateway.events import DrEvent, Opt
 from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
 from gateway.planner.snapshot import SiteRequest, SiteView
-from gateway.ven.rules import winners
+from gateway.ven.rules import Contest
 
 
 def event_requests(
@@ -42,12 +42,14 @@ def event_requests(
     ]
     out: list[SiteRequest] = []
     for site in sites:
-        for event in taking_part:
+        # Only the events of the site's own VTN ask anything of it (targeted_sites), so only
+        # they compete for it.
+        own = [event for event in taking_part if event.vtn_id == site.vtn_id]
+        contest = Contest(own, site.resource_id, None)
+        for event in own:
             start = event.effective_start_at
             when = at if start <= at else start
-            if when > horizon:
-                continue
-            if event not in winners(taking_part, site.resource_id, None, when):
+            if when > horizon or not contest.wins(event, when):
                 continue
             if when == at:
                 out += requests_at(event, [site], flexible_kw, at, policy)

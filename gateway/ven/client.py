@@ -73,6 +73,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -93,7 +94,7 @@ from gateway.settings import (
     VtnSettings,
     is_report_interval,
 )
-from gateway.ven import availability, inbound, parsing, refusals, reports
+from gateway.ven import availability, inbound, parsing, refusals, reports, wire
 from gateway.ven.distribution import Answer, Decide, DecideMany, DistributionHandler, Unsupported
 from gateway.ven.reconnect import Backoff, ClientWatch, Loss, Reconnector
 from gateway.ven.reports import (
@@ -121,7 +122,8 @@ _STOP_GRACE_S = 1.0
 """How much longer than one request stopping a client waits for its jobs in flight before
 cancelling them [wall s]."""
 _POLL_HOLD_S = 1.0
-"""How long the poll that brought a distribution waits for it to be answered [wall s]; a
+"""How long after its request the poll that brought a distribution waits for it to be
+answered [wall s]; the time spent receiving and reading the distribution counts. A
 distribution that takes longer (a hundred events, thousands of intervals) is answered in the
 background while the VEN polls on at the VTN's rhythm."""
 _BACKLOG = 2
@@ -319,6 +321,7 @@ class VenConnection:
         to call twice."""
         await self._reconnector.cancel()
         await self._stop_client()
+        await self._edge.refusals.settled()
 
     async def _stop_client(self) -> None:
         """Stop the openleadr client completely: its scheduler (polls, report jobs), the
@@ -345,6 +348,7 @@ class VenConnection:
             client.scheduler.shutdown(wait=False)  # cancels the jobs still in flight
         if client.client_session is not None:
             await client.client_session.close()
+        client.xml_executor.shutdown(wait=False)
 
     # -- outage detection and rebuilds -------------------------------------------------------
 
@@ -514,12 +518,17 @@ class VenConnection:
 
     async def _on_distribution(self, client: Any, message: Mapping[str, Any]) -> None:
         """One ``oadrDistributeEvent``, answered by :meth:`_answer_distribution`. The poll that
-        brought it waits ``_POLL_HOLD_S`` at most: a distribution that takes longer is answered
-        in the background and the VEN polls on (no more than ``_BACKLOG`` wait so)."""
+        brought it waits until ``_POLL_HOLD_S`` after its request at most: a distribution that
+        takes longer is answered in the background and the VEN polls on (no more than
+        ``_BACKLOG`` wait so)."""
         task = asyncio.create_task(self._answer_distribution(client, message))
         self._background.add(task)
         task.add_done_callback(self._answered)
-        await asyncio.wait({task}, timeout=_POLL_HOLD_S)
+        loop = asyncio.get_running_loop()
+        sent_at = getattr(client, "request_sent_at", None)
+        hold_s = _POLL_HOLD_S if sent_at is None else sent_at + _POLL_HOLD_S - loop.time()
+        if hold_s > 0:
+            await asyncio.wait({task}, timeout=hold_s)
         while len(self._background) > _BACKLOG:
             await asyncio.wait(set(self._background), return_when=asyncio.FIRST_COMPLETED)
 
@@ -537,9 +546,11 @@ class VenConnection:
             )
 
     async def settled(self) -> None:
-        """Wait until every distribution received so far has been answered (or failed)."""
+        """Wait until every distribution received so far has been answered (or failed) and
+        every refusal at the edge counted."""
         while self._background:
             await asyncio.wait(set(self._background))
+        await self._edge.refusals.settled()
 
     async def _answer_distribution(self, client: Any, message: Mapping[str, Any]) -> None:
         """One ``oadrDistributeEvent``: judged, stored and answered by our rules
@@ -726,6 +737,15 @@ class _GatewayClient(OpenADRClient):  # type: ignore[misc]
         super().__init__(**options)
         self._gateway_on_distribution = on_distribution
         self._edge = edge
+        # openleadr's own, with the signing material bound, renders what it is given as it is
+        self._create_message = wire.escaping(self._create_message)  # type: ignore[has-type]
+        """Every message's arguments escaped (:mod:`gateway.ven.wire`): openleadr's templates
+        put them in as they are, and the VTN chooses our venID and the ids we echo."""
+        self.request_sent_at: float | None = None
+        """When the last request to the VTN was sent [event-loop s]."""
+        self.xml_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ven-xml")
+        """The thread that screens, validates and reads this VTN's answers: a poll never
+        queues behind the database and planner work of asyncio's default pool."""
 
     async def _on_event(self, message: Mapping[str, Any]) -> None:
         await self._gateway_on_distribution(self, message)
@@ -736,11 +756,13 @@ class _GatewayClient(OpenADRClient):  # type: ignore[misc]
 
         Replaces openleadr's: the answer is read up to ``max_message_size_bytes`` and screened
         by :mod:`gateway.ven.inbound` before any XML parser sees it; validation (schema,
-        signature) and reading (:mod:`gateway.ven.parsing`) run in a worker thread. openleadr's
+        signature) and reading (:mod:`gateway.ven.parsing`) run in the client's own thread
+        (``xml_executor``). openleadr's
         hooks run in its order: before_send_xml, after_receive_xml, before_schema_validation,
         before_parse_xml, after_parse_xml.
         """
         await self._ensure_client_session()
+        self.request_sent_at = asyncio.get_running_loop().time()
         url = f"{self.vtn_url}/{service}"
         vtn = self._edge.refusals.vtn_id
         try:
@@ -766,7 +788,7 @@ class _GatewayClient(OpenADRClient):  # type: ignore[misc]
                 content[:_SHOWN_BYTES].decode("utf-8", "replace"),
             )
             return None, {}
-        if not await self._edge.screen(service, content):
+        if not await self._edge.screen(service, content, self.xml_executor):
             return None, {}
         return await self._read(service, content)
 
@@ -776,9 +798,14 @@ class _GatewayClient(OpenADRClient):  # type: ignore[misc]
         text = content.decode("utf-8", "replace")
         try:
             await self._execute_hooks("before_schema_validation", text)
-            await asyncio.to_thread(parsing.validate, content, self.vtn_fingerprint)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self.xml_executor, parsing.validate, content, self.vtn_fingerprint
+            )
             await self._execute_hooks("before_parse_xml", text)
-            message_type, payload = await asyncio.to_thread(parsing.parse_message, content)
+            message_type, payload = await loop.run_in_executor(
+                self.xml_executor, parsing.parse_message, content
+            )
             await self._execute_hooks("after_parse_xml", message_type, payload)
         except Exception as exc:  # lxml, signxml and xmltodict raise what they meet
             logger.warning(

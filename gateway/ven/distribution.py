@@ -234,7 +234,9 @@ class DistributionHandler:
         def find() -> list[Answer]:
             out = []
             with db.unit_of_work(self._sessions) as session:
-                for event in store.latest_events(session, self.vtn_id, current_at=now):
+                for event in store.latest_events(
+                    session, self.vtn_id, current_at=now, children=False
+                ):
                     if event.is_over_at(now) or event.response_required != "always":
                         continue
                     stored = store.last_answer(
@@ -290,11 +292,14 @@ class DistributionHandler:
         with db.unit_of_work(self._sessions) as session:
             # The events not over, and those of this distribution: the ones the rules judge
             # against (events over cannot be cancelled by implication any more).
+            # Their headers: the rules judge numbers, starts, ends and cancellations; the
+            # signals of a version are read only where a new one is compared with it.
             current = store.latest_events(
                 session,
                 self.vtn_id,
                 current_at=now,
                 also={event.event_id for event in parsed.values()},
+                children=False,
             )
             known = {e.event_id: e for e in current}
             for position, event in parsed.items():
@@ -333,16 +338,12 @@ class DistributionHandler:
                     else:
                         triage.to_decide[position] = stored
             distributed = {event.event_id for event in parsed.values()} | set(unreadable)
-            for event in rules.implied_cancellations(known.values(), distributed, now):
-                delay_s = rules.random_delay_s(
-                    event.start_after_s,
-                    self._seed(),
-                    event.event_id,
-                    event.modification_number,
-                    "implied",
-                )
-                effective_at = now + timedelta(seconds=delay_s)
-                store.imply_cancel(session, event, now, effective_at)
+            implied = [
+                (event, self._implied_effective_at(event, now))
+                for event in rules.implied_cancellations(known.values(), distributed, now)
+            ]
+            store.imply_cancel(session, implied, now)
+            for event, effective_at in implied:
                 logger.info(
                     "VTN %s left event %s out of its distribution: cancelled by implication, "
                     "stops here at %s",
@@ -351,6 +352,14 @@ class DistributionHandler:
                     effective_at,
                 )
         return triage
+
+    def _implied_effective_at(self, event: DrEvent, now: datetime) -> datetime:
+        """When a cancellation by implication of ``event`` takes effect: now plus a random
+        delay within its startafter (one draw per version)."""
+        delay_s = rules.random_delay_s(
+            event.start_after_s, self._seed(), event.event_id, event.modification_number, "implied"
+        )
+        return now + timedelta(seconds=delay_s)
 
     def _refusal(self, event: DrEvent) -> OptDecision | None:
         """The optOut a new version gets without asking the planner: 459 when its intervals
@@ -399,7 +408,10 @@ class DistributionHandler:
                 f"{event.effective_start_at:%Y-%m-%d %H:%M} UTC that modification "
                 f"{previous.modification_number} declined: joining partway cannot deliver it",
             )
-        if raised := rules.raised_before(previous, event, now):
+        whole = store.load_version(
+            session, previous.vtn_id, previous.event_id, previous.modification_number
+        )
+        if raised := rules.raised_before(whole, event, now):
             return OptDecision(
                 "optOut",
                 f"modification {event.modification_number} raises the ask of intervals "

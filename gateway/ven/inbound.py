@@ -42,7 +42,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -152,15 +154,20 @@ def _shown(content: bytes, start: int) -> str:
     return content[start : start + _SHOWN_CHARS].decode("utf-8", "replace")
 
 
-Record = Callable[[str, Reason], Awaitable[None]]
-"""Counts one refusal of a VTN's message for a reason (in the database)."""
+Record = Callable[[str, Reason, int], Awaitable[None]]
+"""Counts refusals of a VTN's messages for a reason (in the database): VTN, reason, how many."""
 
 
 class RefusalLog:
     """The refusals of one VTN: logged once at WARNING, then at DEBUG; each one counted.
 
     vtn_id: our id of the VTN
-    record: counts a refusal; a failure to count is logged and does not stop the VEN
+    record: counts refusals; a failure to count is logged and does not stop the VEN
+
+    The count is written by a task of its own, never by the poll that met the refusal: a
+    refusing poll does not wait for the database (whose writers may be busy with a flood of
+    distributions), and refusals met meanwhile go in one write per reason. A crash loses at
+    most the refusals not written yet; :meth:`settled` waits until they are.
     """
 
     def __init__(self, vtn_id: str, record: Record | None = None) -> None:
@@ -168,6 +175,8 @@ class RefusalLog:
         self._record = record
         self.counts: dict[Reason, int] = dict.fromkeys(REASONS, 0)
         """Refusals seen by this process, by reason."""
+        self._unrecorded: Counter[Reason] = Counter()
+        self._recording: asyncio.Task[None] | None = None
 
     async def refused(self, service: str, refusal: Refusal) -> None:
         first = not any(self.counts.values())
@@ -186,12 +195,30 @@ class RefusalLog:
         )
         if self._record is None:
             return
-        try:
-            await self._record(self.vtn_id, refusal.reason)
-        except Exception as exc:  # counting must not stop the VEN
-            logger.warning(
-                "VTN %s: could not count a refusal (%s): %s", self.vtn_id, refusal.reason, exc
-            )
+        self._unrecorded[refusal.reason] += 1
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_all())
+
+    async def settled(self) -> None:
+        """Wait until every refusal seen so far is counted (or failed to be)."""
+        while self._recording is not None and not self._recording.done():
+            await asyncio.shield(self._recording)
+
+    async def _record_all(self) -> None:
+        assert self._record is not None
+        while self._unrecorded:
+            batch, self._unrecorded = self._unrecorded, Counter()
+            for reason, refused in batch.items():
+                try:
+                    await self._record(self.vtn_id, reason, refused)
+                except Exception as exc:  # counting must not stop the VEN
+                    logger.warning(
+                        "VTN %s: could not count %d refusal(s) (%s): %s",
+                        self.vtn_id,
+                        refused,
+                        reason,
+                        exc,
+                    )
 
 
 @dataclass(frozen=True)
@@ -201,11 +228,11 @@ class Edge:
     max_message_size_bytes: int
     refusals: RefusalLog
 
-    async def screen(self, service: str, content: bytes) -> bool:
+    async def screen(self, service: str, content: bytes, executor: Executor | None = None) -> bool:
         """True when ``content`` may be parsed; a refusal is logged and counted. The scan of
-        a large body runs in a worker thread."""
+        a large body runs in a worker thread (of ``executor``; asyncio's default when None)."""
         if len(content) > READ_CHUNK_BYTES:
-            refusal = await asyncio.to_thread(scan, content)
+            refusal = await asyncio.get_running_loop().run_in_executor(executor, scan, content)
         else:
             refusal = scan(content)
         if refusal is None:

@@ -21,13 +21,17 @@ them in a worker thread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import xmltodict
+from openleadr import errors
 from openleadr import utils as openleadr_utils
-from openleadr.messaging import NAMESPACES, validate_xml_schema, validate_xml_signature
+from openleadr.messaging import NAMESPACES, validate_xml_schema
+from openleadr.messaging import _verify_replay_protect as verify_replay_protect
 from openleadr.messaging import parse_message as openleadr_parse_message
+from signxml.verifier import XMLVerifier
 
 from gateway.ven.adapter import UnreadableEvent
 
@@ -51,7 +55,31 @@ def validate(content: bytes, vtn_fingerprint: str | None) -> None:
     ``InvalidSignature``, ...). Only for bytes the edge let through."""
     tree = validate_xml_schema(content)
     if vtn_fingerprint:
-        validate_xml_signature(tree, cert_fingerprint=vtn_fingerprint)
+        _validate_signature(tree, vtn_fingerprint)
+
+
+_THREAD = threading.local()
+
+
+def _validate_signature(tree: Any, vtn_fingerprint: str) -> None:
+    """openleadr's ``validate_xml_signature`` (the certificate's fingerprint, the XML
+    signature, the ReplayProtect element) with a verifier of this thread's own. openleadr's
+    one module-level ``XMLVerifier`` keeps the verification in progress on itself (the
+    certificate, the configuration, the parser), so two threads verifying at once (each VTN's
+    messages are read in a thread of their own) now and then failed each other's signatures
+    (``test_signed_mutual_tls_availability_schedule_and_cancel``, 1 run in 4)."""
+    cert = openleadr_utils.extract_pem_cert(tree)
+    fingerprint = openleadr_utils.certificate_fingerprint(cert)
+    if fingerprint != vtn_fingerprint:
+        raise errors.FingerprintMismatch(
+            "The certificate fingerprint was incorrect. "
+            f"Expected: {vtn_fingerprint}; Received: {fingerprint}. Ignoring message."
+        )
+    verifier = getattr(_THREAD, "verifier", None)
+    if verifier is None:
+        verifier = _THREAD.verifier = XMLVerifier()
+    verifier.verify(tree, x509_cert=openleadr_utils.ensure_bytes(cert), expect_references=2)
+    verify_replay_protect(tree)
 
 
 def parse_message(content: bytes) -> tuple[str, dict[str, Any]]:

@@ -19,24 +19,28 @@ from gateway.clock import Clock
 from models import InboundRefusal
 
 
-async def count(sessions: sessionmaker[Session], clock: Clock, vtn_id: str, reason: str) -> None:
-    """Add one refusal of ``vtn_id``'s message for ``reason`` (in a worker thread)."""
-    await asyncio.to_thread(_count, sessions, vtn_id, reason, clock.now())
+async def count(
+    sessions: sessionmaker[Session], clock: Clock, vtn_id: str, reason: str, refused: int = 1
+) -> None:
+    """Add ``refused`` refusals of ``vtn_id``'s messages for ``reason`` (in a worker thread)."""
+    await asyncio.to_thread(_count, sessions, vtn_id, reason, refused, clock.now())
 
 
-def _count(sessions: sessionmaker[Session], vtn_id: str, reason: str, at: datetime) -> None:
+def _count(
+    sessions: sessionmaker[Session], vtn_id: str, reason: str, refused: int, at: datetime
+) -> None:
     for _attempt in range(2):  # a concurrent first insert of the same row: add to it instead
         try:
             with db.unit_of_work(sessions) as session:
                 added = session.execute(
                     update(InboundRefusal)
                     .where(InboundRefusal.vtn_id == vtn_id, InboundRefusal.reason == reason)
-                    .values(count=InboundRefusal.count + 1, last_at=at)
+                    .values(count=InboundRefusal.count + refused, last_at=at)
                 )
                 if getattr(added, "rowcount", 0) == 0:
                     session.add(
                         InboundRefusal(
-                            vtn_id=vtn_id, reason=reason, count=1, first_at=at, last_at=at
+                            vtn_id=vtn_id, reason=reason, count=refused, first_at=at, last_at=at
                         )
                     )
             return

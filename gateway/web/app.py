@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock
-from gateway.http_edge import SERVER_LOG, client_gone, target_length_middleware
+from gateway.http_edge import SERVER_OPTIONS, client_gone, target_length_middleware
 from gateway.settings import WebSettings
 from gateway.web import api, dashboard, health, metrics
 from gateway.web.auth import Handler, token_middleware
@@ -95,7 +95,7 @@ class WebServer:
             access_log=None,
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_S,
-            logger=SERVER_LOG,
+            **SERVER_OPTIONS,
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
