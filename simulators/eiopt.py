@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from openleadr import errors
@@ -39,9 +39,7 @@ from openleadr.messaging import (
 from signxml.exceptions import InvalidSignature
 
 from gateway.clock import Clock
-
-if TYPE_CHECKING:
-    from simulators.vtn import VtnTls
+from simulators.vtn_tls import VtnTls
 
 logger = logging.getLogger(__name__)
 

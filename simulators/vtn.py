@@ -49,10 +49,9 @@ import uuid
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
@@ -62,6 +61,7 @@ from openleadr.messaging import create_message
 from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError, InputError
 from simulators.eiopt import EiOptService
+from simulators.vtn_tls import VtnTls, https_options
 
 logger = logging.getLogger(__name__)
 
@@ -140,29 +140,6 @@ class ScenarioEvent:
     @property
     def end_at(self) -> datetime:
         return self.start_at + timedelta(seconds=self.duration_s)
-
-
-@dataclass(frozen=True)
-class VtnTls:
-    """Mutual TLS and message signing for the simulated VTN.
-
-    cert_path, key_path: the VTN's PEM certificate and unencrypted key: the HTTPS server
-        certificate and the signer of its messages
-    ca_path: the PEM CA that VEN client certificates must chain to
-    ven_fingerprints: the certificate fingerprint of each VEN, by VEN name, as the utility
-        would receive it out of band; a VEN not in it cannot register
-    """
-
-    cert_path: Path
-    key_path: Path
-    ca_path: Path
-    ven_fingerprints: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def fingerprint(self) -> str:
-        """The fingerprint of ``cert_path`` as openleadr computes it (the VEN's
-        ``vtn_fingerprint``)."""
-        return str(utils.certificate_fingerprint(self.cert_path.read_bytes()))
 
 
 @dataclass(frozen=True)
@@ -315,7 +292,7 @@ class SimulatedVtn:
                 http_host="127.0.0.1",
                 http_port=0,
                 requested_poll_freq=timedelta(seconds=poll_interval_s),
-                **_https_options(tls),
+                **https_options(tls),
             )
         self._pin_services(tls)
         lookup = self._ven_lookup
@@ -669,22 +646,6 @@ class SimulatedVtn:
 
     def _opt_callback(self, *, modification_number: int) -> Callable[..., None]:
         return partial(self._on_opt, modification_number=modification_number)
-
-
-def _https_options(tls: VtnTls | None) -> dict[str, Any]:
-    """openleadr's HTTPS keyword arguments; all three files or it serves plain HTTP."""
-    if tls is None:
-        return {}
-    for name in ("cert_path", "key_path", "ca_path"):
-        path: Path = getattr(tls, name)
-        if not path.is_file():
-            raise InputError(f"VtnTls.{name}: no such file {path}")
-    return {
-        "http_cert": str(tls.cert_path),
-        "http_key": str(tls.key_path),
-        "http_ca_file": str(tls.ca_path),
-        "show_fingerprint": False,
-    }
 
 
 def _openleadr_event(spec: ScenarioEvent, ven_id: str, event_id: str, created_at: datetime) -> Any:

@@ -12,6 +12,7 @@ from statistics import mean
 
 import pytest
 
+from gateway import event_priority
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
 from gateway.planner.requests import event_requests
 from gateway.planner.signals import SignalPolicy
@@ -199,7 +200,10 @@ def test_rule_implied_cancel(
 def test_rule_overlapping_events_resolved_by_priority(
     events: list[DrEvent], winning: list[str]
 ) -> None:
-    assert sorted(e.event_id for e in rules.winners(events, "site-a", "VEN-1", NOW)) == winning
+    assert (
+        sorted(e.event_id for e in event_priority.winners(events, "site-a", "VEN-1", NOW))
+        == winning
+    )
 
 
 # -- what the planner sees -------------------------------------------------------------------

@@ -38,6 +38,7 @@ from lxml import etree
 from openleadr.messaging import create_message, validate_xml_schema
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import event_priority
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.events import OptDecision
@@ -506,5 +507,5 @@ async def test_after_the_fuzz_a_valid_distribution_is_answered_and_the_store_rea
         latest = store.latest_events(session, VTN_ID)
         assert [e.event_id for e in latest] == ["V"]
         assert latest[0].signals[0].intervals[0].uid == "9" * 60
-        assert rules.winners(latest, "site-a", None, NOW + timedelta(hours=2, minutes=1))
+        assert event_priority.winners(latest, "site-a", None, NOW + timedelta(hours=2, minutes=1))
         assert [e.event_id for e in data.events(session, 10)] == ["V"]

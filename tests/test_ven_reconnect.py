@@ -29,12 +29,13 @@ from aiohttp import web
 from openleadr import OpenADRClient, errors
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.backoff import Backoff
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import VtnSettings, parse_settings
 from gateway.ven.client import VenConnection
-from gateway.ven.reconnect import Backoff, Loss, Reconnector
+from gateway.ven.reconnect import Loss, Reconnector
 from models import VenRegistration
 from simulators.vtn import SimulatedVtn
 from tests.test_ven_integration import SITES, VTN_ID, Planner, event_spec, wait_for

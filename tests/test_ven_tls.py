@@ -29,7 +29,8 @@ from gateway.clock import ManualClock
 from gateway.errors import ConfigError
 from gateway.settings import VtnSettings, parse_settings
 from gateway.ven.client import VenConnection
-from simulators.vtn import SimulatedVtn, VtnTls
+from simulators.vtn import SimulatedVtn
+from simulators.vtn_tls import VtnTls
 from tests.pki import (
     KeyType,
     ca_certificate,

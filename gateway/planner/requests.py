@@ -4,7 +4,7 @@ Pure: the events with their opts, a snapshot and the signal policy in, site requ
 An event counts while it is in force here (randomised start; a cancellation, sent or implied,
 counts from the moment it takes effect). Test events never count: they move no load. Where
 events of one market context overlap at a site only the one with the winning priority counts
-(:func:`gateway.ven.rules.winners`: lower numbers win, 0 is the lowest); an upcoming event
+(:func:`gateway.event_priority.winners`: lower numbers win, 0 is the lowest); an upcoming event
 counts when it wins at its own start. Events compete only at the sites of their own VTN.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from gateway.event_priority import Contest
 from gateway.events import DrEvent, Opt
 from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
 from gateway.planner.snapshot import SiteRequest, SiteView
-from gateway.ven.rules import Contest
 
 
 def event_requests(

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from gateway.backoff import Backoff
 from gateway.errors import SiteControllerError
 from gateway.sites.schema import (
     RESERVATION_STATES,
@@ -44,7 +45,6 @@ from gateway.sites.schema import (
     parse_state,
     parse_status,
 )
-from gateway.ven.reconnect import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -84,6 +84,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import db
+from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import DrEvent, OptDecision
@@ -96,7 +97,7 @@ from gateway.settings import (
 )
 from gateway.ven import availability, inbound, parsing, refusals, reports, wire
 from gateway.ven.distribution import Answer, Decide, DecideMany, DistributionHandler, Unsupported
-from gateway.ven.reconnect import Backoff, ClientWatch, Loss, Reconnector
+from gateway.ven.reconnect import ClientWatch, Loss, Reconnector
 from gateway.ven.reports import (
     OffersReader,
     Readers,

@@ -18,12 +18,12 @@ for :class:`gateway.ven.client.VenConnection`:
   client asks for a new venID instead (an openleadr VTN with mutual TLS that restarted
   without its registrations refuses the venID it no longer knows, then asks the VEN to
   register again, for ever: the 463 loop);
-- :class:`Backoff`: exponential back-off with jitter, never longer than its maximum;
 - :class:`Reconnector`: the loop. After a loss it stops the client completely and builds
-  and registers a new one (the venID is kept), waiting a back-off delay before each attempt
-  until one succeeds. A re-registration or a lost registration after a healthy spell (a poll
-  answered normally since the last rebuild) is rebuilt at once; otherwise, and after every
-  failed attempt, the next delay is waited. The delay grows until a poll is answered
+  and registers a new one (the venID is kept), waiting a back-off delay
+  (:class:`gateway.backoff.Backoff`) before each attempt until one succeeds. A
+  re-registration or a lost registration after a healthy spell (a poll answered normally
+  since the last rebuild) is rebuilt at once; otherwise, and after every failed attempt, the
+  next delay is waited. The delay grows until a poll is answered
   normally again, so a VTN that refuses the VEN over and over is retried ever more slowly,
   never in a tight loop. A :class:`~gateway.errors.ConfigError` ends the loop for good.
 """
@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.backoff import Backoff
 from gateway.errors import ConfigError, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -69,45 +69,6 @@ class Refusal:
     """The venID we asked to register with; None for a registration as a new VEN."""
     code: int
     description: str
-
-
-class Backoff:
-    """Exponential back-off with jitter.
-
-    The n-th delay (n = 0, 1, ...) is ``min(initial_s * 2**n, max_s)`` times a factor drawn
-    uniformly from [0.5, 1.5], and never more than ``max_s``: VENs that lost the same VTN at
-    the same moment spread out instead of coming back together.
-
-    initial_s: the first delay before jitter [s]
-    max_s: the longest delay [s]
-    rng: the source of jitter (seed it in tests)
-    """
-
-    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        if not 0 < initial_s <= max_s:
-            raise ValueError(
-                f"back-off: expected 0 < initial_s <= max_s, got initial_s = {initial_s}, "
-                f"max_s = {max_s}"
-            )
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._rng = rng or random.Random()
-        self._attempts = 0
-
-    @property
-    def attempts(self) -> int:
-        """Delays handed out since the last :meth:`reset`."""
-        return self._attempts
-
-    def next_delay_s(self) -> float:
-        """The next delay [s]; each call doubles the base up to ``max_s``."""
-        base_s = min(self.initial_s * 2.0 ** min(self._attempts, 64), self.max_s)
-        self._attempts += 1
-        return min(base_s * self._rng.uniform(0.5, 1.5), self.max_s)
-
-    def reset(self) -> None:
-        """Start again from ``initial_s``."""
-        self._attempts = 0
 
 
 class ClientWatch:
