@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InputError
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 CONNECT_TIMEOUT_S = 10
@@ -92,6 +92,25 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def ensure_schema(url: str, *, auto_upgrade: bool) -> None:
+    """Make sure the database at ``url`` is at the head revision before a command uses it:
+    upgrade it when ``auto_upgrade`` (``[database] auto_upgrade``), else raise InputError
+    (exit 2) saying which revision it is at and what to run."""
+    if auto_upgrade:
+        upgrade(url)
+        return
+    engine = make_engine(url)
+    try:
+        current, head = current_revision(engine), head_revision()
+    finally:
+        engine.dispose()
+    if current != head:
+        raise InputError(
+            f"the database at {url} is at schema revision {current or '(empty)'}, not "
+            f"{head}: run dr-gateway db upgrade"
+        )
 
 
 def safe_url(url: str) -> str:

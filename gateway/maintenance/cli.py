@@ -17,12 +17,10 @@ from sqlalchemy.orm import Session
 
 from gateway.clock import SystemClock
 from gateway.db import (
-    current_revision,
-    head_revision,
+    ensure_schema,
     make_engine,
     make_session_factory,
     unit_of_work,
-    upgrade,
 )
 from gateway.errors import InputError
 from gateway.fleet import sync_sites
@@ -98,7 +96,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     window: Window | None = None
     if args.maintenance_command == "add":
         window = parse_window(settings, args.site, args.start, args.end, args.reason, args.config)
-    _ensure_schema(settings)
+    ensure_schema(settings.database.url, auto_upgrade=settings.database.auto_upgrade)
     engine = make_engine(settings.database.url)
     try:
         with unit_of_work(make_session_factory(engine)) as session:
@@ -210,20 +208,3 @@ def _cancel(row: AvailabilityWindow) -> str:
     if row.response_code == ACKNOWLEDGED:
         return f"; the daemon cancels opt {row.opt_id} at VTN {row.vtn_id}"
     return ""
-
-
-def _ensure_schema(settings: Settings) -> None:
-    url = settings.database.url
-    if settings.database.auto_upgrade:
-        upgrade(url)
-        return
-    engine = make_engine(url)
-    try:
-        current, head = current_revision(engine), head_revision()
-    finally:
-        engine.dispose()
-    if current != head:
-        raise InputError(
-            f"the database at {url} is at schema revision {current or '(empty)'}, not "
-            f"{head}: run dr-gateway db upgrade"
-        )

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.clock import SystemClock
-from gateway.db import current_revision, head_revision, make_engine, upgrade
-from gateway.errors import InputError
+from gateway.db import ensure_schema, make_engine
 from gateway.reports.carbon import read_intensity_csv, store_intensity
 from gateway.settings import Settings
 
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the ``carbon`` subcommand in ``args``; the exit code."""
     path = Path(args.file)
     intervals = read_intensity_csv(path, known_sites={s.id for s in settings.site})
-    _ensure_schema(settings)
+    ensure_schema(settings.database.url, auto_upgrade=settings.database.auto_upgrade)
     engine = make_engine(settings.database.url)
     try:
         with engine.begin() as conn:
@@ -68,20 +67,3 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         " (end exclusive)"
     )
     return 0
-
-
-def _ensure_schema(settings: Settings) -> None:
-    url = settings.database.url
-    if settings.database.auto_upgrade:
-        upgrade(url)
-        return
-    engine = make_engine(url)
-    try:
-        current, head = current_revision(engine), head_revision()
-    finally:
-        engine.dispose()
-    if current != head:
-        raise InputError(
-            f"the database at {url} is at schema revision {current or '(empty)'}, not "
-            f"{head}: run dr-gateway db upgrade"
-        )

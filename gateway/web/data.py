@@ -18,7 +18,7 @@ from sqlalchemy import Connection, and_, distinct, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.events import shifted
-from gateway.reports.queries import energy_report
+from gateway.reports.queries import ENERGY_COLUMNS, energy_report
 from models import (
     FINAL_STATES,
     MIGRATION_STATES,
@@ -338,20 +338,6 @@ def utc_midnight(at: datetime) -> datetime:
     """The UTC midnight at or before ``at``."""
     return at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
-
-ENERGY_COLUMNS = (
-    "load_kwh",
-    "renewable_kwh",
-    "renewable_used_kwh",
-    "grid_kwh",
-    "curtailed_kwh",
-    "captured_surplus_kwh",
-    "renewable_share",
-    "emissions_kg",
-    "migration_kwh",
-)
-"""The figures of :func:`gateway.reports.queries.energy_report` the web shows (kWh, the share
-a fraction 0-1, emissions kg CO2e; ``docs/views.md``)."""
 
 Figures = dict[str, float | None]
 
