@@ -22,7 +22,12 @@ from sqlalchemy import Connection
 
 from gateway.baselines import HOUR_S, BaselineParams, LedgerSpan, baseline_kw, epoch_s
 from gateway.events import DrEvent
-from gateway.reports.baseline_input import event_windows, ledger_spans, programme_params
+from gateway.reports.baseline_input import (
+    event_windows,
+    ledger_since,
+    ledger_spans,
+    programme_params,
+)
 
 
 def predicted_baseline_kw(
@@ -38,7 +43,8 @@ def predicted_baseline_kw(
 class BaselineForecast:
     """Predicted baselines of many events on one look at the store: each programme, each
     site's event windows and each ledger read is made once (a distribution of a hundred
-    events asks for a hundred baselines per site)."""
+    events asks for a hundred baselines per site; events starting on the same day share one
+    ledger read)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -57,8 +63,8 @@ class BaselineForecast:
             params = self._params[event.market_context] = programme_params(
                 self._conn, event.market_context
             )
-        key = (site_id, start_at, params)
-        if key not in self._spans:
+        key = (site_id, ledger_since(start_at, params), params)
+        if key not in self._spans:  # events starting on the same day read the same rows
             self._spans[key] = ledger_spans(self._conn, site_id, start_at, params)
         spans = list(self._spans[key])
         if not spans:

@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from xml.sax.saxutils import escape
 
 from aiohttp import web
 from openleadr import OpenADRServer
@@ -40,6 +39,7 @@ from openleadr import utils as openleadr_utils
 from openleadr.messaging import TEMPLATES, create_message
 
 from gateway.errors import GatewayError
+from gateway.ven.wire import escape
 from simulators.vtn import on_each_event_response
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class ScriptedVtn:
     def _on_create_party_registration(self, payload: Mapping[str, Any]) -> tuple[str, str]:
         ven_id = self.assigned_ven_id or str(payload.get("ven_id") or _new_id("VEN"))
         self.registrations.append(ven_id)
-        return escape(ven_id, {'"': "&quot;", "'": "&apos;"}), _new_id("REG")
+        return escape(ven_id), _new_id("REG")
 
     def _on_register_report(self, *_: Any, **__: Any) -> None:
         return None

@@ -33,15 +33,22 @@ def ledger_spans(
     conn: Connection, site_id: str, event_start_at: datetime, params: BaselineParams
 ) -> tuple[LedgerSpan, ...]:
     """The site's ledger rows a baseline of an event starting at ``event_start_at`` [aware
-    UTC] can read: from the look-back's first day (less the row margin) on."""
-    day0_at = event_start_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    since = day0_at - timedelta(seconds=params.lookback_days * DAY_S + LEDGER_ROW_LOOKBACK_S)
+    UTC] can read: from :func:`ledger_since` on."""
+    since = ledger_since(event_start_at, params)
     rows = conn.execute(
         select(LedgerRow.interval_start_at, LedgerRow.interval_end_at, LedgerRow.load_kwh)
         .where(LedgerRow.site_id == site_id, LedgerRow.interval_start_at >= since)
         .order_by(LedgerRow.interval_start_at)
     )
     return spans_from_ledger((start, end, load_kwh) for start, end, load_kwh in rows)
+
+
+def ledger_since(event_start_at: datetime, params: BaselineParams) -> datetime:
+    """The first ledger instant a baseline of an event starting at ``event_start_at`` [aware
+    UTC] can read: the look-back's first day, less the row margin. Events starting on the
+    same UTC day read the same rows."""
+    day0_at = event_start_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day0_at - timedelta(seconds=params.lookback_days * DAY_S + LEDGER_ROW_LOOKBACK_S)
 
 
 def event_windows(conn: Connection, site_id: str) -> list[tuple[datetime, datetime | None]]:
