@@ -1,4 +1,4 @@
-"""Drives each migration through its states (design section 6).
+"""Drives each migration through its states (``docs/architecture.md``, 'Migration states').
 
     planned -> target_reserved -> checkpointing -> transferring -> restoring -> completed
          \\___________\\________________\\______________\\___________-> aborted

@@ -1,4 +1,4 @@
-"""The feasibility-domain model of live migration (design section 3).
+"""The feasibility-domain model of live migration (``docs/architecture.md``, 'Feasibility domain').
 
 Pure, vectorised functions: numpy arrays (or scalars) in, arrays out; no I/O, no clock.
 They link checkpoint size, WAN bandwidth and the length of the renewable window at the

@@ -3,7 +3,8 @@
 Data functions build tables from the feasibility-domain model (``gateway.feasibility``) or
 from the offline evaluator's JSON document; plotting functions draw one table each.
 The figures are drawn on matplotlib's Agg canvas and never touch a display.
-Paper: Tomei, Mayer, Alcini, Salsano, arXiv 2511.16182 (design section 3).
+Paper: Tomei, Mayer, Alcini, Salsano, arXiv 2511.16182 (``docs/architecture.md``,
+'Feasibility domain').
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.errors import InputError
 DPI = 130
 SECONDS_PER_HOUR = 3600.0
 
-# H200 calibration (data/README.md): parameters and full fp32 AdamW checkpoint [GB].
+# H200 calibration (docs/measured-data.md): parameters and full fp32 AdamW checkpoint [GB].
 H200_CHECKPOINTS_GB: tuple[tuple[str, float], ...] = (
     ("163 M", 1.96),
     ("406 M", 4.88),
@@ -110,7 +111,7 @@ def breakeven_sweep(
     """Migration time, energy and break-even time over checkpoint size and network energy.
 
     One row per (network energy, checkpoint), columns checkpoint_gb, network_kwh_per_gb,
-    migration_s, migration_kwh, breakeven_s. Defaults: one H200-class GPU (data/README.md).
+    migration_s, migration_kwh, breakeven_s. Defaults: one H200-class GPU (docs/measured-data.md).
 
     checkpoint_gb: checkpoint sizes [GB]; network_kwh_per_gb: network energy per GB moved
     [kWh/GB]; bandwidth_gbps: nominal WAN bandwidth [Gbit/s]; job_power_kw: the job's power

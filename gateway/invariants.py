@@ -1,4 +1,5 @@
-"""The fleet-wide invariants of design section 6, checked over the sites and the gateway's database.
+"""The fleet-wide invariants (``docs/architecture.md``, 'Invariants'), checked over the sites
+and the gateway's database.
 
 1. **One site at most**: no job is live (``running``, ``checkpointing`` or ``restoring``) at
    two sites at once.

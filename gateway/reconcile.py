@@ -1,4 +1,5 @@
-"""What to do with a migration found unfinished after a restart (design section 6).
+"""What to do with a migration found unfinished after a restart (``docs/architecture.md``,
+'Migration states').
 
 The gateway commits each state before the call that it announces, so after a crash the
 stored state is at most one call behind the sites: the call may or may not have arrived.

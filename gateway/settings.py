@@ -132,7 +132,7 @@ class PlannerSettings(_Section):
     forecast_horizon_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 43200.0
     """How far ahead renewable windows are searched, at most a week [s]."""
     offer_hours: Annotated[int, Field(ge=0, le=168)] = 12
-    """How many coming hours each plan round offers per site (``docs/reports.md``) [h]."""
+    """How many coming hours each plan round offers per site (``docs/ei-report.md``) [h]."""
     event_guard_s: NonNegativeFloat = 3600.0
     """A site with an opted-in event in force or starting within this time moves jobs only for
     that event, so that the meter (and the baseline before the event) sees no other change [s]."""
@@ -266,7 +266,8 @@ class ProgrammeSettings(_Section):
     market_context: Annotated[str, Field(min_length=1, max_length=512)]
     """The market context URI its events carry; ``*`` for any market context not listed."""
     signal: list[SignalRuleSettings] = []
-    """The signal mapping; empty takes the design's table (design section 7)."""
+    """The signal mapping; empty takes the default table (``docs/architecture.md``, 'Signal
+    mapping')."""
     baseline: BaselineMethod = DEFAULT_BASELINE.method
     """How the utility computes the baseline of its events (``docs/views.md``)."""
     like_days: Annotated[int, Field(ge=1, le=60)] = DEFAULT_BASELINE.like_days
@@ -503,7 +504,7 @@ class SiteSettings(_Section):
     """The OpenADR resource id the utility uses for this site (default: the site id)."""
     manual_override: bool = False
     """The operator has taken this site out of automatic control: its TELEMETRY_STATUS says
-    so (``oadrManualOverride``) and its flexibility offers are zero (``docs/reports.md``)."""
+    so (``oadrManualOverride``) and its flexibility offers are zero (``docs/ei-report.md``)."""
     controller_ca_path: Path | None = None
     """PEM CA certificate(s) the controller's HTTPS certificate must chain to; empty: the
     system's trust store. Relative paths are relative to the working directory."""
@@ -726,7 +727,7 @@ class Settings(_Section):
 
     def signal_policy(self) -> SignalPolicy:
         """The programmes' signal mappings for the planner; without ``[[programme]]`` one
-        programme for any market context with the design's table and ``[signals]``."""
+        programme for any market context with the default table and ``[signals]``."""
         if not self.programme:
             return SignalPolicy(
                 (

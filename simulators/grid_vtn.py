@@ -9,7 +9,7 @@ the trace at ``trace_start_at + (at - sim_start_at)``, wrapped around the trace'
 - an hour whose MOER is at most ``surplus_moer_kg_per_kwh`` (near zero: renewables on the
   margin) is a **surplus** hour, one at or above ``curtail_moer_kg_per_kwh`` a
   **curtailment** hour;
-- the gateway's offers for that hour come from the reports its VEN sends (``docs/reports.md``):
+- the gateway's offers for that hour come from the reports its VEN sends (``docs/ei-report.md``):
   ``upRegulationCapacityAvailable`` is what a site can shed, ``downRegulationCapacityAvailable``
   what it can absorb, ``x-notice`` the notice it needs, each a projected reading whose
   ``dtstart`` is the hour's start (the newest reading of each wins);

@@ -10,12 +10,12 @@ restoring). The sites' WAN bandwidth is set so low that a checkpoint of about 28
 about two seconds to send, so that a fault lands mid-transfer; a restore is held by a job that
 takes a while to confirm it loaded its checkpoint (``{resumed_path}``).
 
-Throughout each test :class:`tests.invariants.InvariantMonitor` asks both agents over their
-API (every 20 ms and after every round of the Dispatcher) and checks the three invariants
-of design section 6; while an agent is down, a sample cannot be taken and is counted as
-such. At the end the migration has ended, no GPU is reserved, the job runs at exactly one
-site where the gateway believes it is, and its final model equals, bit for bit, that of a
-run that was never interrupted.
+Throughout each test :class:`tests.invariants.InvariantMonitor` asks both agents over their API
+(every 20 ms and after every round of the Dispatcher) and checks the three invariants of
+``docs/architecture.md``, 'Invariants'; while an agent is down, a sample cannot be taken and is
+counted as such. At the end the migration has ended, no GPU is reserved, the job runs at exactly one
+site where the gateway believes it is, and its final model equals, bit for bit, that of a run that
+was never interrupted.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The invariant monitor of ``tests/invariants.py`` catches each broken invariant.
 
-Each case breaks one invariant of design section 6 behind the gateway's back (on simulated
-sites and a real database) and checks that one sample reports exactly that invariant. The
-monitor runs the checks of ``gateway/invariants.py``, whose cases are in
-``tests/test_fleet_invariants.py``; here they run against sites and a database, over the site
-API too (:func:`gateway.invariants.check_fleet`).
+Each case breaks one invariant of ``docs/architecture.md``, 'Invariants', behind the gateway's back
+(on simulated sites and a real database) and checks that one sample reports exactly that invariant.
+The monitor runs the checks of ``gateway/invariants.py``, whose cases are in
+``tests/test_fleet_invariants.py``; here they run against sites and a database, over the site API
+too (:func:`gateway.invariants.check_fleet`).
 """
 
 from __future__ import annotations

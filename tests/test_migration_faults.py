@@ -5,8 +5,8 @@ migration from the dark site to the sunny one while faults strike: a controller 
 answering, a target that refuses the restore, a transfer cut mid-way, operations that overrun
 their limits, and SIGKILL of ``dr-gateway run`` in every migration state followed by a
 restart. Throughout each test :class:`tests.invariants.InvariantMonitor` samples the sites
-after every request they answer (and every 20 ms) and checks the three invariants of design
-section 6; at the end everything has settled.
+after every request they answer (and every 20 ms) and checks the three invariants of
+``docs/architecture.md``, 'Invariants'; at the end everything has settled.
 
 The in-process tests drive the gateway round by round on a :class:`ManualClock`; the
 SIGKILL tests run the daemon as a process on the system clock, with tiny checkpoints.

@@ -123,7 +123,7 @@ async def running(
     planner: Planner | None = None,
 ) -> AsyncIterator[Rig]:
     """A started VEN against a scripted VTN; ``programmes`` as ``[[programme]]`` tables
-    (default: none, the design's mapping for every market context)."""
+    (default: none, the default mapping for every market context)."""
     vtn = ScriptedVtn(vtn_id, poll_interval_s=POLL_S)
     await vtn.start()
     planner = planner or Planner()

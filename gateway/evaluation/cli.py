@@ -40,7 +40,7 @@ MAX_DAYS = 36600.0
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "evaluate",
-        help="replay policies over renewable traces and compare them (design section 4)",
+        help="replay policies over renewable traces and compare them (docs/architecture.md)",
         description=(
             "Runs each policy over the whole trace on a simulated clock, with the same policy "
             "code as the daemon, and prints one row per policy. Input formats: docs/inputs.md."

@@ -87,7 +87,8 @@ def simulate(
     params: EvaluationParams,
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Replay ``policy`` over the whole trace; metrics of design section 4."""
+    """Replay ``policy`` over the whole trace; the metrics of ``docs/architecture.md``,
+    'Policies and the fluid bound'."""
     if policy not in POLICIES:
         raise KeyError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
     decide = POLICIES[policy]

@@ -1,10 +1,11 @@
 """Upper bounds on the renewable energy any policy can use: pure functions.
 
-``fluid_bound_kwh`` is the bound of design section 4: at each step, renewable energy usable by
-the fleet is at most min(D, sum over sites of min(renewable, site power cap)), with D the power
-of the jobs that would be running then if no job ever waited or paused. A policy that delays
-work (jobs that wait for GPUs, moves that stop a job) can run a job later than D assumes, so this
-bound can be exceeded by a little where jobs are delayed into sunnier hours.
+``fluid_bound_kwh`` is the fluid bound of ``docs/architecture.md``, 'Policies and the fluid bound':
+at each step, renewable energy usable by the fleet is at most min(D, sum over sites of
+min(renewable, site power cap)), with D the power of the jobs that would be running then if no job
+ever waited or paused. A policy that delays work (jobs that wait for GPUs, moves that stop a job)
+can run a job later than D assumes, so this bound can be exceeded by a little where jobs are delayed
+into sunnier hours.
 
 ``relaxed_bound_kwh`` cannot be exceeded: it treats every job as fluid work that may run at any
 time after its submission, at most at its own power, and fills each step's usable renewable
@@ -69,7 +70,7 @@ def demand_kw(
 def fluid_bound_kwh(
     usable: FloatArray, demand_it_kw: FloatArray, pue_max: float, step_s: float
 ) -> float:
-    """Design section 4's bound, summed over the steps [kWh]."""
+    """The fluid bound, summed over the steps [kWh]."""
     return float(np.minimum(usable, demand_it_kw * pue_max * step_s / 3600.0).sum())
 
 

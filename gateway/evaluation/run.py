@@ -32,7 +32,7 @@ TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
 @dataclass(frozen=True)
 class Bounds:
     fluid_kwh: float
-    """Design section 4's bound [kWh]."""
+    """The fluid bound (``docs/architecture.md``, 'Policies and the fluid bound') [kWh]."""
     relaxed_kwh: float
     """The bound no policy can exceed [kWh]."""
     demand_kwh: float

@@ -1,4 +1,5 @@
-"""``forecast-global``: our policy (design section 4; README, trace-driven evaluation).
+"""``forecast-global``: our policy (``docs/architecture.md``, 'Policies and the fluid bound';
+README, trace-driven evaluation).
 
 It values each move by the grid energy it saves over ``value_horizon_s`` while the job still
 runs, lets every (job, target) pair compete for one budget, best first, and keeps moves inside

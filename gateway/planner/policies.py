@@ -1,4 +1,5 @@
-"""The policies (design section 4): fleet arrays in, moves out. Pure and vectorised.
+"""The policies (``docs/architecture.md``, 'Policies and the fluid bound'): fleet arrays in, moves
+out. Pure and vectorised.
 
 - ``static``: jobs never move (the baseline).
 - ``energy-greedy``: jobs leave sites in deficit for the site with the most surplus now, with

@@ -1,9 +1,10 @@
-"""OpenADR signals -> what they ask of each site (design section 7), per programme.
+"""OpenADR signals -> what they ask of each site, per programme (``docs/architecture.md``,
+'Signal mapping').
 
 Each programme (a market context) maps signal names and types to actions; an action is one
 row of ``ACTIONS``: it gets the signal's value in force, the site and its flexible load, and
 answers a request or None. The mapping lives in the configuration (``[[programme]]``); without
-one, every market context gets the design's table (:func:`default_rules`).
+one, every market context gets the default table (:func:`default_rules`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Programme:
 def default_rules(
     level_fractions: tuple[float, ...] = (0.25, 0.5, 1.0), price_threshold: float = 0.0
 ) -> tuple[SignalRule, ...]:
-    """The mapping of design section 7, for a programme that configures none."""
+    """The default table (``docs/architecture.md``, 'Signal mapping'), for a programme that
+    configures none."""
     return (
         SignalRule("SIMPLE", "level", "shed_fraction_by_level", level_fractions=level_fractions),
         SignalRule("simple", "level", "shed_fraction_by_level", level_fractions=level_fractions),
@@ -89,7 +91,7 @@ def default_rules(
 @dataclass(frozen=True)
 class SignalPolicy:
     """The programmes the fleet takes part in (``[[programme]]`` in the configuration);
-    by default one programme for any market context with the design's mapping."""
+    by default one programme for any market context with the default mapping."""
 
     programmes: tuple[Programme, ...] = (Programme(ANY_MARKET_CONTEXT, default_rules()),)
 
@@ -181,7 +183,7 @@ ACTIONS: dict[Action, Handler] = {
 
 
 def unsupported_signals(event: DrEvent, policy: SignalPolicy | None = None) -> list[str]:
-    """The event's signals that ``policy`` (default: the design's mapping) cannot act on."""
+    """The event's signals that ``policy`` (default: the default mapping) cannot act on."""
     return (policy or SignalPolicy()).unsupported(event)
 
 

@@ -279,7 +279,7 @@ def add_parser(
         description=(
             "Without a KIND: each site's totals over all time (site_report view) and a TOTAL "
             "row. With a KIND: that report over a time range, as a table, CSV, JSON or "
-            "Parquet. docs/reports.md has examples."
+            "Parquet. docs/operator-reports.md has examples."
         ),
     )
     # The bare report's options; their dests differ from the kinds' so that one given before

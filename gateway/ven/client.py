@@ -146,7 +146,7 @@ class VenConnection:
     status: a site's TELEMETRY_STATUS (online, manual override), by site id; None offers no
         status report
     offers: a site's stored flexibility offers for the coming hours, by site id; None offers
-        no offers report (:mod:`gateway.ven.reports`, ``docs/reports.md``)
+        no offers report (:mod:`gateway.ven.ei_report`, ``docs/ei-report.md``)
     unsupported: the signals of an event version the programme's signal mapping cannot act on
         (answered 460)
     decide_many: the planner's answers to the new versions of one distribution at once, off

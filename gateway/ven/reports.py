@@ -1,6 +1,6 @@
 """The reports the VEN offers each VTN: one row per data point, repeated for every site.
 
-``docs/reports.md`` describes them for a utility. Three reports, each one openleadr report
+``docs/ei-report.md`` describes them for a utility. Three reports, each one openleadr report
 (one report specifier) with a data point (an ``rID``, ``{resource id}-{source}``) per site:
 
 - ``dr-gateway-TELEMETRY_USAGE`` (TELEMETRY_USAGE): the site's facility power now

@@ -107,7 +107,7 @@ SIGNAL_MAP_SQL = """
             ('ELECTRICITY_PRICE', 'priceRelative', 'absorb_at_or_below_price'),
             ('LOAD_CONTROL', 'x-loadControlCapacity', 'cap_fraction_of_max')
     )"""
-"""The design's signal table (``gateway.planner.signals.default_rules``) with its default
+"""The default signal table (``gateway.planner.signals.default_rules``) with its default
 parameters: SIMPLE levels 1/2/3 shed 25/50/100 %, a price at or below 0 is grid surplus."""
 
 

@@ -399,7 +399,7 @@ LEFT JOIN answers AS ans ON ans.event_pk = q.event_pk
 def event_delivery_sql(d: Any) -> str:
     """Per event and site: the sums of ``event_interval_delivery`` (revision 0005's columns).
 
-    The signal is read from the event's tables (its first signal the design's table maps),
+    The signal is read from the event's tables (its first signal the default table maps),
     not from ``event_site_intervals``, which PostgreSQL would evaluate once per event.
     """
     del d  # the same on both backends
