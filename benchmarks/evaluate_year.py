@@ -12,7 +12,8 @@ import time
 
 from benchmarks.fleet import synthetic_fleet
 from gateway.evaluation.engine import EvaluationParams, simulate
-from gateway.evaluation.inputs import WorkloadParams, generate_workload, resample
+from gateway.evaluation.input_traces import resample
+from gateway.evaluation.workload import WorkloadParams, generate_workload
 from gateway.feasibility import FeasibilityParams
 from gateway.planner.params import PolicyParams
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.evaluation.inputs import SiteSpec, Traces, load_sites, load_traces
+from gateway.evaluation.input_sites import SiteSpec, load_sites
+from gateway.evaluation.input_traces import Traces, load_traces
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "traces"
 

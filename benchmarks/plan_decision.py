@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from benchmarks.fleet import synthetic_fleet
-from gateway.evaluation.inputs import WorkloadParams, generate_workload
+from gateway.evaluation.workload import WorkloadParams, generate_workload
 from gateway.feasibility import FeasibilityParams
 from gateway.planner.arrays import FleetArrays
 from gateway.planner.params import PolicyParams

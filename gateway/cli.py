@@ -318,7 +318,7 @@ def _print_feasibility(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from gateway.figures import write_paper_figures
+    from gateway.evaluation.figures import write_paper_figures
 
     evaluation = Path(args.evaluation) if args.evaluation else None
     _check_out_dir(args.out)
@@ -332,7 +332,7 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _traces(args: argparse.Namespace) -> int:
-    from simulators.trace_build import build
+    from gateway.evaluation.trace_build import build
 
     _check_out_dir(args.out)
     try:

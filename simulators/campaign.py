@@ -49,6 +49,7 @@ from gateway.db import (
     url_problem,
 )
 from gateway.errors import GatewayError, InputError
+from gateway.evaluation.weather import TRACE_YEAR
 from gateway.invariants import check_fleet
 from gateway.settings import (
     FeasibilitySettings,
@@ -80,7 +81,7 @@ from simulators.campaign_score import Scores, event_scores, fetch_intervals, fet
 from simulators.campaign_score import score as score_events
 from simulators.probes import SimulatorProbe
 from simulators.site_controller import SimulatedSite, start_site_server
-from simulators.traces import TRACE_YEAR, RenewableTrace
+from simulators.traces import RenewableTrace
 from simulators.vtn import ScenarioEvent, SimulatedVtn
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,13 @@
 """The campaign's fleet: sites on the bundled real renewable traces, and their jobs.
 
 :func:`load_fleet` reads a sites file and its traces (``data/traces/``, the readers of
-:mod:`gateway.evaluation.inputs`). Asked for more sites than the file holds, it synthesises
-the rest from the file's sites: each copy takes one bundled site's trace shifted by a whole
-number of hours and scales the site (GPUs, IT cap and plant) by a seeded factor, so the
-weather stays real while the fleet grows. :func:`generate_jobs` draws the training jobs: a
-batch running at the start and Poisson arrivals, sized so that the fleet's GPUs are busy at
-``utilisation`` on average (the workload generator of the evaluation).
+:mod:`gateway.evaluation.input_sites` and :mod:`gateway.evaluation.input_traces`). Asked
+for more sites than the file holds, it synthesises the rest from the file's sites: each copy
+takes one bundled site's trace shifted by a whole number of hours and scales the site (GPUs,
+IT cap and plant) by a seeded factor, so the weather stays real while the fleet grows.
+:func:`generate_jobs` draws the training jobs: a batch running at the start and Poisson
+arrivals, sized so that the fleet's GPUs are busy at ``utilisation`` on average (the workload
+generator of the evaluation).
 """
 
 from __future__ import annotations
@@ -21,13 +22,9 @@ import numpy as np
 import pandas as pd
 
 from gateway.errors import InputError
-from gateway.evaluation.inputs import (
-    SiteSpec,
-    WorkloadParams,
-    generate_workload,
-    load_sites,
-    load_traces,
-)
+from gateway.evaluation.input_sites import SiteSpec, load_sites
+from gateway.evaluation.input_traces import load_traces
+from gateway.evaluation.workload import WorkloadParams, generate_workload
 from gateway.sites.schema import JobSpec
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "traces"

@@ -35,6 +35,7 @@ from gateway.clock import next_midnight_utc
 from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade, url_problem
 from gateway.errors import ConfigError
+from gateway.evaluation.weather import BUNDLED_WEATHER, TRACE_YEAR, pv_power_kw
 from gateway.invariants import check_fleet
 from gateway.reporting import format_report, site_report
 from gateway.reports.delivery import describe, read_delivery
@@ -46,7 +47,7 @@ from simulators.campaign_clock import SteppedClock
 from simulators.probes import SimulatorProbe
 from simulators.scenario import Scenario, load_scenario
 from simulators.site_controller import SimulatedSite, start_site_server
-from simulators.traces import BUNDLED_WEATHER, TRACE_YEAR, RenewableTrace, pv_power_kw
+from simulators.traces import RenewableTrace
 from simulators.vtn import ScenarioEvent, SimulatedVtn
 
 log = logging.getLogger(__name__)

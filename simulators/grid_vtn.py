@@ -42,9 +42,10 @@ import numpy as np
 from openleadr import enums
 
 from gateway.errors import InputError
-from gateway.evaluation.inputs import SiteSpec, load_traces
+from gateway.evaluation.input_sites import SiteSpec
+from gateway.evaluation.input_traces import load_traces
+from gateway.evaluation.trace_build import MOER_AREAS, MOER_FILE
 from gateway.feasibility import FloatArray
-from simulators.trace_build import MOER_AREAS, MOER_FILE
 from simulators.vtn import ScenarioEvent, SimulatedVtn, TelemetryReading
 
 logger = logging.getLogger(__name__)

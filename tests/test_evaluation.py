@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.evaluation.engine import EvaluationParams, simulate
-from gateway.evaluation.inputs import JobsTable, SiteSpec, Traces
+from gateway.evaluation.input_jobs import JobsTable
+from gateway.evaluation.input_sites import SiteSpec
+from gateway.evaluation.input_traces import Traces
 from gateway.evaluation.run import bounds
 from gateway.feasibility import FeasibilityParams
 from gateway.planner.params import PolicyParams, move_cost

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gateway import figures
 from gateway.cli import main
 from gateway.errors import InputError
+from gateway.evaluation import figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,19 +13,10 @@ import pandas as pd
 import pytest
 
 from gateway.errors import InputError
-from gateway.evaluation.inputs import (
-    JOB_COLUMNS,
-    JobsTable,
-    SiteSpec,
-    Traces,
-    WorkloadParams,
-    generate_workload,
-    load_jobs,
-    load_sites,
-    load_traces,
-    parse_workload,
-    resample,
-)
+from gateway.evaluation.input_jobs import JOB_COLUMNS, JobsTable, load_jobs
+from gateway.evaluation.input_sites import SiteSpec, load_sites
+from gateway.evaluation.input_traces import Traces, load_traces, resample
+from gateway.evaluation.workload import WorkloadParams, generate_workload, parse_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "traces"
@@ -455,7 +446,7 @@ def test_parse_workload_reads_every_key() -> None:
 
 
 def test_every_workload_field_has_a_parser() -> None:
-    from gateway.evaluation.inputs import _WORKLOAD_KEYS
+    from gateway.evaluation.workload import _WORKLOAD_KEYS
 
     assert set(_WORKLOAD_KEYS) == {f.name for f in dataclasses.fields(WorkloadParams)}
 

@@ -16,9 +16,9 @@ import pytest
 
 from gateway.cli import main
 from gateway.errors import InputError
-from gateway.evaluation.inputs import load_sites
-from simulators import trace_build
-from simulators.trace_build import (
+from gateway.evaluation import trace_build
+from gateway.evaluation.input_sites import load_sites
+from gateway.evaluation.trace_build import (
     E82,
     MOER_FILE,
     SCENARIOS,
@@ -28,7 +28,7 @@ from simulators.trace_build import (
     to_trace_year,
     wind_power_kw,
 )
-from simulators.traces import read_epw_weather
+from gateway.evaluation.weather import read_epw_weather
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "traces"

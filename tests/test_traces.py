@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from gateway.errors import InputError
-from simulators.traces import BUNDLED_WEATHER, RenewableTrace, pv_power_kw
+from gateway.evaluation.weather import BUNDLED_WEATHER, pv_power_kw
+from simulators.traces import RenewableTrace
 
 CAPACITY_KW = 100.0
 

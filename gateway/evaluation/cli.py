@@ -13,18 +13,11 @@ from tqdm import tqdm
 
 from gateway.errors import InputError
 from gateway.evaluation.engine import EvaluationParams
-from gateway.evaluation.inputs import (
-    JobsTable,
-    Traces,
-    WorkloadParams,
-    generate_workload,
-    load_jobs,
-    load_sites,
-    load_traces,
-    parse_workload,
-    resample,
-)
+from gateway.evaluation.input_jobs import JobsTable, load_jobs
+from gateway.evaluation.input_sites import load_sites
+from gateway.evaluation.input_traces import Traces, load_traces, resample
 from gateway.evaluation.run import evaluate, format_table
+from gateway.evaluation.workload import WorkloadParams, generate_workload, parse_workload
 from gateway.feasibility import FeasibilityParams
 from gateway.planner.params import PolicyParams
 from gateway.planner.policies import POLICIES
@@ -171,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(_jsonable(document), indent=2) + "\n")
     if args.plot:
-        from gateway.figures import plot_policy_comparison, policy_comparison
+        from gateway.evaluation.figures import plot_policy_comparison, policy_comparison
 
         plot_policy_comparison(policy_comparison(document), Path(args.plot))
     return 0

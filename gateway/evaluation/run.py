@@ -10,7 +10,9 @@ import numpy as np
 
 from gateway.evaluation import fluid
 from gateway.evaluation.engine import EvaluationParams, RunResult, simulate
-from gateway.evaluation.inputs import JobsTable, SiteSpec, Traces
+from gateway.evaluation.input_jobs import JobsTable
+from gateway.evaluation.input_sites import SiteSpec
+from gateway.evaluation.input_traces import Traces
 
 TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
     # key, column header, format

