@@ -56,7 +56,7 @@ from gateway.sites.schema import SiteStatus
 from gateway.sites.tls import optional_client_context
 from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
-from gateway.ven.reports import ResourceStatus
+from gateway.ven.ei_report import ResourceStatus
 from gateway.web import DaemonState, VtnState, WebServer, make_app
 
 log = logging.getLogger(__name__)

@@ -68,7 +68,7 @@ class DrEvent:
     """One version (event id, modification number) of an event from one VTN.
 
     The first fields are what the VTN sent; the last four are what this VEN made of it
-    (``gateway/ven/rules.py``): the VEN id it was distributed to, the random delay applied to
+    (``gateway/ven/event_rules.py``): the VEN id it was distributed to, the random delay applied to
     the start within ``start_after_s``, and when a cancellation (sent, or implied by a
     distribution that left the event out) takes effect here.
     """

@@ -21,10 +21,9 @@ schema gets HTTP 400, as openleadr's own services do. Every message and its answ
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -32,14 +31,13 @@ from aiohttp import web
 from openleadr import errors
 from openleadr.messaging import (
     authenticate_message,
-    create_message,
     parse_message,
     validate_xml_schema,
 )
 from signxml.exceptions import InvalidSignature
 
 from gateway.clock import Clock
-from simulators.vtn_tls import VtnTls
+from simulators.vtn_tls import VenLookup, VtnTls, message_signer
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +48,6 @@ COMPLIANCE_ERROR = 459
 NOT_REGISTERED_OR_AUTHORIZED = 463
 ANSWERS = {"oadrCreateOpt": "oadrCreatedOpt", "oadrCancelOpt": "oadrCanceledOpt"}
 """The answer to each EiOpt message type."""
-
-VenLookup = Callable[[str | None], Mapping[str, Any] | None]
-"""openleadr's ``ven_lookup``: the VEN's registration and certificate fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +114,7 @@ class EiOptService:
         self.clock = clock
         self._registrations = registrations
         self._ven_lookup = ven_lookup
-        cert = key = None
-        if tls is not None:
-            cert, key = tls.cert_path.read_bytes(), tls.key_path.read_bytes()
-        self._create_message = partial(create_message, cert=cert, key=key, passphrase=None)
+        self._create_message = message_signer(tls)
         self.opts: dict[str, ReceivedOpt] = {}
         """Every opt received, by optID, as it stands."""
         self.exchanges: list[OptExchange] = []

@@ -10,12 +10,14 @@ out as written: openleadr's sender-side preflight (which would stretch an active
 the sum of its intervals and zero a SIMPLE signal's currentValue) is skipped for them, as
 other VTNs do not have it.
 
-It registers any VEN (a VEN that brings its venID keeps it), accepts the reports a VEN offers
-without asking for any, answers ``oadrRequestEvent`` with the events set in
-:attr:`ScriptedVtn.standing`, and records every ``eventResponse`` it receives with its
-response code and requestID (:attr:`ScriptedVtn.responses`) before acknowledging it. The
-requestID of every distribution it sends, from a poll or in answer to ``oadrRequestEvent``,
-is in :attr:`ScriptedVtn.distributions` (openleadr sets it, not the script).
+It serves plain HTTP on 127.0.0.1 with an OS-assigned port
+(:class:`simulators.vtn_server.LoopbackServer`). It registers any VEN (a VEN that brings its
+venID keeps it), accepts the reports a VEN offers without asking for any, answers
+``oadrRequestEvent`` with the events set in :attr:`ScriptedVtn.standing`, and records every
+``eventResponse`` it receives with its response code and requestID
+(:attr:`ScriptedVtn.responses`) before acknowledging it. The requestID of every distribution
+it sends, from a poll or in answer to ``oadrRequestEvent``, is in
+:attr:`ScriptedVtn.distributions` (openleadr sets it, not the script).
 
 A test or benchmark may also queue ``bytes``: that poll is answered with exactly those bytes
 (``application/xml``, HTTP 200), past openleadr, so that malformed, truncated or hostile XML
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,13 +35,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from openleadr import OpenADRServer
 from openleadr import utils as openleadr_utils
 from openleadr.messaging import TEMPLATES, create_message
 
-from gateway.errors import GatewayError
 from gateway.ven.wire import escape
-from simulators.vtn import on_each_event_response
+from simulators.vtn_server import LoopbackServer, on_each_event_response
 
 logger = logging.getLogger(__name__)
 
@@ -87,45 +86,31 @@ class ScriptedVtn:
         self.assigned_ven_id: str | None = None
         """The venID this VTN gives every VEN that registers; None: the one the VEN asks for,
         else a new one. It goes out escaped (openleadr's templates do not escape)."""
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            self.server: Any = OpenADRServer(
-                vtn_id=vtn_id,
-                http_host="127.0.0.1",
-                http_port=0,
-                requested_poll_freq=timedelta(seconds=poll_interval_s),
-            )
+        self.loopback = LoopbackServer(vtn_id, poll_interval_s, name="the scripted VTN")
+        self.server: Any = self.loopback.server
         self.server.app.middlewares.insert(0, self._raw_answers)
-        self.server.add_handler("on_poll", self._on_poll)
-        self.server.add_handler("on_request_event", self._on_request_event)
-        self.server.add_handler("on_created_event", self._on_created_event)
-        self.server.add_handler("on_create_party_registration", self._on_create_party_registration)
-        self.server.add_handler("on_register_report", self._on_register_report)
+        self.loopback.add_handlers(
+            {
+                "on_poll": self._on_poll,
+                "on_request_event": self._on_request_event,
+                "on_created_event": self._on_created_event,
+                "on_create_party_registration": self._on_create_party_registration,
+                "on_register_report": self._on_register_report,
+            }
+        )
         self._record_response_codes()
         for service in self.server.services.values():
             service._create_message = self._create_message
 
     @property
     def url(self) -> str:
-        if self._url is None:
-            raise GatewayError("the scripted VTN is not started; await start() first")
-        return self._url
+        return self.loopback.url
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.server.app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self._runner = runner
-        host, port = runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}{self.server.http_path_prefix}"
+        await self.loopback.start()
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._url = None
+        await self.loopback.stop()
 
     def distribute(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Queue an ``oadrDistributeEvent`` carrying exactly ``events`` (may be empty)."""

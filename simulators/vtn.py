@@ -16,14 +16,11 @@ Events are built as openleadr objects and queued with ``add_raw_event`` rather t
 
 Things to know (``docs/openadr-notes.md``):
 
-- it serves plain HTTP on 127.0.0.1 with an OS-assigned port (``url`` after :meth:`start`);
-  ``server.run()`` is not used because it binds a fixed port;
+- it serves on 127.0.0.1 with an OS-assigned port (``url`` after :meth:`start`), set up by
+  :class:`simulators.vtn_server.LoopbackServer`;
 - with ``tls`` (:class:`VtnTls`) it serves HTTPS that requires a client certificate from the
   CA, signs its messages and checks each VEN's connection and signature against the
-  fingerprint given for its VEN name. openleadr keeps its signer and ``ven_lookup`` on the
-  ``VTNService`` class, shared by every server in the process; the simulator pins both on its
-  own service instances instead, so plain and TLS VTNs can live side by side. A VTN missing
-  any of its TLS files would silently serve plain HTTP (pitfall 11): that is an error here;
+  fingerprint given for its VEN name (:meth:`SimulatedVtn._ven_lookup`);
 - its VTN id must be upper case (pitfall 7);
 - openleadr writes durations in whole seconds (``PT1S``) and drops fractions, so the poll
   interval and every event duration must be whole seconds;
@@ -46,7 +43,6 @@ import contextvars
 import itertools
 import logging
 import uuid
-import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,14 +50,13 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
-from aiohttp import web
-from openleadr import OpenADRServer, objects, utils
-from openleadr.messaging import create_message
+from openleadr import objects, utils
 
 from gateway.clock import Clock, SystemClock
 from gateway.errors import GatewayError, InputError
 from simulators.eiopt import EiOptService
-from simulators.vtn_tls import VtnTls, https_options
+from simulators.vtn_server import LoopbackServer, on_each_event_response
+from simulators.vtn_tls import VtnTls
 
 logger = logging.getLogger(__name__)
 
@@ -282,55 +277,34 @@ class SimulatedVtn:
         """What each (venID, rID) registered is."""
         self._live: dict[str, _Live] = {}
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
-        with warnings.catch_warnings():
-            # openleadr keys its aiohttp app with a plain string
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            self.server: Any = OpenADRServer(
-                vtn_id=vtn_id,
-                http_host="127.0.0.1",
-                http_port=0,
-                requested_poll_freq=timedelta(seconds=poll_interval_s),
-                **https_options(tls),
-            )
-        self._pin_services(tls)
         lookup = self._ven_lookup
+        self.loopback = LoopbackServer(
+            vtn_id, poll_interval_s, tls=tls, ven_lookup=lookup, name="the simulated VTN"
+        )
+        self.server: Any = self.loopback.server
         self.eiopt = EiOptService.install(self.server, clock, self.registrations, tls, lookup)
         """The EiOpt route openleadr lacks; ``eiopt.opts`` holds the opts received."""
         self._record_every_answer()
         self._take_over_readings()
-        handlers: dict[str, Callable[..., Any]] = {
-            "on_create_party_registration": self._on_create_party_registration,
-            "on_register_report": self._on_register_report,
-        }
-        for name, handler in handlers.items():
-            self.server.add_handler(name, handler)
+        self.loopback.add_handlers(
+            {
+                "on_create_party_registration": self._on_create_party_registration,
+                "on_register_report": self._on_register_report,
+            }
+        )
 
     @property
     def url(self) -> str:
         """The VTN's endpoint, e.g. ``http://127.0.0.1:PORT/OpenADR2/Simple/2.0b``."""
-        if self._url is None:
-            raise GatewayError("the simulated VTN is not started; await start() first")
-        return self._url
+        return self.loopback.url
 
     async def start(self, port: int = 0) -> None:
         """Listen on 127.0.0.1:``port``; 0 lets the OS assign one (see :attr:`url`)."""
-        context = self.server.ssl_context
-        runner = web.AppRunner(self.server.app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-        self._runner = runner
-        host, port = runner.addresses[0][:2]
-        scheme = "http" if context is None else "https"
-        self._url = f"{scheme}://{host}:{port}{self.server.http_path_prefix}"
-        logger.info("simulated VTN %s listening at %s", self.vtn_id, self._url)
+        url = await self.loopback.start(port)
+        logger.info("simulated VTN %s listening at %s", self.vtn_id, url)
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._url = None
+        await self.loopback.stop()
 
     async def run_scenario(self) -> None:
         """Issue every scenario event to every registered VEN once the clock reaches its
@@ -406,19 +380,6 @@ class SimulatedVtn:
         return self._registration_counts[ven_id]
 
     # -- openleadr handlers ----------------------------------------------------------------
-
-    def _pin_services(self, tls: VtnTls | None) -> None:
-        """Give this server's services their own signer and VEN lookup (see the module notes)."""
-        if tls is not None and self.server.ssl_context is None:
-            raise GatewayError("openleadr built no TLS context: the VTN would serve plain HTTP")
-        cert = key = None
-        if tls is not None:
-            cert, key = tls.cert_path.read_bytes(), tls.key_path.read_bytes()
-        for service in self.server.services.values():
-            service._create_message = partial(create_message, cert=cert, key=key, passphrase=None)
-            if tls is not None:
-                service.ven_lookup = self._ven_lookup
-                service.verify_message_signatures = True
 
     def _record_every_answer(self) -> None:
         """Record each answer of each ``oadrCreatedEvent`` before openleadr handles it."""
@@ -704,18 +665,3 @@ def _whole_seconds(name: str, value: float, *, positive: bool) -> None:
             f"ScenarioEvent.{name} = {value}: OpenADR durations travel in whole seconds; "
             f"use a whole number {'>= 1' if positive else '>= 0'}"
         )
-
-
-def on_each_event_response(server: Any, callback: Callable[[str, Mapping[str, Any]], None]) -> None:
-    """Call ``callback(ven_id, event_response)`` for every eventResponse of every
-    ``oadrCreatedEvent`` an openleadr ``OpenADRServer`` receives, before it handles the
-    message (openleadr gives its own handlers only the opt)."""
-    service = server.services["event_service"]
-    handle = service.handlers["oadrCreatedEvent"]
-
-    async def created_event(payload: dict[str, Any]) -> Any:
-        for response in payload.get("event_responses") or ():
-            callback(str(payload.get("ven_id")), response)
-        return await handle(payload)
-
-    service.handlers["oadrCreatedEvent"] = created_event

@@ -1,17 +1,23 @@
-"""Mutual TLS of the simulated VTN: its certificate, key, CA and the VENs it knows, and the
-HTTPS options openleadr's server takes from them (:mod:`simulators.vtn` serves with them,
-:mod:`simulators.eiopt` signs its answers with them)."""
+"""Mutual TLS of the simulated VTN: its certificate, key, CA and the VENs it knows, the HTTPS
+options openleadr's server takes from them and the message signer they make
+(:mod:`simulators.vtn_server` serves and signs with them, :mod:`simulators.eiopt` signs its
+answers with them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from openleadr import utils
+from openleadr.messaging import create_message
 
 from gateway.errors import InputError
+
+VenLookup = Callable[[str | None], Mapping[str, Any] | None]
+"""openleadr's ``ven_lookup``: the VEN's registration and certificate fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -51,3 +57,12 @@ def https_options(tls: VtnTls | None) -> dict[str, Any]:
         "http_ca_file": str(tls.ca_path),
         "show_fingerprint": False,
     }
+
+
+def message_signer(tls: VtnTls | None) -> Callable[..., str]:
+    """openleadr's ``create_message`` with the VTN's certificate and key bound: it signs every
+    message with ``tls``, none without."""
+    cert = key = None
+    if tls is not None:
+        cert, key = tls.cert_path.read_bytes(), tls.key_path.read_bytes()
+    return partial(create_message, cert=cert, key=key, passphrase=None)

@@ -1,4 +1,5 @@
-"""The event rules as pure functions (``gateway/ven/rules.py``, ``gateway/planner/requests.py``).
+"""The event rules as pure functions (``gateway/ven/event_rules.py``,
+``gateway/planner/requests.py``).
 
 Table-driven, labelled cases; the same rules against a real VTN are in
 ``tests/test_ven_conformance.py``.
@@ -17,7 +18,7 @@ from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
 from gateway.planner.requests import event_requests
 from gateway.planner.signals import SignalPolicy
 from gateway.planner.snapshot import SiteView
-from gateway.ven import rules
+from gateway.ven import event_rules
 
 NOW = datetime(2030, 6, 1, 12, tzinfo=UTC)
 HOUR_S = 3600.0
@@ -88,7 +89,7 @@ def site(site_id: str) -> SiteView:
     ],
 )
 def test_rule_modification_numbers(received: int, latest: int | None, verdict: str) -> None:
-    assert rules.classify(received, latest) == verdict
+    assert event_rules.classify(received, latest) == verdict
 
 
 # -- randomisation ---------------------------------------------------------------------------
@@ -96,19 +97,19 @@ def test_rule_modification_numbers(received: int, latest: int | None, verdict: s
 
 def test_rule_startafter_delay_is_within_the_window_and_stable_per_ven_and_version() -> None:
     window_s = 600.0
-    draws = [rules.random_delay_s(window_s, "VTN/VEN-1", f"EVT-{i}", 0) for i in range(2000)]
+    draws = [event_rules.random_delay_s(window_s, "VTN/VEN-1", f"EVT-{i}", 0) for i in range(2000)]
     assert all(0 <= d < window_s for d in draws)
     assert 0.45 * window_s < mean(draws) < 0.55 * window_s, "uniform over the window"
-    assert rules.random_delay_s(window_s, "VTN/VEN-1", "EVT-1", 0) == draws[1], "stable"
-    assert rules.random_delay_s(window_s, "VTN/VEN-2", "EVT-1", 0) != draws[1], "per VEN"
-    assert rules.random_delay_s(window_s, "VTN/VEN-1", "EVT-1", 1) != draws[1], "per version"
+    assert event_rules.random_delay_s(window_s, "VTN/VEN-1", "EVT-1", 0) == draws[1], "stable"
+    assert event_rules.random_delay_s(window_s, "VTN/VEN-2", "EVT-1", 0) != draws[1], "per VEN"
+    assert event_rules.random_delay_s(window_s, "VTN/VEN-1", "EVT-1", 1) != draws[1], "per version"
 
 
 @pytest.mark.parametrize(
     "window_s", [pytest.param(None, id="no tolerance"), pytest.param(0.0, id="zero window")]
 )
 def test_rule_no_startafter_means_no_delay(window_s: float | None) -> None:
-    assert rules.random_delay_s(window_s, "VTN/VEN-1", "EVT-1", 0) == 0.0
+    assert event_rules.random_delay_s(window_s, "VTN/VEN-1", "EVT-1", 0) == 0.0
 
 
 def test_rule_a_randomised_start_moves_the_whole_active_period() -> None:
@@ -156,7 +157,7 @@ def test_rule_a_randomised_start_moves_the_whole_active_period() -> None:
 def test_rule_implied_cancel(
     known: list[DrEvent], distributed: set[str], cancelled: list[str]
 ) -> None:
-    found = rules.implied_cancellations(known, distributed, NOW)
+    found = event_rules.implied_cancellations(known, distributed, NOW)
     assert [e.event_id for e in found] == cancelled
 
 
@@ -327,7 +328,7 @@ def test_rule_8_interval_durations_add_up_to_the_active_period(
     duration_h: float, signals: tuple[EventSignal, ...], problems: list[str]
 ) -> None:
     checked = event("EVT", duration_h=duration_h, signals=signals)
-    assert rules.interval_mismatches(checked) == problems
+    assert event_rules.interval_mismatches(checked) == problems
 
 
 def _two_intervals(first_kw: float, second_kw: float) -> DrEvent:
@@ -360,5 +361,5 @@ RAISED_CASES = [
 def test_a_modification_that_raises_what_already_started(
     label: str, asks: tuple[float, float], expected: list[str]
 ) -> None:
-    found = rules.raised_before(_two_intervals(-10.0, -10.0), _two_intervals(*asks), NOW)
+    found = event_rules.raised_before(_two_intervals(-10.0, -10.0), _two_intervals(*asks), NOW)
     assert [f.split(" (")[0] for f in found] == expected

@@ -28,7 +28,7 @@ from gateway.events import LATEST_AT, DrEvent, EventInterval, EventSignal, shift
 from gateway.settings import Settings, parse_settings
 from gateway.ven import limits, store
 from gateway.ven.adapter import MalformedEventError, parse_event
-from gateway.ven.distribution import Answer
+from gateway.ven.answers import Answer
 from gateway.ven.wire import created_event_payload, escape, escaped
 from gateway.web import make_app
 from models import event as rows
@@ -229,6 +229,7 @@ class Daemon:
     async def send(self, *events: dict[str, Any]) -> None:
         self.vtn.distribute(events)
         await self.gateway.vens[0]._client._poll()
+        await self.gateway.vens[0].settled()  # answered, also when it took the poll over 1 s
         assert not self.vtn.queue, "the VEN fetched the distribution"
 
     def got(self, event_id: str) -> list[tuple[str, int]]:

@@ -6,7 +6,7 @@ year 1 to 9999, ids long, empty, all digits, non-ASCII or full of XML metacharac
 missing elements, many intervals, signals and targets, payloads of INF, NaN or thousands of
 digits, unknown response_required. Each goes through the code the VEN runs on a poll's
 answer: the edge (``gateway/ven/inbound.py``), openleadr's schema validation and the VEN's
-reading (``gateway/ven/parsing.py``), then ``VenConnection._on_distribution`` (the
+reading (``gateway/ven/parsing.py``), then ``EventExchange.on_distribution`` (the
 ``DistributionHandler`` on a real SQLite database, and the rendering of the answers), with a
 recording stand-in for openleadr's HTTP client. For every message:
 
@@ -43,7 +43,7 @@ from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.events import OptDecision
 from gateway.settings import VtnSettings
-from gateway.ven import adapter, inbound, parsing, rules, store
+from gateway.ven import adapter, event_rules, inbound, parsing, store
 from gateway.ven.client import VenConnection
 from gateway.ven.wire import escape, escaping
 from gateway.web import data
@@ -52,7 +52,7 @@ from tests.test_ven_integration import VTN_ID, site
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
-VALID_CODES = {rules.OK, rules.OUT_OF_SEQUENCE, rules.INVALID_DATA, 459, 460}
+VALID_CODES = {event_rules.OK, event_rules.OUT_OF_SEQUENCE, event_rules.INVALID_DATA, 459, 460}
 MAX_EXAMPLES = 50
 _EXAMPLES = itertools.count()
 """Numbers the examples (the event ids of each are unique)."""
@@ -384,7 +384,7 @@ async def receive(connection: VenConnection, content: bytes) -> RecordingClient 
     assert message_type == "oadrDistributeEvent"
     client = RecordingClient()
     if payload.get("events"):  # openleadr's _poll passes on only distributions with events
-        await connection._on_distribution(client, payload)
+        await connection._events.on_distribution(client, payload)
     return client
 
 
@@ -497,12 +497,12 @@ async def test_after_the_fuzz_a_valid_distribution_is_answered_and_the_store_rea
         "always",
     )
     first = await receive(connection, distribution_xml([(hostile, "H")], "R1").encode())
-    assert first is not None and answered(first) == [("H", "0", rules.INVALID_DATA)]
+    assert first is not None and answered(first) == [("H", "0", event_rules.INVALID_DATA)]
     second = await receive(
         connection, distribution_xml([(hostile, "H"), (valid, "V")], "R2").encode()
     )
     assert second is not None
-    assert answered(second) == [("H", "0", rules.INVALID_DATA), ("V", "0", rules.OK)]
+    assert answered(second) == [("H", "0", event_rules.INVALID_DATA), ("V", "0", event_rules.OK)]
     with unit_of_work(sessions) as session:
         latest = store.latest_events(session, VTN_ID)
         assert [e.event_id for e in latest] == ["V"]

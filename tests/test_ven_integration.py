@@ -416,7 +416,7 @@ async def test_a_version_seen_again_is_answered_from_the_store_even_after_a_rest
     planner.answers["EVT-H"] = OptDecision("optOut", "site busy")
 
     async def opts(connection: VenConnection) -> list[tuple[str, int]]:
-        handled = await connection._distribution.handle([raw_event()], "REQ-1")
+        handled = await connection._events.distribution.handle([raw_event()], "REQ-1")
         return [(a.opt, a.response_code) for a in handled.to_send]
 
     first = offline_connection(clock, session_factory, planner)
@@ -447,7 +447,7 @@ async def test_the_handler_never_raises_into_openleadr(
     malformed = raw_event("EVT-M")
     del malformed["active_period"]
 
-    handled = await connection._distribution.handle([malformed, raw_event()], "REQ-1")
+    handled = await connection._events.distribution.handle([malformed, raw_event()], "REQ-1")
     assert [(a.event_id, a.opt, a.response_code) for a in handled.to_send] == [
         ("EVT-M", "optOut", 454),
         ("EVT-H", "optOut", 200),

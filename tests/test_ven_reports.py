@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.clock import ManualClock
 from gateway.planner.offers import SiteOffer
 from gateway.settings import VtnSettings
-from gateway.ven import reports
+from gateway.ven import ei_report
 from gateway.ven.client import VenConnection
-from gateway.ven.reports import REPORTS, ResourceStatus
+from gateway.ven.ei_report import REPORTS, ResourceStatus
 from simulators.vtn import SimulatedVtn
 from tests.test_ven_integration import POLL_S, SITES, VTN_ID, Planner, wait_for
 from tests.test_ven_tls import Pki, build_pki, ven_settings, vtn_tls
@@ -123,10 +123,10 @@ def test_rule_shedding_is_up_regulation_and_absorbing_is_down_regulation() -> No
 
 
 def test_a_report_whose_reader_is_missing_is_not_offered() -> None:
-    only_usage = reports.Readers(power_kw=lambda site_id: 1.0)
-    assert {p.source for p in reports.offered(only_usage)} == {"power_kw"}
-    everything = reports.Readers(lambda s: 1.0, lambda s: None, lambda s: ())
-    assert {p.source for p in reports.offered(everything)} == {p.source for p in REPORTS}
+    only_usage = ei_report.Readers(power_kw=lambda site_id: 1.0)
+    assert {p.source for p in ei_report.offered(only_usage)} == {"power_kw"}
+    everything = ei_report.Readers(lambda s: 1.0, lambda s: None, lambda s: ())
+    assert {p.source for p in ei_report.offered(everything)} == {p.source for p in REPORTS}
 
 
 # -- over the wire ---------------------------------------------------------------------------

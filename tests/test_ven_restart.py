@@ -145,7 +145,7 @@ async def test_other_ven_id_from_the_vtn_is_stored_and_logged_once(
     vtn.server.add_handler(
         "on_create_party_registration", lambda payload: register({**payload, "ven_id": None})
     )
-    caplog.set_level(logging.WARNING, logger="gateway.ven.client")
+    caplog.set_level(logging.WARNING, logger="gateway.ven.registration")
     async with connected(vtn, clock, session_factory, Planner()) as second:
         new_ven_id = second.ven_id
     assert new_ven_id is not None and new_ven_id != old_ven_id
@@ -155,7 +155,7 @@ async def test_other_ven_id_from_the_vtn_is_stored_and_logged_once(
     vtn.server.add_handler("on_create_party_registration", register)
     async with connected(vtn, clock, session_factory, Planner()) as third:
         assert third.ven_id == new_ven_id
-    warnings = [r for r in caplog.records if r.name == "gateway.ven.client"]
+    warnings = [r for r in caplog.records if r.name == "gateway.ven.registration"]
     assert len(warnings) == 1
     assert new_ven_id in warnings[0].getMessage() and str(old_ven_id) in warnings[0].getMessage()
 

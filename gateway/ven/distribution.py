@@ -8,7 +8,7 @@ openleadr keeps events in memory only and answers with its own, incomplete rules
    stored (nor cancelled by implication: the distribution named it); a distribution whose
    requestID is too long to store answers all its events so;
 2. in one transaction each version is judged against the newest stored version of the same
-   event (:func:`gateway.ven.rules.classify`): a new or higher version is stored (with its
+   event (:func:`gateway.ven.event_rules.classify`): a new or higher version is stored (with its
    randomised start, or for a cancellation the moment it takes effect); an equal one is no
    change; a lower one is stored for the record and answered 450, even when the newer
    version is a cancellation. Events the VEN knows that the distribution leaves out are
@@ -32,15 +32,16 @@ answered twice", broke rules 12 and 62 and is gone: the specification wins.)
 :meth:`DistributionHandler.handle` returns the answers to send; the caller sends them in one
 ``oadrCreatedEvent`` and calls :meth:`DistributionHandler.mark_sent` once the VTN
 acknowledged it. The caller also makes sure that one task at a time changes or sends the
-answers of one VTN (:class:`gateway.ven.client.VenConnection` holds a lock around each
-distribution, opt change and resend).
+answers of one VTN (:class:`gateway.ven.ei_event.EventExchange` holds a lock around each
+distribution, opt change and resend). The answers are built and stored by
+:mod:`gateway.ven.answers`; the planner is asked through :mod:`gateway.ven.planner_decisions`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,49 +50,29 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import db
 from gateway.clock import Clock
-from gateway.events import DrEvent, Opt, OptDecision
-from gateway.ven import rules, store
+from gateway.events import DrEvent, OptDecision
+from gateway.ven import event_rules, store
 from gateway.ven.adapter import (
     MalformedEventError,
     parse_event,
     request_id_problem,
-    response_required,
     version_key,
 )
-from models.event import Event as EventRow
-from models.event import EventResponse as ResponseRow
+from gateway.ven.answers import (
+    Answer,
+    answer_of,
+    invalid,
+    save_answer,
+    save_decisions,
+    saved_answer,
+)
+from gateway.ven.answers import mark_sent as mark_answers_sent
+from gateway.ven.answers import unsent as unsent_answers
+from gateway.ven.planner_decisions import Decide, DecideMany, PlannerDecisions, Unsupported
 
 logger = logging.getLogger(__name__)
 
-Decide = Callable[[DrEvent], Awaitable[OptDecision]]
-"""The planner's answer to one event version."""
-DecideMany = Callable[[Sequence[DrEvent]], Awaitable[Sequence[OptDecision]]]
-"""The planner's answers to the new versions of one distribution, in order, all judged on one
-look at the fleet; the planner runs it off the event loop."""
-Unsupported = Callable[[DrEvent], Sequence[str]]
-"""The signals of a version that the programme's signal mapping cannot act on."""
-
 CANCELLATION_ACK = OptDecision(opt="optIn", reason="cancellation acknowledged")
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One eventResponse of an ``oadrCreatedEvent``."""
-
-    event_id: str
-    modification_number: int
-    opt: Opt
-    response_code: int
-    reason: str
-    response_id: int | None
-    """The stored answer to mark sent once the VTN acknowledged it; None when not stored."""
-    request_id: str | None
-    """The requestID of the distribution this answers, sent with it (conformance rule 42);
-    None only for answers stored before revision 0007, which are not sent under any other."""
-
-    @property
-    def description(self) -> str:
-        return "OK" if self.response_code == rules.OK else self.reason[:200]
 
 
 @dataclass(frozen=True)
@@ -143,10 +124,9 @@ class DistributionHandler:
         self.vtn_id = vtn_id
         self._sessions = session_factory
         self._clock = clock
-        self._decide = decide
+        self._planner = PlannerDecisions(vtn_id, decide, decide_many)
         self._ven_id = ven_id
         self._unsupported = unsupported
-        self._decide_many = decide_many
 
     async def handle(self, raw_events: Sequence[Any], request_id: str) -> Handled:
         """Judge, store and answer one distribution: the answers to send, in message order,
@@ -163,7 +143,7 @@ class DistributionHandler:
             logger.warning(
                 "VTN %s sent a distribution the VEN cannot store: %s", self.vtn_id, problem
             )
-            refused = (_invalid(raw, problem, request_id) for raw in raw_events)
+            refused = (invalid(raw, problem, request_id) for raw in raw_events)
             return Handled([a for a in refused if a is not None], opted_in=False)
 
         def parse_and_triage() -> tuple[dict[int, Answer], dict[int, DrEvent], _Triage]:
@@ -179,14 +159,14 @@ class DistributionHandler:
             for position, answer in triage.answers.items()
             if parsed[position].response_required == "always"
         )
-        decisions = await self._decide_all(list(triage.to_decide.values()))
+        decisions = await self._planner.ask(list(triage.to_decide.values()))
         decided = {
             position: (event, decision)
             for (position, event), decision in zip(triage.to_decide.items(), decisions, strict=True)
         }
         if decided:
             stored = await asyncio.to_thread(
-                self._store_answers, decided, self._clock.now(), request_id
+                save_decisions, self._sessions, self.vtn_id, decided, self._clock.now(), request_id
             )
             answers.update(stored)
         return Handled(
@@ -213,7 +193,7 @@ class DistributionHandler:
                     session, event.vtn_id, event.event_id, event.modification_number
                 )
                 request_id = None if before is None else before.request_id
-                return self._answer(session, event, decision, now, request_id)
+                return save_answer(session, event, decision, now, request_id)
 
         answer = await asyncio.to_thread(store_it)
         logger.info(
@@ -229,34 +209,15 @@ class DistributionHandler:
     async def unsent(self) -> list[Answer]:
         """The newest answer to each event's newest version that the VTN asked for and never
         acknowledged, for events not over yet."""
-        now = self._clock.now()
-
-        def find() -> list[Answer]:
-            out = []
-            with db.unit_of_work(self._sessions) as session:
-                for event in store.latest_events(
-                    session, self.vtn_id, current_at=now, children=False
-                ):
-                    if event.is_over_at(now) or event.response_required != "always":
-                        continue
-                    stored = store.last_answer(
-                        session, event.vtn_id, event.event_id, event.modification_number
-                    )
-                    if stored is not None and stored.required and stored.sent_at is None:
-                        out.append(
-                            _answer_of(
-                                event, stored.decision, stored.response_id, stored.request_id
-                            )
-                        )
-            return out
-
-        return await asyncio.to_thread(find)
+        return await asyncio.to_thread(
+            unsent_answers, self._sessions, self.vtn_id, self._clock.now()
+        )
 
     async def mark_sent(self, answers: Sequence[Answer], sent_at: datetime) -> None:
         """Record that the VTN acknowledged ``answers`` at ``sent_at`` [aware UTC]."""
         ids = [a.response_id for a in answers if a.response_id is not None]
         if ids:
-            await asyncio.to_thread(self._mark_sent, ids, sent_at)
+            await asyncio.to_thread(mark_answers_sent, self._sessions, ids, sent_at)
 
     def _parse(
         self, raw_events: Sequence[Any], request_id: str, ven_id: str | None
@@ -273,7 +234,7 @@ class DistributionHandler:
                 logger.warning("VTN %s sent an event the VEN cannot read: %s", self.vtn_id, exc)
                 if (key := version_key(raw)) is not None:
                     unreadable.add(key[0])
-                if (answer := _invalid(raw, str(exc), request_id)) is not None:
+                if (answer := invalid(raw, str(exc), request_id)) is not None:
                     answers[position] = answer
                 continue
             parsed[position] = replace(event, ven_id=ven_id)
@@ -304,7 +265,7 @@ class DistributionHandler:
             known = {e.event_id: e for e in current}
             for position, event in parsed.items():
                 latest = known.get(event.event_id)
-                verdict = rules.classify(
+                verdict = event_rules.classify(
                     event.modification_number,
                     None if latest is None else latest.modification_number,
                 )
@@ -319,7 +280,7 @@ class DistributionHandler:
                     known[event.event_id] = stored
                     triage.new_versions.append(stored)
                     if stored.status == "cancelled":
-                        triage.answers[position] = self._answer(
+                        triage.answers[position] = save_answer(
                             session, stored, CANCELLATION_ACK, now, request_id
                         )
                         logger.info(
@@ -332,7 +293,7 @@ class DistributionHandler:
                     elif decision := self._refusal(stored) or self._not_kept_whole(
                         session, stored, latest, now
                     ):
-                        triage.answers[position] = self._answer(
+                        triage.answers[position] = save_answer(
                             session, stored, decision, now, request_id
                         )
                     else:
@@ -340,7 +301,7 @@ class DistributionHandler:
             distributed = {event.event_id for event in parsed.values()} | set(unreadable)
             implied = [
                 (event, self._implied_effective_at(event, now))
-                for event in rules.implied_cancellations(known.values(), distributed, now)
+                for event in event_rules.implied_cancellations(known.values(), distributed, now)
             ]
             store.imply_cancel(session, implied, now)
             for event, effective_at in implied:
@@ -356,7 +317,7 @@ class DistributionHandler:
     def _implied_effective_at(self, event: DrEvent, now: datetime) -> datetime:
         """When a cancellation by implication of ``event`` takes effect: now plus a random
         delay within its startafter (one draw per version)."""
-        delay_s = rules.random_delay_s(
+        delay_s = event_rules.random_delay_s(
             event.start_after_s, self._seed(), event.event_id, event.modification_number, "implied"
         )
         return now + timedelta(seconds=delay_s)
@@ -365,7 +326,7 @@ class DistributionHandler:
         """The optOut a new version gets without asking the planner: 459 when its intervals
         do not fill its active period (conformance rule 8), 460 when a signal is not in the
         programme's signal mapping; None when the planner decides."""
-        if mismatches := rules.interval_mismatches(event):
+        if mismatches := event_rules.interval_mismatches(event):
             logger.warning(
                 "VTN %s: event %s modification %d breaks conformance rule 8: %s; answered 459",
                 self.vtn_id,
@@ -376,13 +337,13 @@ class DistributionHandler:
             return OptDecision(
                 "optOut",
                 f"conformance rule 8: {'; '.join(mismatches)}",
-                response_code=rules.COMPLIANCE_ERROR,
+                response_code=event_rules.COMPLIANCE_ERROR,
             )
         if unsupported := self._unsupported(event):
             return OptDecision(
                 "optOut",
                 f"signal(s) not in the programme's signal mapping: {', '.join(unsupported)}",
-                response_code=rules.SIGNAL_NOT_SUPPORTED,
+                response_code=event_rules.SIGNAL_NOT_SUPPORTED,
             )
         return None
 
@@ -411,7 +372,7 @@ class DistributionHandler:
         whole = store.load_version(
             session, previous.vtn_id, previous.event_id, previous.modification_number
         )
-        if raised := rules.raised_before(whole, event, now):
+        if raised := event_rules.raised_before(whole, event, now):
             return OptDecision(
                 "optOut",
                 f"modification {event.modification_number} raises the ask of intervals "
@@ -428,7 +389,7 @@ class DistributionHandler:
             f"modification number {event.modification_number} is lower than "
             f"{latest.modification_number}, already received"
             + (" (a cancellation)" if latest.status == "cancelled" else ""),
-            response_code=rules.OUT_OF_SEQUENCE,
+            response_code=event_rules.OUT_OF_SEQUENCE,
         )
         logger.warning(
             "VTN %s sent event %s modification %d after modification %d: answered 450",
@@ -437,7 +398,7 @@ class DistributionHandler:
             event.modification_number,
             latest.modification_number,
         )
-        return _saved_answer(session, row, event, decision, now, request_id)
+        return saved_answer(session, row, event, decision, now, request_id)
 
     def _same(
         self, session: Session, event: DrEvent, position: int, triage: _Triage, request_id: str
@@ -465,91 +426,9 @@ class DistributionHandler:
             event.modification_number,
             stored.decision.opt,
         )
-        triage.answers[position] = _answer_of(
-            event, stored.decision, stored.response_id, request_id
-        )
-
-    def _answer(
-        self,
-        session: Session,
-        event: DrEvent,
-        decision: OptDecision,
-        now: datetime,
-        request_id: str | None,
-    ) -> Answer:
-        return _saved_answer(session, _stored_row(session, event), event, decision, now, request_id)
-
-    def _store_answers(
-        self,
-        decided: Mapping[int, tuple[DrEvent, OptDecision]],
-        now: datetime,
-        request_id: str,
-    ) -> dict[int, Answer]:
-        out: dict[int, Answer] = {}
-        saved: list[tuple[int, DrEvent, OptDecision, ResponseRow]] = []
-        with db.unit_of_work(self._sessions) as session, session.no_autoflush:
-            for position, (event, decision) in decided.items():
-                row = _stored_row(session, event)
-                response = _save_response(session, row, event, decision, now, request_id, False)
-                saved.append((position, event, decision, response))
-                logger.info(
-                    "VTN %s: event %s modification %d (%s%s): %s %d, %s",
-                    self.vtn_id,
-                    event.event_id,
-                    event.modification_number,
-                    event.status,
-                    ", test" if event.test_event else "",
-                    decision.opt,
-                    decision.response_code,
-                    decision.reason,
-                )
-            session.flush()  # one insert round for all the answers; their ids are known now
-            for position, event, decision, response in saved:
-                if event.response_required == "always":
-                    out[position] = _answer_of(event, decision, response.id, request_id)
-        return out
-
-    def _mark_sent(self, ids: Sequence[int], sent_at: datetime) -> None:
-        with db.unit_of_work(self._sessions) as session:
-            store.mark_sent(session, ids, sent_at)
+        triage.answers[position] = answer_of(event, stored.decision, stored.response_id, request_id)
 
     # -- helpers -------------------------------------------------------------------------
-
-    async def _decide_all(self, events: Sequence[DrEvent]) -> list[OptDecision]:
-        """The planner's answers to ``events``, in order: in one call of ``decide_many`` when
-        there is one (the planner looks at the fleet once and works off the event loop), else
-        one ``decide`` per version. optOut with the reason for every version when the planner
-        fails."""
-        if not events:
-            return []
-        if self._decide_many is None:
-            return [await self._decide_safely(event) for event in events]
-        try:
-            decisions = list(await self._decide_many(events))
-            if len(decisions) != len(events):
-                raise ValueError(f"{len(decisions)} answers to {len(events)} versions")
-        except (
-            Exception
-        ) as exc:  # task boundary: a failed planner opts out, never sinks the message
-            logger.exception(
-                "VTN %s: deciding on events %s failed, opting out",
-                self.vtn_id,
-                ", ".join(event.event_id for event in events[:5])
-                + (f" and {len(events) - 5} more" if len(events) > 5 else ""),
-            )
-            failed = OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
-            return [failed] * len(events)
-        return decisions
-
-    async def _decide_safely(self, event: DrEvent) -> OptDecision:
-        """The planner's answer; optOut with the reason when the planner fails."""
-        try:
-            return await self._decide(event)
-        except Exception as exc:  # task boundary: one event must not sink the message
-            logger.exception(
-                "VTN %s: deciding on event %s failed, opting out", self.vtn_id, event.event_id
-            )
-            return OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
 
     def _seed(self) -> str:
         return f"{self.vtn_id}/{self._ven_id() or '-'}"
@@ -558,7 +437,7 @@ class DistributionHandler:
         """The version with this VEN's randomised start (one draw per version), or for a
         cancellation the moment it takes effect: now plus a random delay within startafter,
         the start staying where the previous version put it."""
-        delay_s = rules.random_delay_s(
+        delay_s = event_rules.random_delay_s(
             event.start_after_s, self._seed(), event.event_id, event.modification_number
         )
         if event.status == "cancelled":
@@ -568,75 +447,3 @@ class DistributionHandler:
                 start_offset_s=0.0 if previous is None else previous.start_offset_s,
             )
         return replace(event, start_offset_s=delay_s)
-
-
-def _saved_answer(
-    session: Session,
-    row: EventRow,
-    event: DrEvent,
-    decision: OptDecision,
-    now: datetime,
-    request_id: str | None,
-) -> Answer:
-    """Store ``decision`` as the answer to the stored version ``row`` and return it."""
-    response = _save_response(session, row, event, decision, now, request_id, True)
-    return _answer_of(event, decision, response.id, request_id)
-
-
-def _save_response(
-    session: Session,
-    row: EventRow,
-    event: DrEvent,
-    decision: OptDecision,
-    now: datetime,
-    request_id: str | None,
-    flush: bool,
-) -> ResponseRow:
-    """Store ``decision`` as the answer to ``row``, to be sent where the version asked for
-    answers; ``flush``: at once (the answer's id is needed now) or with the caller's batch."""
-    return store.save_response(
-        session,
-        row,
-        decision,
-        now,
-        required=event.response_required == "always",
-        request_id=request_id,
-        flush=flush,
-    )
-
-
-def _answer_of(
-    event: DrEvent, decision: OptDecision, response_id: int | None, request_id: str | None
-) -> Answer:
-    return Answer(
-        event_id=event.event_id,
-        modification_number=event.modification_number,
-        opt=decision.opt,
-        response_code=decision.response_code,
-        reason=decision.reason,
-        response_id=response_id if event.response_required == "always" else None,
-        request_id=request_id,
-    )
-
-
-def _invalid(raw: object, problem: str, request_id: str) -> Answer | None:
-    """optOut with 454 (not stored) for a raw event the VEN cannot read; None when it has no
-    readable version key or asked for no answer."""
-    key = version_key(raw)
-    if key is None or not response_required(raw):
-        return None
-    return Answer(key[0], key[1], "optOut", rules.INVALID_DATA, problem, None, request_id)
-
-
-def _stored_row(session: Session, event: DrEvent) -> EventRow:
-    """The stored row of the version ``event`` (without its intervals), about to be answered;
-    raises StoredDataError when it vanished."""
-    row = store.event_row(
-        session, event.vtn_id, event.event_id, event.modification_number, children=False
-    )
-    if row is None:
-        raise store.StoredDataError(
-            f"event {event.event_id} modification {event.modification_number} vanished "
-            "from the store before its answer was saved"
-        )
-    return row

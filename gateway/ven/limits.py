@@ -4,7 +4,7 @@ OpenADR 2.0b's schema (``oadr_20b.xsd`` and the EI schemas it imports) leaves mo
 unbounded: ids are ``xs:string``, durations ``xs:duration``, dates ``xs:dateTime`` up to
 year 9999, payloads ``xs:float`` (INF and NaN included), and the number of intervals,
 signals and targets has no maximum. An event outside these bounds is answered optOut with
-454 (invalid data, :data:`gateway.ven.rules.INVALID_DATA`) naming the field and is not
+454 (invalid data, :data:`gateway.ven.event_rules.INVALID_DATA`) naming the field and is not
 stored, so it never reaches the planner, the reports or the web API
 (``docs/conformance.md``, "Bounds of an event").
 

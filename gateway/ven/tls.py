@@ -1,13 +1,17 @@
 """Mutual TLS with XML signatures towards one VTN: the material checked before openleadr
 sees it, the handshake check at start and the check of the VTN's signing certificate.
 
-No message ever contains key material (key text, passphrase).
+openleadr drops a response signed with another certificate than ``vtn_fingerprint`` with a log
+line and carries on as if the VTN had not answered; :class:`FingerprintCheck` (a
+``before_schema_validation`` hook) compares the fingerprint itself so that the connection can
+say so. No message ever contains key material (key text, passphrase).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -22,6 +26,8 @@ from openleadr import utils as openleadr_utils
 
 from gateway.errors import ConfigError
 from gateway.settings import FINGERPRINT_PATTERN, VtnSettings
+
+logger = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 5.0
 """How long the TLS check at start waits for the VTN [wall s]; openleadr's own connect timeout."""
@@ -187,6 +193,32 @@ def signature_problem(content: str, expected_fingerprint: str) -> str | None:
             f"configured vtn_fingerprint {expected_fingerprint}"
         )
     return None
+
+
+class FingerprintCheck:
+    """Is each response of the VTN signed with the certificate of ``vtn_fingerprint``?
+
+    :meth:`check` is openleadr's ``before_schema_validation`` hook of one client; openleadr
+    drops a response signed otherwise, :attr:`problem` says why.
+
+    vtn: the VTN's settings (its id names it in log lines; its ``vtn_fingerprint``, when set,
+        is the certificate expected)
+    """
+
+    def __init__(self, vtn: VtnSettings) -> None:
+        self._vtn_id = vtn.id
+        self._expected = vtn.vtn_fingerprint
+        self.problem: str | None = None
+        """Why the last response of the VTN failed the check; None when it passed."""
+
+    async def check(self, content: str) -> None:
+        """openleadr's ``before_schema_validation`` hook: check the response ``content``."""
+        if self._expected is None:
+            return
+        problem = signature_problem(content, self._expected)
+        if problem is not None and problem != self.problem:
+            logger.warning("VTN %s: %s", self._vtn_id, problem)
+        self.problem = problem
 
 
 def _read_pem(where: str, key: str, path: os.PathLike[str]) -> bytes:

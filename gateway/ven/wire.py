@@ -4,9 +4,10 @@ openleadr renders its messages with Jinja2 without autoescaping, so an id a VTN 
 ``<``, ``&`` or a quote in it (all allowed in the 2.0b schema's ``xs:string``) went into the
 VEN's messages as raw markup: an ``oadrCreatedEvent`` with such an eventID or requestID, and
 every ``oadrPoll`` and report once a VTN had assigned such a venID, were not well-formed and
-the VTN's schema check refused them. The VEN's openleadr client builds every message from
-:func:`escaped` arguments (:func:`escaping`, in :class:`gateway.ven.client.VenConnection`),
-its own messages and the gateway's alike; the payloads built here stay plain text.
+the VTN's schema check refused them. The VEN's openleadr client
+(:class:`gateway.ven.openleadr_client.GatewayClient`) builds every message from
+:func:`escaped` arguments (:func:`escaping`), its own messages and the gateway's alike; the
+payloads built here stay plain text.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape as _escape_markup
 
-from gateway.ven.distribution import Answer
+from gateway.ven.answers import Answer
 
 _QUOTES = {'"': "&quot;", "'": "&apos;"}
 

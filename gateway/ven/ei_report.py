@@ -39,6 +39,9 @@ openleadr 0.5.36 and how this module handles it (``docs/openadr-notes.md`` pitfa
 - it gives report readings no duration; :class:`OutgoingReports` sets one hour on each
   offered reading, and keeps reports without a single reading from being sent (the openleadr
   VTN answers those with HTTP 500).
+
+:func:`offer` puts all of it on a new openleadr client: every point of every site the client
+serves, at a sampling rate checked up front (:func:`report_granularity`).
 """
 
 from __future__ import annotations
@@ -49,13 +52,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import jinja2
 from openleadr import enums, objects
 from openleadr import messaging as openleadr_messaging
 
+from gateway.clock import Clock
+from gateway.errors import ConfigError
 from gateway.planner.offers import OFFER_INTERVAL_S, SiteOffer
+from gateway.settings import REPORT_INTERVAL_RULE, SiteSettings, is_report_interval
 
 logger = logging.getLogger(__name__)
 
@@ -356,3 +363,65 @@ def render_status_payloads(client: Any) -> None:
         return create_message(message_type, **payload)
 
     client._create_message = create
+
+
+# -- the reports of one openleadr client ----------------------------------------------------
+
+
+def report_granularity(interval_s: float) -> timedelta:
+    """The report sampling rate; openleadr schedules reports with cron (``utils.cron_config``),
+    which needs it to divide a minute, an hour or a day (pitfall 8): checked up front."""
+    if not is_report_interval(interval_s):
+        raise ConfigError(f"report_interval_s = {interval_s}: expected {REPORT_INTERVAL_RULE}")
+    return timedelta(seconds=interval_s)
+
+
+def offer(
+    client: Any,
+    sites: Sequence[SiteSettings],
+    readers: Readers,
+    granularity: timedelta,
+    clock: Clock,
+) -> None:
+    """Offer on a new openleadr ``client`` every point of :func:`offered` for every site in
+    ``sites`` at the sampling rate ``granularity``, with this module's changes to openleadr's
+    reporting; openleadr registers them with the VTN when it starts. Readings are stamped
+    with ``clock``."""
+    points = offered(readers)
+    client.pending_reports = OutgoingReports(
+        {
+            r_id(point, site.openadr_resource_id): timedelta(seconds=point.reading_duration_s)
+            for site in sites
+            for point in points
+            if point.reading_duration_s is not None
+        }
+    )
+    own_points_only(client)
+    render_status_payloads(client)
+    for site in sites:
+        for point in points:
+            client.add_report(
+                callback=partial(_read_for_job, point, readers, site.id, clock),
+                resource_id=site.openadr_resource_id,
+                measurement=measurement(point),
+                unit=point.unit,
+                scale=point.scale,
+                report_name=point.report_name,
+                report_type=point.report_type,
+                reading_type=point.reading_type,
+                report_specifier_id=point.report_specifier_id,
+                r_id=r_id(point, site.openadr_resource_id),
+                sampling_rate=sampling_rate(point, granularity),
+                report_duration=granularity,
+            )
+
+
+def _read_for_job(
+    point: ReportPoint, readers: Readers, site_id: str, clock: Clock
+) -> list[Reading]:
+    """The readings for openleadr's report job; none when the value is unknown."""
+    try:
+        return read(point, readers, site_id, clock.now())
+    except Exception:  # a report job is a task boundary inside openleadr's scheduler
+        logger.exception("reading %s of site %s failed", point.source, site_id)
+        return []
