@@ -1,4 +1,7 @@
-"""``dr-gateway``: the command line.
+"""``dr-gateway``: the command line, its parser and the dispatch to the command's module.
+
+Each command runs in its module under ``gateway/commands/``, imported only when that command
+runs, so that a command loads only the code it uses.
 
 Exit codes: 0 success, 1 a failure while running, 2 bad input or configuration. A bad input
 or configuration prints one line, ``dr-gateway: FILE: KEY: what is wrong`` (or the option,
@@ -9,40 +12,21 @@ and keeps its traceback (exit 1).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import logging
-import signal
 import sys
-import unicodedata
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
-import numpy as np
-
-from gateway import feasibility as fm
+from gateway.commands import report_kinds
+from gateway.commands.console import configure_logging, one_line
+from gateway.commands.options import ISO_INSTANT_EXAMPLE, add_config
 from gateway.errors import ConfigError, GatewayError, InputError
-from gateway.evaluation import cli as evaluation_cli
-from gateway.maintenance import cli as maintenance_cli
-from gateway.process import limit_malloc_arenas
-from gateway.reports import carbon_cli
-from gateway.reports import cli as report_cli
-from gateway.settings import Settings
-from gateway.startup import check_daemon, load_checked_settings, writable_dir_problem
+from gateway.planner.policies import POLICIES
 
-log = logging.getLogger("gateway")
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Command = Callable[[argparse.Namespace], int]
 
-DEFAULT_CONFIG = "config/example.toml"
-
-
-def _add_config(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=default,
-        required=default is None,
-        help="the gateway's TOML configuration (config/example.toml documents every key)",
-    )
+DEFAULT_SITES = "data/traces/default-sites.toml"
+DEFAULT_TRACES = "data/traces/default-traces.csv.gz"
 
 
 def _positive(text: str) -> float:
@@ -67,6 +51,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the global options and every command's parser."""
     parser = argparse.ArgumentParser(
         prog="dr-gateway",
         description=(
@@ -82,7 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="logging threshold (default INFO)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands)
+    _add_db(commands)
+    _add_feasibility(commands)
+    report_kinds.add_parser(commands)
+    _add_demo(commands)
+    _add_campaign(commands)
+    _add_figures(commands)
+    _add_traces(commands)
+    _add_evaluate(commands)
+    _add_maintenance(commands)
+    _add_carbon(commands)
+    _add_site_agent(commands)
+    return parser
 
+
+def _add_run(commands: Subcommands) -> None:
+    """The ``run`` command: the daemon."""
     run = commands.add_parser(
         "run",
         help="run the daemon until SIGINT or SIGTERM",
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
             "and one line naming the file and the key."
         ),
     )
-    _add_config(run)
+    add_config(run)
     run.add_argument(
         "--check",
         action="store_true",
@@ -102,14 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+
+def _add_db(commands: Subcommands) -> None:
+    """The ``db`` command: the schema's upgrade and revision."""
     db = commands.add_parser("db", help="database schema: upgrade, current")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="upgrade the schema to the newest revision")
-    _add_config(upgrade)
+    add_config(upgrade)
     upgrade.add_argument("--revision", default="head", help="target revision (default head)")
     current = db_commands.add_parser("current", help="print the schema revision of the database")
-    _add_config(current)
+    add_config(current)
 
+
+def _add_feasibility(commands: Subcommands) -> None:
+    """The ``feasibility`` command: the model for one migration."""
     feas = commands.add_parser(
         "feasibility",
         help="evaluate the feasibility-domain model for one migration",
@@ -148,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feas.add_argument("--json", action="store_true", help="print JSON")
 
-    report_cli.add_parser(commands, _add_config)
 
+def _add_demo(commands: Subcommands) -> None:
+    """The ``demo`` command: the daemon against simulated partners."""
     demo = commands.add_parser(
         "demo",
         help="simulated utility, three solar sites and the daemon, 24 simulated hours",
@@ -159,12 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
             "database, runs the scenario on a fast simulated clock and prints the SQL report."
         ),
     )
-    _add_config(demo, "config/demo.toml")
+    add_config(demo, "config/demo.toml")
     demo.add_argument("--scenario", default="config/demo-scenario.toml", metavar="FILE")
     demo.add_argument("--hours", type=_positive, help="simulated hours (scenario default)")
     demo.add_argument("--speed", type=_positive, help="simulated seconds per wall second")
     demo.add_argument("--keep-db", action="store_true", help="do not wipe the demo database first")
 
+
+def _add_campaign(commands: Subcommands) -> None:
+    """The ``campaign`` command: randomised events against the daemon."""
     campaign = commands.add_parser(
         "campaign",
         help="a blind campaign: randomised OpenADR events against the real daemon",
@@ -197,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     campaign.add_argument("--json", metavar="OUT", help="also write the result as JSON")
 
+
+def _add_figures(commands: Subcommands) -> None:
+    """The ``figures`` command: the paper's findings as PNG and CSV."""
     figures = commands.add_parser(
         "figures",
         help="the seed paper's findings as PNG figures, each with its CSV",
@@ -210,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     figures.add_argument("--evaluation", metavar="FILE.json", help="the evaluator's JSON output")
 
+
+def _add_traces(commands: Subcommands) -> None:
+    """The ``traces`` command: the evaluation's bundled traces."""
     traces = commands.add_parser(
         "traces",
         help="the evaluation's bundled renewable traces: build",
@@ -236,9 +253,135 @@ def build_parser() -> argparse.ArgumentParser:
     traces_build.add_argument(
         "--out", default="data/traces", metavar="DIR", help="output directory (data/traces)"
     )
-    evaluation_cli.add_parser(commands)
-    maintenance_cli.add_parser(commands, _add_config)
-    carbon_cli.add_parser(commands, _add_config)
+
+
+def _add_evaluate(commands: Subcommands) -> None:
+    """The ``evaluate`` command: policies replayed over renewable traces."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="replay policies over renewable traces and compare them (docs/architecture.md)",
+        description=(
+            "Runs each policy over the whole trace on a simulated clock, with the same policy "
+            "code as the daemon, and prints one row per policy. Input formats: docs/inputs.md."
+        ),
+    )
+    parser.add_argument("--sites", default=DEFAULT_SITES, metavar="FILE", help="sites TOML")
+    parser.add_argument(
+        "--traces", default=DEFAULT_TRACES, metavar="FILE", help="renewable traces CSV(.gz)"
+    )
+    jobs = parser.add_mutually_exclusive_group()
+    jobs.add_argument("--jobs", metavar="FILE", help="jobs CSV (docs/inputs.md)")
+    jobs.add_argument(
+        "--workload",
+        metavar="SPEC",
+        help="generate jobs: key=value,... (docs/inputs.md), e.g. rate_per_h=3,seed=7 "
+        "(the default when no --jobs: the generator's defaults)",
+    )
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help=f"comma-separated, from {', '.join(POLICIES)} (default: all)",
+    )
+    parser.add_argument("--step-min", type=float, default=15.0, help="simulation step [min] (15)")
+    parser.add_argument("--start", metavar="YYYY-MM-DD", help="evaluate from this day of the trace")
+    parser.add_argument("--days", type=float, help="evaluate this many days (default: to the end)")
+    parser.add_argument(
+        "--forecast-error",
+        type=float,
+        default=0.0,
+        help="relative error of the renewable forecast at 6 h lead [-] (0)",
+    )
+    parser.add_argument("--max-migrations", type=int, default=8, help="moves per step at most (8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of forecast errors (0)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the comparison as PNG")
+
+
+def _add_maintenance(commands: Subcommands) -> None:
+    """The ``maintenance`` command: site maintenance windows."""
+    parser = commands.add_parser(
+        "maintenance",
+        help="site maintenance windows: add, list, remove (sent to the VTN with EiOpt)",
+        description=(
+            "A site in a maintenance window takes part in no demand-response event and takes "
+            "no migrated job. The running daemon tells the site's VTN with an optOut "
+            "availability schedule (oadrCreateOpt, targeting the site's OpenADR resource id) "
+            "and cancels it (oadrCancelOpt) when the window is removed. Windows can also be "
+            "configured as [[maintenance]] entries (config/example.toml)."
+        ),
+    )
+    actions = parser.add_subparsers(dest="maintenance_command", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="add a window for a site",
+        description=(
+            f"Store a maintenance window [START, END) for SITE. Times are ISO 8601 with a time "
+            f"zone, in whole seconds, e.g. {ISO_INSTANT_EXAMPLE}. The daemon sends it within "
+            "one poll interval; a site that no VTN serves is only kept from events and migrations."
+        ),
+    )
+    add_config(add)
+    add.add_argument("--site", required=True, help="the [[site]] id")
+    add.add_argument(
+        "--start", required=True, metavar="ISO", help=f"start, e.g. {ISO_INSTANT_EXAMPLE}"
+    )
+    add.add_argument("--end", required=True, metavar="ISO", help="end (after the start)")
+    add.add_argument(
+        "--reason", default="maintenance", help="why, for people (default: maintenance)"
+    )
+    listing = actions.add_parser(
+        "list",
+        help="list the windows and whether their VTN has them",
+        description=(
+            "One row per window: id, site, start, end, source (config or cli), state (pending, "
+            "acknowledged, refused CODE, removed, ...) and reason."
+        ),
+    )
+    add_config(listing)
+    listing.add_argument("--all", action="store_true", help="include removed windows")
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+    remove = actions.add_parser(
+        "remove",
+        help="remove a window added here (its opt is cancelled at the VTN)",
+        description=(
+            "Remove the window with the id that 'maintenance list' shows. The daemon cancels "
+            "its availability schedule at the VTN. Windows from the configuration are removed "
+            "from the configuration instead."
+        ),
+    )
+    add_config(remove)
+    remove.add_argument("id", type=int, help="the window's id")
+
+
+def _add_carbon(commands: Subcommands) -> None:
+    """The ``carbon`` command: grid carbon intensity."""
+    parser = commands.add_parser(
+        "carbon",
+        help="grid carbon intensity for the emissions in reports: load a CSV file",
+        description=(
+            "Emissions in the energy reports and views are grid energy times the grid's "
+            "carbon intensity in force at each ledger interval's start. Without a loaded "
+            "intensity they are unknown (NULL), not zero."
+        ),
+    )
+    actions = parser.add_subparsers(dest="carbon_command", required=True, metavar="ACTION")
+    load = actions.add_parser(
+        "load",
+        help="store the intervals of a CSV file and recompute the rollups they cover",
+        description=(
+            "FILE is CSV with a header: start_at,end_at,g_co2_per_kwh and optionally site_id "
+            "(empty: every site without its own). Times are ISO 8601 with a zone, e.g. "
+            "2026-06-01T00:00:00Z; g_co2_per_kwh is g CO2 per kWh drawn from the grid. "
+            "Intervals of one scope must not overlap; stored intervals of a scope that "
+            "overlap the file's span for it are replaced."
+        ),
+    )
+    add_config(load)
+    load.add_argument("file", metavar="FILE", help="the carbon-intensity CSV file")
+
+
+def _add_site_agent(commands: Subcommands) -> None:
+    """The ``site-agent`` command: a site's agent."""
     agent = commands.add_parser(
         "site-agent",
         help="run a site agent: the site's controller, running training jobs as processes",
@@ -265,259 +408,72 @@ def build_parser() -> argparse.ArgumentParser:
             "2 with the problem"
         ),
     )
-    return parser
 
 
-def feasibility_result(args: argparse.Namespace) -> dict[str, float | bool]:
-    write_s = (
-        args.checkpoint_write_s if args.checkpoint_write_s is not None else args.checkpoint_gb / 0.6
-    )
-    restore_s = args.restore_s if args.restore_s is not None else args.checkpoint_gb / 1.5
-    params = fm.FeasibilityParams(
-        alpha=args.alpha,
-        efficiency=args.efficiency,
-        network_kwh_per_gb=args.network_kwh_per_gb,
-        idle_kw=args.idle_kw,
-    )
-    result = fm.assess(
-        checkpoint_gb=args.checkpoint_gb,
-        bandwidth_gbps=args.bandwidth_gbps,
-        window_s=args.window_h * 3600.0,
-        checkpoint_write_s=write_s,
-        restore_s=restore_s,
-        job_power_kw=args.job_power_kw,
-        params=params,
-    )
-    return {
-        "transfer_s": float(result.transfer_s),
-        "migration_s": float(result.migration_s),
-        "migration_kwh": float(result.migration_kwh),
-        "breakeven_s": float(result.breakeven_s),
-        "feasible_time": bool(np.all(result.feasible_time)),
-        "feasible_energy": bool(np.all(result.feasible_energy)),
-        "max_checkpoint_gb": float(result.max_checkpoint_gb),
-    }
+def _command(name: str) -> Command | None:
+    """The function that runs command ``name``; its module is imported now, not before."""
+    if name == "run":
+        from gateway.commands import run
 
+        return run.run
+    if name == "db":
+        from gateway.commands import db
 
-def _print_feasibility(args: argparse.Namespace) -> int:
-    result = feasibility_result(args)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    units = {
-        "transfer_s": "s",
-        "migration_s": "s",
-        "migration_kwh": "kWh",
-        "breakeven_s": "s",
-        "max_checkpoint_gb": "GB",
-    }
-    for key, value in result.items():
-        text = str(value).lower() if isinstance(value, bool) else f"{value:.6g}"
-        print(f"{key:<18} {text} {units.get(key, '')}".rstrip())
-    return 0
+        return db.run
+    if name == "feasibility":
+        from gateway.commands import feasibility
 
+        return feasibility.run
+    if name == "report":
+        from gateway.commands import report
 
-def _figures(args: argparse.Namespace) -> int:
-    from gateway.evaluation.figures import write_paper_figures
+        return report.run
+    if name in ("demo", "campaign"):
+        from gateway.commands import demo
 
-    evaluation = Path(args.evaluation) if args.evaluation else None
-    _check_out_dir(args.out)
-    try:
-        written = write_paper_figures(Path(args.out), evaluation)
-    except OSError as exc:
-        raise GatewayError(f"figures: cannot write to {args.out}: {exc}") from exc
-    for path in written:
-        print(path)
-    return 0
+        return demo.run if name == "demo" else demo.run_campaign
+    if name == "figures":
+        from gateway.commands import figures
 
+        return figures.run
+    if name == "traces":
+        from gateway.commands import traces
 
-def _traces(args: argparse.Namespace) -> int:
-    from gateway.evaluation.trace_build import build
+        return traces.run
+    if name == "evaluate":
+        from gateway.commands import evaluate
 
-    _check_out_dir(args.out)
-    try:
-        written = build(args.scenario, Path(args.out))
-    except OSError as exc:
-        raise GatewayError(f"traces build: cannot write to {args.out}: {exc}") from exc
-    for path in written:
-        print(f"wrote {path} ({path.stat().st_size / 1000:.1f} kB)")
-    return 0
+        return evaluate.run
+    if name == "maintenance":
+        from gateway.commands import maintenance
 
+        return maintenance.run
+    if name == "carbon":
+        from gateway.commands import carbon
 
-def _check_out_dir(out: str) -> None:
-    """InputError naming ``--out`` when it is not (and cannot become) a writable directory."""
-    if (problem := writable_dir_problem(Path(out))) is not None:
-        raise InputError(f"--out {out}: {problem}")
+        return carbon.run
+    if name == "site-agent":
+        from gateway.commands import site_agent
 
-
-def _db(args: argparse.Namespace, settings: Settings) -> int:
-    from alembic.util.exc import CommandError
-
-    from gateway.db import current_revision, head_revision, make_engine, upgrade
-
-    if args.db_command == "upgrade":
-        try:
-            upgrade(settings.database.url, args.revision)
-        except CommandError as exc:
-            raise InputError(f"--revision {args.revision}: {exc}") from exc
-        print(f"database upgraded to {args.revision}")
-        return 0
-    engine = make_engine(settings.database.url)
-    try:
-        print(f"current {current_revision(engine) or '(empty)'}; head {head_revision()}")
-    finally:
-        engine.dispose()
-    return 0
-
-
-async def _run_daemon(settings: Settings, source: str) -> int:
-    from gateway.clock import ScaledClock, SystemClock
-    from gateway.daemon import Gateway
-    from gateway.db import make_engine, make_session_factory, upgrade
-
-    if settings.database.auto_upgrade:
-        upgrade(settings.database.url)
-    clock = (
-        SystemClock()
-        if settings.clock.speed == 1 and settings.clock.start_at is None
-        else ScaledClock(settings.clock.start_at or SystemClock().now(), settings.clock.speed)
-    )
-    engine = make_engine(settings.database.url)
-    gateway = Gateway(settings, clock, make_session_factory(engine))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        try:
-            await gateway.start()
-        except ConfigError as exc:
-            raise ConfigError(_in_file(source, str(exc))) from exc
-        log.info("running with %d sites and %d VTNs", len(settings.site), len(settings.vtn))
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        await gateway.stop()
-        engine.dispose()
-    return 0
-
-
-def _in_file(source: str, message: str) -> str:
-    """``message`` led by the file it is about, unless it names it already."""
-    return message if message.startswith(f"{source}:") else f"{source}: {message}"
-
-
-def one_line(message: str) -> str:
-    """``message`` as one line of printable text: line breaks become `` / `` and other
-    control characters ``\\xNN`` escapes (a hostile file cannot move the terminal)."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    joined = " / ".join(lines)
-    return "".join(
-        f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in joined
-    )
-
-
-def _site_agent(args: argparse.Namespace) -> int:
-    from gateway.agent.config import check_agent_start, load_agent_settings
-
-    settings = load_agent_settings(args.config)
-    check_agent_start(settings, args.config, bind=not args.check)
-    if args.check:
-        print(f"{args.config}: the site agent's configuration is valid")
-        return 0
-    from gateway.agent.server import serve_until_signalled
-
-    return asyncio.run(serve_until_signalled(settings))
-
-
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    check_daemon(settings, args.config, bind=not args.check)
-    if args.check:
-        print(f"{args.config}: the configuration is valid")
-        return 0
-    limit_malloc_arenas()  # before the worker threads start (gateway.process)
-    return asyncio.run(_run_daemon(settings, args.config))
-
-
-NOISY_LOGGERS = ("openleadr", "apscheduler", "aiohttp.access", "alembic")
-
-
-def _configure_logging(level: str) -> None:
-    """Our loggers at ``level``; chatty libraries at WARNING or above.
-
-    openleadr sets its own logger to INFO when its client module is imported, so it is
-    imported here first and its level set afterwards.
-    """
-    import openleadr.client  # noqa: F401
-
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    threshold = max(logging.WARNING, logging.getLevelNamesMapping()[level])
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(threshold)
-    # "skipped: maximum number of running instances reached" is the intended coalescing of a
-    # round that outlasts its interval, not a fault.
-    logging.getLogger("apscheduler.scheduler").setLevel(max(logging.ERROR, threshold))
+        return site_agent.run
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level)
+    command = _command(args.command)
+    if command is None:
+        parser.error(f"unknown command {args.command}")
+    configure_logging(args.log_level)
     try:
-        if args.command == "feasibility":
-            return _print_feasibility(args)
-        if args.command == "evaluate":
-            return evaluation_cli.run(args)
-        if args.command == "traces":
-            return _traces(args)
-        if args.command == "figures":
-            return _figures(args)
-        if args.command == "demo":
-            from simulators.demo import run_demo
-
-            return run_demo(
-                Path(args.config),
-                Path(args.scenario),
-                hours=args.hours,
-                speed=args.speed,
-                keep_db=args.keep_db,
-            )
-        if args.command == "campaign":
-            from simulators.campaign import main_campaign
-
-            if args.json is not None and not Path(args.json).absolute().parent.is_dir():
-                raise InputError(f"--json {args.json}: the directory does not exist")
-
-            return main_campaign(
-                Path(args.config),
-                days=args.days,
-                events=args.events,
-                sites=args.sites,
-                seed=args.seed,
-                database=args.database,
-                json_path=None if args.json is None else Path(args.json),
-            )
-        if args.command == "site-agent":
-            return _site_agent(args)
-        if args.command == "report":
-            return report_cli.run(args)
-        settings = load_checked_settings(args.config)
-        if args.command == "db":
-            return _db(args, settings)
-        if args.command == "maintenance":
-            return maintenance_cli.run(args, settings)
-        if args.command == "carbon":
-            return carbon_cli.run(args, settings)
-        if args.command == "run":
-            return _run(args, settings)
+        return command(args)
     except (ConfigError, InputError) as exc:
         print(f"dr-gateway: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except GatewayError as exc:
         print(f"dr-gateway: {one_line(str(exc))}", file=sys.stderr)
         return 1
-    parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade,
 from gateway.errors import ConfigError
 from gateway.evaluation.weather import BUNDLED_WEATHER, TRACE_YEAR, pv_power_kw
 from gateway.invariants import check_fleet
-from gateway.reporting import format_report, site_report
 from gateway.reports.delivery import describe, read_delivery
+from gateway.reports.summary import format_report, site_report
 from gateway.settings import Settings, load_settings
 from gateway.sites.schema import JobSpec
 from gateway.startup import check_database

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.agent.config import load_agent_settings
-from gateway.cli import main, one_line
+from gateway.cli import main
+from gateway.commands.console import one_line
 from gateway.errors import ConfigError, InputError
 from gateway.settings import MAX_CONFIG_BYTES, load_settings
 from simulators.campaign import load_config as load_campaign
@@ -250,7 +251,7 @@ def test_a_bug_keeps_its_traceback(inputs: Inputs, monkeypatch: pytest.MonkeyPat
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("gateway.cli.check_daemon", broken)
+    monkeypatch.setattr("gateway.commands.run.check_daemon", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["run", "--check", "--config", str(inputs.config)])
 

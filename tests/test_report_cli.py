@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import models
 from gateway.cli import main
+from gateway.commands.report_kinds import FORMAT_NAMES
+from gateway.commands.report_options import parse_by, parse_sites, parse_time
 from gateway.db import make_engine, unit_of_work, upgrade
 from gateway.errors import InputError
-from gateway.reports.cli import FORMAT_NAMES, parse_by, parse_sites, parse_time
 from gateway.reports.formats import (
     REPORT_FORMATS,
     Ratio,

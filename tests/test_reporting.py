@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import models
 from gateway.errors import InputError
-from gateway.reporting import (
+from gateway.reports.summary import (
     REPORT_COLUMNS,
     SiteReportRow,
     fleet_totals,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -211,7 +211,9 @@ def total_row(frame: pd.DataFrame, totals: Totals) -> dict[str, object]:
     return row
 
 
-def format_table(frame: pd.DataFrame, totals: Totals | None = None) -> str:
+def format_table(
+    frame: pd.DataFrame, totals: Totals | None = None, headers: Mapping[str, str] | None = None
+) -> str:
     """An aligned plain-text table: units in the headers, shares in percent, timestamps in UTC.
 
     A ``TOTAL`` row follows when ``totals`` is given and there are at least two rows (with one
@@ -219,20 +221,53 @@ def format_table(frame: pd.DataFrame, totals: Totals | None = None) -> str:
 
     :param frame: the report's rows.
     :param totals: how to build the ``TOTAL`` row; ``None`` for none.
+    :param headers: column name -> header, for the columns whose header is not the one their
+        name gives.
     """
-    columns = [_table_column(str(name), frame[name]) for name in frame.columns]
-    cells = [[column.header, *column.render(frame[column.name])] for column in columns]
-    footer: list[str] | None = None
-    if totals is not None and len(frame) >= 2 and columns:
+    footer: dict[str, object] | None = None
+    if totals is not None and len(frame) >= 2 and len(frame.columns) > 0:
         total = total_row(frame, totals)
         computed = {*totals.sums, *(ratio.column for ratio in totals.ratios)}
-        footer = [TOTAL_LABEL] + [
-            column.render(pd.Series([total[column.name]], dtype=object))[0]
-            if column.name in computed
+        footer = {name: value for name, value in total.items() if name in computed}
+    return _table_text(frame, footer, headers or {}, note_empty=True)
+
+
+def format_table_with_total(
+    frame: pd.DataFrame, total: Mapping[str, object], headers: Mapping[str, str] | None = None
+) -> str:
+    """An aligned plain-text table as :func:`format_table`, ending with a ``TOTAL`` row whose
+    values the caller computed, however many rows there are (none too).
+
+    :param frame: the report's rows.
+    :param total: column name -> the ``TOTAL`` row's value; the first column reads ``TOTAL``,
+        a column missing here is left blank.
+    :param headers: column name -> header, as for :func:`format_table`.
+    """
+    return _table_text(frame, total, headers or {}, note_empty=False)
+
+
+def _table_text(
+    frame: pd.DataFrame,
+    footer: Mapping[str, object] | None,
+    headers: Mapping[str, str],
+    *,
+    note_empty: bool,
+) -> str:
+    """The table of ``frame``; ``footer`` the ``TOTAL`` row's values by column, or None;
+    ``note_empty``: an empty frame ends with ``(no rows)``."""
+    columns = [_table_column(str(name), frame[name]) for name in frame.columns]
+    cells = [
+        [headers.get(column.name, column.header), *column.render(frame[column.name])]
+        for column in columns
+    ]
+    if footer is not None and columns:
+        texts = [TOTAL_LABEL] + [
+            column.render(pd.Series([footer[column.name]], dtype=object))[0]
+            if column.name in footer
             else ""
             for column in columns[1:]
         ]
-        for column_cells, text in zip(cells, footer, strict=True):
+        for column_cells, text in zip(cells, texts, strict=True):
             column_cells.append(text)
     padded = []
     for column, column_cells in zip(columns, cells, strict=True):
@@ -241,10 +276,10 @@ def format_table(frame: pd.DataFrame, totals: Totals | None = None) -> str:
         padded.append([pad(text, width) for text in column_cells])
     lines = ["  ".join(parts).rstrip() for parts in zip(*padded, strict=True)]
     rule = "  ".join("-" * len(column_cells[0]) for column_cells in padded)
-    if footer is not None:
+    if footer is not None and columns:
         lines.insert(-1, rule)
     lines.insert(1, rule)
-    if len(frame) == 0:
+    if len(frame) == 0 and note_empty:
         lines.append("(no rows)")
     return "".join(f"{text}\n" for text in lines)
 
@@ -287,11 +322,14 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot write {type(value).__name__} {value!r} as JSON")
 
 
-def format_json(frame: pd.DataFrame) -> str:
+def format_json(frame: pd.DataFrame, indent: int | None = None, ascii_only: bool = False) -> str:
     """A JSON list of records keyed by column name, one record per line; ISO 8601 UTC
     timestamps; an unknown value is ``null``. No total row.
 
     :param frame: the report's rows.
+    :param indent: indent every key of every record by this many spaces per level instead
+        (``json.dumps``'s layout); ``None`` for one record per line.
+    :param ascii_only: escape every character beyond ASCII (``\\u00e9``).
     """
     converted = _with_iso_timestamps(frame)
     names = [str(name) for name in converted.columns]
@@ -299,18 +337,19 @@ def format_json(frame: pd.DataFrame) -> str:
         converted[name].astype(object).where(converted[name].notna(), None).tolist()
         for name in converted.columns
     ]
+    records = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    if indent is not None:
+        return _json_text(records, indent, ascii_only) + "\n"
     if len(converted) == 0:
         return "[]\n"
-    lines = (
-        json.dumps(
-            dict(zip(names, values, strict=True)),
-            default=_json_default,
-            allow_nan=False,
-            ensure_ascii=False,
-        )
-        for values in zip(*columns, strict=True)
-    )
+    lines = (_json_text(record, None, ascii_only) for record in records)
     return "[\n  " + ",\n  ".join(lines) + "\n]\n"
+
+
+def _json_text(value: object, indent: int | None, ascii_only: bool) -> str:
+    return json.dumps(
+        value, default=_json_default, allow_nan=False, ensure_ascii=ascii_only, indent=indent
+    )
 
 
 _TEXT_FORMATTERS: dict[str, Callable[[pd.DataFrame, Totals | None], str]] = {

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
 from gateway.clock import SystemClock
+from gateway.commands.options import ISO_INSTANT_EXAMPLE
 from gateway.db import (
     ensure_schema,
     make_engine,
@@ -27,71 +27,14 @@ from gateway.fleet import sync_sites
 from gateway.maintenance import store
 from gateway.maintenance.window import Window, instant_problem, reason_problem, span_problem
 from gateway.settings import Settings, instant_range_problem
+from gateway.startup import load_checked_settings
 from gateway.ven.availability import ACKNOWLEDGED
 from models import AvailabilityWindow
 
-_ISO_EXAMPLE = "2026-07-01T22:00:00Z"
 
-
-def add_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_config: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """The ``maintenance`` subcommands; ``add_config`` adds the ``--config`` option."""
-    parser = commands.add_parser(
-        "maintenance",
-        help="site maintenance windows: add, list, remove (sent to the VTN with EiOpt)",
-        description=(
-            "A site in a maintenance window takes part in no demand-response event and takes "
-            "no migrated job. The running daemon tells the site's VTN with an optOut "
-            "availability schedule (oadrCreateOpt, targeting the site's OpenADR resource id) "
-            "and cancels it (oadrCancelOpt) when the window is removed. Windows can also be "
-            "configured as [[maintenance]] entries (config/example.toml)."
-        ),
-    )
-    actions = parser.add_subparsers(dest="maintenance_command", required=True, metavar="ACTION")
-    add = actions.add_parser(
-        "add",
-        help="add a window for a site",
-        description=(
-            f"Store a maintenance window [START, END) for SITE. Times are ISO 8601 with a time "
-            f"zone, in whole seconds, e.g. {_ISO_EXAMPLE}. The daemon sends it within one poll "
-            "interval; a site that no VTN serves is only kept from events and migrations."
-        ),
-    )
-    add_config(add)
-    add.add_argument("--site", required=True, help="the [[site]] id")
-    add.add_argument("--start", required=True, metavar="ISO", help=f"start, e.g. {_ISO_EXAMPLE}")
-    add.add_argument("--end", required=True, metavar="ISO", help="end (after the start)")
-    add.add_argument(
-        "--reason", default="maintenance", help="why, for people (default: maintenance)"
-    )
-    listing = actions.add_parser(
-        "list",
-        help="list the windows and whether their VTN has them",
-        description=(
-            "One row per window: id, site, start, end, source (config or cli), state (pending, "
-            "acknowledged, refused CODE, removed, ...) and reason."
-        ),
-    )
-    add_config(listing)
-    listing.add_argument("--all", action="store_true", help="include removed windows")
-    listing.add_argument("--format", choices=["table", "json"], default="table")
-    remove = actions.add_parser(
-        "remove",
-        help="remove a window added here (its opt is cancelled at the VTN)",
-        description=(
-            "Remove the window with the id that 'maintenance list' shows. The daemon cancels "
-            "its availability schedule at the VTN. Windows from the configuration are removed "
-            "from the configuration instead."
-        ),
-    )
-    add_config(remove)
-    remove.add_argument("id", type=int, help="the window's id")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the ``maintenance`` subcommand in ``args``; the exit code."""
+    settings = load_checked_settings(args.config)
     now = SystemClock().now()
     window: Window | None = None
     if args.maintenance_command == "add":
@@ -138,7 +81,9 @@ def parse_instant(option: str, text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise InputError(f"{option} {text}: not an ISO 8601 time such as {_ISO_EXAMPLE}") from exc
+        raise InputError(
+            f"{option} {text}: not an ISO 8601 time such as {ISO_INSTANT_EXAMPLE}"
+        ) from exc
     problem = instant_problem(value) or instant_range_problem(value)
     if problem is not None:
         raise InputError(f"{option} {text}: {problem}")

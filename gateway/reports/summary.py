@@ -1,26 +1,26 @@
-"""Per-site reports read from the ``site_report`` SQL view, and their text renderings.
+"""Each site's totals over all time, read from the ``site_report`` SQL view, and their text.
 
 The view (defined in the initial Alembic revision, documented in ``docs/views.md``) does the
-accounting; this module only reads it, adds fleet totals and formats rows. Nothing here prints:
-the CLI prints what ``format_report`` returns.
+accounting; this module only reads it, adds fleet totals and renders the rows with the
+report formats of :mod:`gateway.reports.formats`. This is what the bare ``dr-gateway report``
+and the demo print. Nothing here prints: the command prints what ``format_report`` returns.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args
 
+import pandas as pd
 from sqlalchemy import Connection, RowMapping, column, select, table
 from sqlalchemy.orm import Session
 
 from gateway.errors import InputError
+from gateway.reports.formats import format_csv, format_json, format_table_with_total
 
-ReportFormat = Literal["table", "csv", "json"]
-REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
+SummaryFormat = Literal["table", "csv", "json"]
+SUMMARY_FORMATS: tuple[SummaryFormat, ...] = get_args(SummaryFormat)
 TOTAL_SITE_ID = "TOTAL"
 
 
@@ -128,84 +128,72 @@ def fleet_totals(rows: Sequence[SiteReportRow]) -> SiteReportRow:
     )
 
 
-def _kwh(energy_kwh: float) -> str:
-    return f"{energy_kwh:,.2f}"
-
-
-def _percent(share: float | None) -> str:
-    return "-" if share is None else f"{100 * share:.1f}"
-
-
-def _seconds(duration_s: float) -> str:
-    return f"{duration_s:,.0f}"
-
-
-@dataclass(frozen=True)
-class _TableColumn:
-    header: str
-    """The table header, with the unit in brackets."""
-    render: Callable[[SiteReportRow], str]
-    align_left: bool = False
-
-
-_TABLE_COLUMNS: tuple[_TableColumn, ...] = (
-    _TableColumn("site", lambda row: row.site_id, align_left=True),
-    _TableColumn("load [kWh]", lambda row: _kwh(row.load_kwh)),
-    _TableColumn("renewable used [kWh]", lambda row: _kwh(row.renewable_used_kwh)),
-    _TableColumn("grid [kWh]", lambda row: _kwh(row.grid_kwh)),
-    _TableColumn("curtailed [kWh]", lambda row: _kwh(row.curtailed_kwh)),
-    _TableColumn("share [%]", lambda row: _percent(row.renewable_share)),
-    _TableColumn("migration [kWh]", lambda row: _kwh(row.migration_kwh)),
-    _TableColumn("migrations out", lambda row: str(row.migrations_out)),
-    _TableColumn("migrations in", lambda row: str(row.migrations_in)),
-    _TableColumn("completed", lambda row: str(row.completed_migrations)),
-    _TableColumn("downtime [s]", lambda row: _seconds(row.downtime_s)),
-    _TableColumn("events", lambda row: str(row.events)),
-    _TableColumn("opted in", lambda row: str(row.opted_in)),
-    _TableColumn("opted out", lambda row: str(row.opted_out)),
+TABLE_COLUMNS: tuple[str, ...] = (
+    "site_id",
+    "load_kwh",
+    "renewable_used_kwh",
+    "grid_kwh",
+    "curtailed_kwh",
+    "renewable_share",
+    "migration_kwh",
+    "migrations_out",
+    "migrations_in",
+    "completed_migrations",
+    "downtime_s",
+    "events",
+    "opted_in",
+    "opted_out",
 )
-"""The plain-text table, one entry per column, in the view's order but load first."""
+"""The table's columns: the view's, load first."""
+TABLE_HEADERS: dict[str, str] = {
+    "renewable_share": "share [%]",
+    "completed_migrations": "completed",
+}
+"""The table's headers that are not the ones their column names give."""
+COUNT_COLUMNS = frozenset(
+    ("migrations_out", "migrations_in", "completed_migrations", "events", "opted_in", "opted_out")
+)
+"""The columns that count [count] (integers); the others but the site id are real numbers,
+an unknown share NaN."""
+
+
+def _dtype(name: str) -> str:
+    if name == "site_id":
+        return "object"
+    return "int64" if name in COUNT_COLUMNS else "float64"
+
+
+def _frame(rows: Sequence[SiteReportRow]) -> pd.DataFrame:
+    """``rows`` as a frame in the view's column order, each column typed as its field."""
+    return pd.DataFrame(
+        {
+            name: pd.Series([getattr(row, name) for row in rows], dtype=_dtype(name))
+            for name in REPORT_COLUMNS
+        }
+    )
 
 
 def _format_table(rows: Sequence[SiteReportRow]) -> str:
-    body = [[col.render(row) for col in _TABLE_COLUMNS] for row in rows]
-    total = [col.render(fleet_totals(rows)) for col in _TABLE_COLUMNS]
-    headers = [col.header for col in _TABLE_COLUMNS]
-    widths = [max(len(cells[i]) for cells in [headers, *body, total]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (
-            cell.ljust(width) if col.align_left else cell.rjust(width)
-            for cell, width, col in zip(cells, widths, _TABLE_COLUMNS, strict=True)
-        )
-        return "  ".join(padded)
-
-    rule = "  ".join("-" * width for width in widths)
-    lines = [line(headers), rule, *(line(cells) for cells in body), rule, line(total)]
-    return "".join(f"{text}\n" for text in lines)
+    total = asdict(fleet_totals(rows))
+    return format_table_with_total(_frame(rows)[list(TABLE_COLUMNS)], total, TABLE_HEADERS)
 
 
 def _format_csv(rows: Sequence[SiteReportRow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(REPORT_COLUMNS)
-    for row in rows:
-        writer.writerow(["" if value is None else value for value in asdict(row).values()])
-    return buffer.getvalue()
+    return format_csv(_frame(rows))
 
 
 def _format_json(rows: Sequence[SiteReportRow]) -> str:
-    return json.dumps([asdict(row) for row in rows], indent=2) + "\n"
+    return format_json(_frame(rows), indent=2, ascii_only=True)
 
 
-_FORMATTERS: dict[ReportFormat, Callable[[Sequence[SiteReportRow]], str]] = {
+_FORMATTERS: dict[SummaryFormat, Callable[[Sequence[SiteReportRow]], str]] = {
     "table": _format_table,
     "csv": _format_csv,
     "json": _format_json,
 }
 
 
-def format_report(rows: Sequence[SiteReportRow], fmt: ReportFormat) -> str:
+def format_report(rows: Sequence[SiteReportRow], fmt: SummaryFormat) -> str:
     """Render ``rows`` as text, every line ending in a newline (print it with ``end=""``).
 
     - ``table``: aligned plain text for people, units in the headers, renewable share in
@@ -222,6 +210,6 @@ def format_report(rows: Sequence[SiteReportRow], fmt: ReportFormat) -> str:
         formatter = _FORMATTERS[fmt]
     except KeyError:
         raise InputError(
-            f"unknown report format {fmt!r}; choose one of {', '.join(REPORT_FORMATS)}"
+            f"unknown report format {fmt!r}; choose one of {', '.join(SUMMARY_FORMATS)}"
         ) from None
     return formatter(rows)

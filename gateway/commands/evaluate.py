@@ -1,4 +1,9 @@
-"""The ``evaluate`` command: its options and what it runs."""
+"""The ``evaluate`` command: replay policies over renewable traces and compare them.
+
+Its options are set up in ``gateway/cli.py``; this module checks them, loads the inputs
+(``gateway/evaluation/input_*.py``, ``workload.py``), runs the evaluator
+(``gateway/evaluation/run.py``) and prints one row per policy.
+"""
 
 from __future__ import annotations
 
@@ -22,53 +27,10 @@ from gateway.feasibility import FeasibilityParams
 from gateway.planner.params import PolicyParams
 from gateway.planner.policies import POLICIES
 
-DEFAULT_SITES = "data/traces/default-sites.toml"
-DEFAULT_TRACES = "data/traces/default-traces.csv.gz"
 STEP_MIN_RANGE = (1.0, 1440.0)
 """The simulation step may be from a minute to a day [min]."""
 MAX_DAYS = 36600.0
 """The longest span ``--days`` may ask for (a century) [days]."""
-
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "evaluate",
-        help="replay policies over renewable traces and compare them (docs/architecture.md)",
-        description=(
-            "Runs each policy over the whole trace on a simulated clock, with the same policy "
-            "code as the daemon, and prints one row per policy. Input formats: docs/inputs.md."
-        ),
-    )
-    parser.add_argument("--sites", default=DEFAULT_SITES, metavar="FILE", help="sites TOML")
-    parser.add_argument(
-        "--traces", default=DEFAULT_TRACES, metavar="FILE", help="renewable traces CSV(.gz)"
-    )
-    jobs = parser.add_mutually_exclusive_group()
-    jobs.add_argument("--jobs", metavar="FILE", help="jobs CSV (docs/inputs.md)")
-    jobs.add_argument(
-        "--workload",
-        metavar="SPEC",
-        help="generate jobs: key=value,... (docs/inputs.md), e.g. rate_per_h=3,seed=7 "
-        "(the default when no --jobs: the generator's defaults)",
-    )
-    parser.add_argument(
-        "--policies",
-        default=",".join(POLICIES),
-        help=f"comma-separated, from {', '.join(POLICIES)} (default: all)",
-    )
-    parser.add_argument("--step-min", type=float, default=15.0, help="simulation step [min] (15)")
-    parser.add_argument("--start", metavar="YYYY-MM-DD", help="evaluate from this day of the trace")
-    parser.add_argument("--days", type=float, help="evaluate this many days (default: to the end)")
-    parser.add_argument(
-        "--forecast-error",
-        type=float,
-        default=0.0,
-        help="relative error of the renewable forecast at 6 h lead [-] (0)",
-    )
-    parser.add_argument("--max-migrations", type=int, default=8, help="moves per step at most (8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of forecast errors (0)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--plot", metavar="FILE", help="also draw the comparison as PNG")
 
 
 def _window(traces: Traces, start: str | None, days: float | None) -> Traces:
