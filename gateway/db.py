@@ -1,4 +1,9 @@
-"""Engines, sessions and schema upgrades for the state store."""
+"""Engines, sessions and schema upgrades for the state store.
+
+Alembic (and the template engine it brings) is imported by the functions that work on the
+schema, not at the top: a command that only reads, such as ``dr-gateway report``, starts
+without it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,9 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -22,6 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from gateway.errors import GatewayError, InputError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 CONNECT_TIMEOUT_S = 10
@@ -67,6 +71,8 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -75,6 +81,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the database at ``url`` to ``revision``."""
+    from alembic import command
+
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
@@ -86,11 +94,15 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 

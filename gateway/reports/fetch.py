@@ -8,7 +8,8 @@ literals, and the driver's errors are raised as SQLAlchemy's, as from ``conn.exe
 - :func:`rows` gives plain tuples (SQLite: about a third faster than SQLAlchemy's rows).
 - :func:`site_period_columns` gives a rollup's rows by site and period as columns. On
   PostgreSQL it asks for one row per site holding an array per column and reads each binary
-  ``float8[]`` straight into numpy (half the time of row by row); elsewhere it reads rows.
+  ``float8[]`` straight into numpy (half the time of row by row, ``pg_arrays.py``); elsewhere
+  it reads rows.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psycopg
-from psycopg.adapt import Loader
-from psycopg.pq import Format
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -38,29 +36,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import NullType
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-_FLOAT8_ELEMENT = np.dtype([("length", ">i4"), ("value", ">f8")])
-"""One element of PostgreSQL's binary array format: its length (8), then the value."""
-
-
-class Float8ArrayLoader(Loader):
-    """PostgreSQL's binary ``float8[]`` (one dimension, no NULLs) as a numpy array."""
-
-    format = Format.BINARY
-
-    def load(self, data: Any) -> FloatArray:
-        raw = bytes(data)
-        dimensions = int.from_bytes(raw[0:4], "big")
-        if dimensions == 0:
-            return np.empty(0, dtype=np.float64)
-        if dimensions != 1 or int.from_bytes(raw[4:8], "big") != 0:
-            raise ValueError("expected a one-dimensional float8[] without NULLs")
-        count = int.from_bytes(raw[12:16], "big")
-        elements = np.frombuffer(raw, dtype=_FLOAT8_ELEMENT, offset=20, count=count)
-        return elements["value"].astype(np.float64)
-
-
-FLOAT8_ARRAY_OID = psycopg.postgres.types["float8"].array_oid
 
 
 @contextmanager
@@ -150,14 +125,10 @@ def _site_period_arrays(
         .order_by(ordered.c.site_id)
     )
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, psycopg.Connection):
-        raise TypeError(f"expected a psycopg connection for PostgreSQL, got {type(driver)}")
-    with driver.cursor(binary=True) as cursor, _as_sqlalchemy_errors(conn, sql):
-        cursor.adapters.register_loader(FLOAT8_ARRAY_OID, Float8ArrayLoader)
-        # a report, not a hot statement: no prepared server-side plan
-        cursor.execute(sql.encode(), prepare=False)
-        per_site = cursor.fetchall()
+    from gateway.reports.pg_arrays import fetch_binary  # psycopg: only for PostgreSQL
+
+    with _as_sqlalchemy_errors(conn, sql):
+        per_site = fetch_binary(conn.connection.driver_connection, sql)
     if not per_site:
         empty = np.empty((0, len(value_names)), dtype=np.float64)
         return np.empty(0, dtype=object), pd.Series(pd.to_datetime([], utc=True)), empty
