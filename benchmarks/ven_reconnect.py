@@ -28,7 +28,8 @@ from aiohttp import web
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory, upgrade
 from gateway.events import DrEvent, OptDecision
-from gateway.settings import SiteSettings, VtnSettings
+from gateway.settings_sites import SiteSettings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven.client import VenConnection
 from simulators.vtn import SimulatedVtn
 

@@ -50,7 +50,8 @@ from gateway.planner.review import review
 from gateway.planner.signals import targeted_sites
 from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.planner.timing import next_plan_at
-from gateway.settings import Settings, SiteSettings
+from gateway.settings import Settings
+from gateway.settings_sites import SiteSettings
 from gateway.sites.client import RetryPolicy, SiteControllerClient
 from gateway.sites.schema import SiteStatus
 from gateway.sites.tls import optional_client_context

@@ -20,7 +20,7 @@ from gateway.maintenance.store import maintenance_by_site
 from gateway.planner.offers import SiteOffer
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
 from gateway.reports.rollups import add_to_rollups
-from gateway.settings import SiteSettings
+from gateway.settings_sites import SiteSettings
 from gateway.sites.schema import SiteStatus
 from models import (
     FINAL_STATES,

@@ -1,10 +1,10 @@
 """The state store: SQLAlchemy 2 tables. Alembic (``migrations/``) owns the schema."""
 
-from models.availability import WINDOW_SOURCES, AvailabilityWindow, WindowSource
 from models.base import Base, UTCDateTime
 from models.event import Event, EventInterval, EventResponse, EventSignal, EventTarget
 from models.job import Job
 from models.ledger import LedgerRow
+from models.maintenance import WINDOW_SOURCES, AvailabilityWindow, WindowSource
 from models.migration import FINAL_STATES, MIGRATION_STATES, Migration, MigrationState
 from models.offer import Offer
 from models.programme import ProgrammeRow

@@ -53,13 +53,13 @@ from gateway.evaluation.weather import TRACE_YEAR
 from gateway.invariants import check_fleet
 from gateway.settings import (
     FeasibilitySettings,
-    KeyProblem,
     PlannerSettings,
     Settings,
     parse_model,
     parse_settings,
     read_toml,
 )
+from gateway.settings_base import KeyProblem
 from models import Event, EventResponse, Migration
 from simulators.campaign_clock import SteppedClock
 from simulators.campaign_events import (

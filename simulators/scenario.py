@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.evaluation.weather import TRACE_YEAR
-from gateway.settings import COUNT_MAX, QUANTITY_MAX, KeyProblem, parse_model, read_toml
+from gateway.settings import parse_model, read_toml
+from gateway.settings_base import COUNT_MAX, QUANTITY_MAX, KeyProblem
 
 PositiveFloat = Annotated[float, Field(gt=0, le=QUANTITY_MAX)]
 NonNegativeFloat = Annotated[float, Field(ge=0, le=QUANTITY_MAX)]

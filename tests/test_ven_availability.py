@@ -32,12 +32,13 @@ from gateway.db import unit_of_work
 from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import build_snapshot, sync_sites
 from gateway.maintenance import store
-from gateway.maintenance.window import Window
+from gateway.maintenance_window import Window
 from gateway.planner import opt
 from gateway.planner.plan import plan
 from gateway.planner.signals import peak_requests
 from gateway.planner.snapshot import Snapshot
-from gateway.settings import VtnSettings, load_settings
+from gateway.settings import load_settings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven.availability import (
     AvailabilityCancel,
     AvailabilitySchedule,

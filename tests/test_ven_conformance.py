@@ -25,7 +25,8 @@ from gateway.db import unit_of_work
 from gateway.events import DrEvent, OptDecision
 from gateway.planner.requests import event_requests
 from gateway.planner.signals import SignalPolicy
-from gateway.settings import VtnSettings, parse_settings
+from gateway.settings import parse_settings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven import store
 from gateway.ven.client import VenConnection
 from models import event as rows

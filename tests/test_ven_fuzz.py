@@ -42,7 +42,7 @@ from gateway import event_priority
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.events import OptDecision
-from gateway.settings import VtnSettings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven import adapter, event_rules, inbound, parsing, store
 from gateway.ven.client import VenConnection
 from gateway.ven.wire import escape, escaping

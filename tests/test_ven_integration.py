@@ -23,7 +23,8 @@ from gateway.clock import Clock, ManualClock
 from gateway.db import unit_of_work
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget, OptDecision
-from gateway.settings import SiteSettings, VtnSettings
+from gateway.settings_sites import SiteSettings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven import store
 from gateway.ven.client import VenConnection
 from models import event as rows

@@ -33,7 +33,8 @@ from gateway.backoff import Backoff
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
 from gateway.errors import ConfigError, GatewayError
-from gateway.settings import VtnSettings, parse_settings
+from gateway.settings import parse_settings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven.client import VenConnection
 from gateway.ven.reconnect import Loss, Reconnector
 from models import VenRegistration

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
 from gateway.planner.offers import SiteOffer
-from gateway.settings import VtnSettings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven import ei_report
 from gateway.ven.client import VenConnection
 from gateway.ven.ei_report import REPORTS, ResourceStatus

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError
-from gateway.settings import VtnSettings, parse_settings
+from gateway.settings import parse_settings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven.client import VenConnection
 from simulators.vtn import SimulatedVtn
 from simulators.vtn_tls import VtnTls

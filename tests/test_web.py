@@ -30,7 +30,8 @@ from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.errors import ConfigError
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget, OptDecision
-from gateway.settings import Settings, WebSettings, load_settings, parse_settings
+from gateway.settings import Settings, load_settings, parse_settings
+from gateway.settings_web import WebSettings
 from gateway.sites.schema import JobSpec, JobStatus, SiteStatus
 from gateway.ven import store as event_store
 from gateway.web import DaemonState, VtnState, make_app

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
-from gateway.settings import VtnSettings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven.client import VenConnection
 from gateway.web.metrics import make_registry
 from models import Base

@@ -25,8 +25,9 @@ from gateway.db import (
 from gateway.errors import InputError
 from gateway.fleet import sync_sites
 from gateway.maintenance import store
-from gateway.maintenance.window import Window, instant_problem, reason_problem, span_problem
-from gateway.settings import Settings, instant_range_problem
+from gateway.maintenance_window import Window, instant_problem, reason_problem, span_problem
+from gateway.settings import Settings
+from gateway.settings_base import instant_range_problem
 from gateway.startup import load_checked_settings
 from gateway.ven.availability import ACKNOWLEDGED
 from models import AvailabilityWindow

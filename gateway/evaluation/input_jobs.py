@@ -27,7 +27,7 @@ from gateway.evaluation.input_csv import (
     timestamp_column,
 )
 from gateway.evaluation.input_sites import SiteSpec
-from gateway.settings import COUNT_MAX
+from gateway.settings_base import COUNT_MAX
 
 JOB_COLUMNS: tuple[str, ...] = (
     "job_id",

@@ -13,7 +13,9 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.errors import InputError
-from gateway.settings import KeyProblem, SiteSettings, parse_model, read_toml
+from gateway.settings import parse_model, read_toml
+from gateway.settings_base import KeyProblem
+from gateway.settings_sites import SiteSettings
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from gateway.errors import InputError
 from gateway.evaluation.input_csv import FloatArray
 from gateway.evaluation.input_jobs import JobsTable
 from gateway.evaluation.input_sites import SiteSpec
-from gateway.settings import KeyProblem
+from gateway.settings_base import KeyProblem
 
 
 @dataclass(frozen=True)

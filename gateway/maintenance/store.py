@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.errors import InputError
-from gateway.maintenance.window import Window
-from gateway.settings import MaintenanceSettings
+from gateway.maintenance_window import Window
+from gateway.settings_sites import MaintenanceSettings
 from gateway.ven.availability import ACKNOWLEDGED, OptAnswer
 from models import AvailabilityWindow, WindowSource
 

@@ -51,7 +51,8 @@ from gateway.clock import Clock
 from gateway.errors import ConfigError, GatewayError
 from gateway.events import DrEvent, OptDecision
 from gateway.planner.signals import unsupported_signals
-from gateway.settings import SiteSettings, VtnSettings
+from gateway.settings_sites import SiteSettings
+from gateway.settings_vtn import VtnSettings
 from gateway.ven import availability, ei_report, inbound, refusals
 from gateway.ven.distribution import DistributionHandler
 from gateway.ven.ei_event import EventExchange

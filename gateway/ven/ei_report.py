@@ -62,7 +62,8 @@ from openleadr import messaging as openleadr_messaging
 from gateway.clock import Clock
 from gateway.errors import ConfigError
 from gateway.planner.offers import OFFER_INTERVAL_S, SiteOffer
-from gateway.settings import REPORT_INTERVAL_RULE, SiteSettings, is_report_interval
+from gateway.settings_sites import SiteSettings
+from gateway.settings_vtn import REPORT_INTERVAL_RULE, is_report_interval
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import db
 from gateway.clock import Clock
 from gateway.errors import GatewayError
-from gateway.settings import VtnSettings
+from gateway.settings_vtn import VtnSettings
 from models import VenRegistration
 
 logger = logging.getLogger(__name__)

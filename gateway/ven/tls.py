@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from openleadr import utils as openleadr_utils
 
 from gateway.errors import ConfigError
-from gateway.settings import FINGERPRINT_PATTERN, VtnSettings
+from gateway.settings_vtn import FINGERPRINT_PATTERN, VtnSettings
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock
 from gateway.http_edge import SERVER_OPTIONS, client_gone, target_length_middleware
-from gateway.settings import WebSettings
+from gateway.settings_web import WebSettings
 from gateway.web import api, dashboard, health, metrics
 from gateway.web.auth import Handler, token_middleware
 from gateway.web.context import CONTEXT, DaemonStateSource, WebContext
