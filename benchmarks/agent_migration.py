@@ -36,7 +36,7 @@ from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.dispatch import Dispatcher
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import JobSpec, OperationKind
+from gateway.sites.records import JobSpec, OperationKind
 from models import FINAL_STATES, Migration
 from simulators.agent_fleet import SiteSize, agent_data, example_command, job_table, seed_database
 

@@ -43,7 +43,7 @@ from gateway.clock import ManualClock
 from gateway.daemon import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.settings import parse_settings
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from models import Migration
 from simulators.scripted_vtn import ScriptedVtn, event_dict
 from simulators.site_controller import SimulatedSite, start_site_server

@@ -53,7 +53,7 @@ from gateway.planner.timing import next_plan_at
 from gateway.settings import Settings
 from gateway.settings_sites import SiteSettings
 from gateway.sites.client import RetryPolicy, SiteControllerClient
-from gateway.sites.schema import SiteStatus
+from gateway.sites.records import SiteStatus
 from gateway.sites.tls import optional_client_context
 from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection

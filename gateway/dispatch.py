@@ -59,7 +59,7 @@ from gateway.errors import SiteControllerError
 from gateway.planner.snapshot import MigrationDecision
 from gateway.reconcile import Reconciliation, SourceAnswers, TargetAnswers, reconcile
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import Checkpoint, JobSpec, Operation
+from gateway.sites.records import Checkpoint, JobSpec, Operation
 from models import FINAL_STATES, Job, Migration, Site
 
 log = logging.getLogger(__name__)

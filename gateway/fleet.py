@@ -21,7 +21,7 @@ from gateway.planner.offers import SiteOffer
 from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
 from gateway.reports.rollups import add_to_rollups
 from gateway.settings_sites import SiteSettings
-from gateway.sites.schema import SiteStatus
+from gateway.sites.records import SiteStatus
 from models import (
     FINAL_STATES,
     Job,

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import unit_of_work
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import GPU_HOLDING_STATES, Checkpoint, JobState, SiteStatus
+from gateway.sites.records import GPU_HOLDING_STATES, Checkpoint, JobState, SiteStatus
 from models import Job, Migration
 
 LIVE_STATES: tuple[JobState, ...] = GPU_HOLDING_STATES

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.deadlines import TIMED_STATES, TimedState
-from gateway.sites.schema import JobState, OperationState, ReservationState
+from gateway.sites.records import JobState, OperationState, ReservationState
 
 Action = Literal["continue", "abort", "hold"]
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import unit_of_work
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from models import Job, Site
 
 EXAMPLE_JOB_MODULE = "gateway.agent.example_job"

@@ -25,7 +25,7 @@ from gateway.errors import InputError
 from gateway.evaluation.input_sites import SiteSpec, load_sites
 from gateway.evaluation.input_traces import load_traces
 from gateway.evaluation.workload import WorkloadParams, generate_workload
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "traces"
 DEFAULT_SITES = DATA_DIR / "default-sites.toml"

@@ -40,7 +40,7 @@ from gateway.invariants import check_fleet
 from gateway.reports.delivery import describe, read_delivery
 from gateway.reports.summary import format_report, site_report
 from gateway.settings import Settings, load_settings
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from gateway.startup import check_database
 from models import Event, EventResponse, Migration
 from simulators.campaign_clock import SteppedClock

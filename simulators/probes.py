@@ -8,7 +8,7 @@ the fault tests can check the fleet's invariants at any instant.
 from __future__ import annotations
 
 from gateway.invariants import SiteView
-from gateway.sites.schema import Checkpoint
+from gateway.sites.records import Checkpoint
 from simulators.site_controller import SimulatedSite
 
 

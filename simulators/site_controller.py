@@ -6,7 +6,7 @@ happened between the last request and ``clock.now()`` (jobs progress and finish,
 complete at their ``done_at``). No background task runs, so a :class:`ManualClock` drives
 it exactly. :func:`build_app` wraps a site in an aiohttp application; :func:`start_site_server`
 serves it on an OS-assigned loopback port. It reads requests, answers errors and keeps the
-API's rules as the site agent does (:mod:`gateway.sites.serving`, :mod:`gateway.sites.rules`).
+API's rules as the site agent does (:mod:`gateway.sites.serving`, :mod:`gateway.sites.idempotency`).
 
 GPUs and power. A job holds its GPUs while ``running``, ``checkpointing`` or ``restoring``;
 a ``checkpointed`` or ``finished`` job holds none. Reservations hold GPUs and power until a
@@ -31,13 +31,13 @@ from aiohttp import web
 from gateway.clock import Clock
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
 from gateway.http_edge import SERVER_OPTIONS
-from gateway.sites.rules import (
+from gateway.sites.idempotency import (
     check_release,
     check_restore,
     repeated_operation,
     repeated_reservation,
 )
-from gateway.sites.schema import (
+from gateway.sites.records import (
     GPU_HOLDING_STATES,
     OPERATION_KINDS,
     Checkpoint,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
 from gateway.settings import Settings, parse_settings
-from gateway.sites.schema import JobStatus, SiteStatus
+from gateway.sites.records import JobStatus, SiteStatus
 from models import EnergyRollupDay, EnergyRollupHour, LedgerRow
 
 VTN_ID = "utility"

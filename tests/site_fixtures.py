@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.clock import ManualClock
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from simulators.site_controller import SimulatedSite
 from simulators.traces import RenewableTrace
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from simulators.campaign_clock import SteppedClock
 from simulators.site_controller import SimulatedSite
 from simulators.traces import RenewableTrace

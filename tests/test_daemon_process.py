@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from gateway.clock import SystemClock
 from gateway.db import make_engine
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from models import Job, SiteSample
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace

@@ -32,7 +32,7 @@ from gateway.clock import ManualClock, next_midnight_utc
 from gateway.daemon import Gateway
 from gateway.db import unit_of_work
 from gateway.settings import parse_settings
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from models import Migration
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace

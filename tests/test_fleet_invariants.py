@@ -20,7 +20,7 @@ from gateway.invariants import (
     reservations_balance,
     within_capacity,
 )
-from gateway.sites.schema import Checkpoint, JobState
+from gateway.sites.records import Checkpoint, JobState
 
 SHA = "ab" * 32
 OTHER_SHA = "cd" * 32

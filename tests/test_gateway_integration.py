@@ -24,7 +24,7 @@ from gateway.clock import ManualClock, next_midnight_utc
 from gateway.daemon import Gateway
 from gateway.db import unit_of_work
 from gateway.settings import Settings, parse_settings
-from gateway.sites.schema import JobSpec, OperationKind
+from gateway.sites.records import JobSpec, OperationKind
 from models import Event, EventResponse, Job, LedgerRow, Migration, SiteSample
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace

@@ -24,7 +24,7 @@ from gateway.daemon import Gateway
 from gateway.db import unit_of_work
 from gateway.errors import InputError
 from gateway.settings import parse_settings
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from models import Migration
 from models import Offer as OfferRow
 from simulators.grid_vtn import (

@@ -25,7 +25,7 @@ from gateway.invariants import check_fleet, read_migrations
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import parse_settings
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from models import Job, Migration
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace

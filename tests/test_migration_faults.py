@@ -35,7 +35,7 @@ from gateway.daemon import Gateway
 from gateway.db import unit_of_work
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import Settings, parse_settings
-from gateway.sites.schema import Checkpoint, JobSpec, OperationKind
+from gateway.sites.records import Checkpoint, JobSpec, OperationKind
 from models import Job, Migration
 from simulators.site_controller import SimulatedSite, build_app
 from simulators.traces import RenewableTrace

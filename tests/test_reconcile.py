@@ -10,7 +10,7 @@ import pytest
 
 from gateway.deadlines import TIMED_STATES, TimedState
 from gateway.reconcile import Action, SourceAnswers, TargetAnswers, reconcile
-from gateway.sites.schema import JOB_STATES, OPERATION_STATES, RESERVATION_STATES
+from gateway.sites.records import JOB_STATES, OPERATION_STATES, RESERVATION_STATES
 
 S = SourceAnswers
 T = TargetAnswers

@@ -53,7 +53,7 @@ from gateway.dispatch import Dispatcher
 from gateway.errors import ConfigError
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import Checkpoint, JobSpec, Operation
+from gateway.sites.records import Checkpoint, JobSpec, Operation
 from models import FINAL_STATES, Migration
 from simulators import agent_fleet
 from simulators.agent_fleet import SiteSize

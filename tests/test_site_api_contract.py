@@ -32,7 +32,7 @@ from gateway.agent.controller import SiteAgent
 from gateway.agent.server import build_app as build_agent_app
 from gateway.agent.server import start_agent_server
 from gateway.clock import ManualClock
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from simulators.site_controller import SimulatedSite, build_app, start_site_server
 from tests.openapi_contract import Answered, Contract, ContractClient, ContractError
 from tests.site_fixtures import RESTORE_JOB, restore_body, simulated_site

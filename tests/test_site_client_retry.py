@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.clock import ManualClock
 from gateway.errors import SiteControllerError
 from gateway.sites.client import RetryPolicy, SiteControllerClient
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from simulators.site_controller import SimulatedSite, build_app
 from simulators.traces import RenewableTrace
 

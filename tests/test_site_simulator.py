@@ -17,7 +17,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.errors import SiteControllerError
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.schema import (
+from gateway.sites.records import (
     Checkpoint,
     JobSpec,
     JobState,

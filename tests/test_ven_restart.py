@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.clock import ManualClock, SystemClock
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.settings_vtn import VtnSettings
-from gateway.sites.schema import JobSpec
+from gateway.sites.records import JobSpec
 from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
 from models import Event, EventResponse, VenRegistration

@@ -32,7 +32,7 @@ from gateway.errors import ConfigError
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget, OptDecision
 from gateway.settings import Settings, load_settings, parse_settings
 from gateway.settings_web import WebSettings
-from gateway.sites.schema import JobSpec, JobStatus, SiteStatus
+from gateway.sites.records import JobSpec, JobStatus, SiteStatus
 from gateway.ven import store as event_store
 from gateway.web import DaemonState, VtnState, make_app
 from gateway.web.auth import COOKIE_NAME

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import InputError
-from gateway.sites.schema import ID_PATTERN
+from gateway.sites.fields import ID_PATTERN
 
 _HASH_READ_BYTES = 4 * 1024 * 1024
 

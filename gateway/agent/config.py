@@ -30,7 +30,7 @@ from pydantic import (
 from gateway.errors import ConfigError
 from gateway.settings import parse_model, read_toml
 from gateway.settings_base import COUNT_MAX, QUANTITY_MAX, KeyProblem
-from gateway.sites.schema import ID_PATTERN
+from gateway.sites.fields import ID_PATTERN
 from gateway.sites.tls import (
     TlsFileError,
     check_tls_files,

@@ -63,8 +63,8 @@ from gateway.agent.transfer import CheckpointTransferError, send_checkpoint, ver
 from gateway.clock import Clock, SystemClock
 from gateway.errors import InputError
 from gateway.feasibility import checkpoint_write_s, restore_s, transfer_s
-from gateway.sites.rules import check_release, check_restore, repeated_reservation
-from gateway.sites.schema import (
+from gateway.sites.idempotency import check_release, check_restore, repeated_reservation
+from gateway.sites.records import (
     Checkpoint,
     JobSpec,
     JobState,

@@ -1,7 +1,7 @@
 """The agent's operations, keyed by (migration id, kind), with the arguments that started them.
 
 A call that repeats a migration id answers the operation it started; the same migration id with
-other arguments is a conflict (:mod:`gateway.sites.rules`, as in the simulator). Arguments
+other arguments is a conflict (:mod:`gateway.sites.idempotency`, as in the simulator). Arguments
 are kept in their JSON form so that they survive the state file.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 from gateway.agent.jobs import CheckpointFile
 from gateway.agent.state import AgentState, OperationKey
 from gateway.clock import Clock
-from gateway.sites.rules import repeated_operation
-from gateway.sites.schema import Checkpoint, Operation
+from gateway.sites.idempotency import repeated_operation
+from gateway.sites.records import Checkpoint, Operation
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,9 @@ from gateway.agent.config import AgentSettings
 from gateway.agent.controller import SiteAgent
 from gateway.agent.transfer import checkpoint_routes
 from gateway.http_edge import SERVER_OPTIONS
-from gateway.sites.schema import (
+from gateway.sites.fields import FieldError, Fields
+from gateway.sites.records import (
     JOB_SPEC_FIELDS,
-    FieldError,
-    Fields,
     job_spec_from_fields,
     job_status_to_wire,
     operation_to_wire,

@@ -18,12 +18,11 @@ from typing import Any, TextIO
 
 from gateway.agent.jobs import CheckpointFile, JobPaths
 from gateway.errors import GatewayError, SiteControllerError
-from gateway.sites.schema import (
+from gateway.sites.fields import FieldError, Fields
+from gateway.sites.records import (
     GPU_HOLDING_STATES,
     JOB_STATES,
     RESERVATION_STATES,
-    FieldError,
-    Fields,
     JobSpec,
     JobState,
     JobStatus,
@@ -37,8 +36,8 @@ from gateway.sites.schema import (
 )
 
 # Re-exported: the agent's other modules import these two from here.
-from gateway.sites.schema import OperationKey as OperationKey
-from gateway.sites.schema import Reservation as Reservation
+from gateway.sites.records import OperationKey as OperationKey
+from gateway.sites.records import Reservation as Reservation
 
 STATE_FILE = "agent-state.json"
 LOCK_FILE = "agent.lock"

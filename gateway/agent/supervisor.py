@@ -44,7 +44,7 @@ from gateway.agent.jobs import (
 from gateway.agent.operations import OperationBook
 from gateway.agent.state import AgentJob, AgentState, OperationKey
 from gateway.clock import Clock
-from gateway.sites.schema import JobState
+from gateway.sites.records import JobState
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """HTTP client of one site controller (``docs/site-api.md``).
 
-Every answer is parsed into the typed records of :mod:`gateway.sites.schema`. Failures become
+Every answer is parsed into the typed records of :mod:`gateway.sites.records`. Failures become
 :class:`SiteControllerError`: unreachable controllers, timeouts, 5xx answers, 408 and 429 are
 ``transient``; other 4xx answers and malformed documents are not, and carry the controller's
 ``detail``. With a :class:`RetryPolicy` every call is tried again after a transient failure,
@@ -28,11 +28,10 @@ import aiohttp
 
 from gateway.backoff import Backoff
 from gateway.errors import SiteControllerError
-from gateway.sites.schema import (
+from gateway.sites.fields import FieldError, Fields
+from gateway.sites.records import (
     RESERVATION_STATES,
     Checkpoint,
-    FieldError,
-    Fields,
     JobSpec,
     Operation,
     OperationKind,

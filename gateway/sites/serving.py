@@ -6,13 +6,13 @@ The simulated controller (:mod:`simulators.site_controller`) and the site agent
 
 - :func:`json_body`: a request body is a UTF-8 ``application/json`` object (``415`` otherwise),
   valid JSON without a key twice and without fields it does not know (``400`` naming the field);
-  the bodies of the gateway's calls are read into :mod:`gateway.sites.schema`'s records by
+  the bodies of the gateway's calls are read into :mod:`gateway.sites.records`'s records by
   :func:`reservation_body`, :func:`transfer_body`, :func:`restore_body` and
   :func:`migration_id_body`, path parameters by :func:`path_id` and :func:`operation_path`;
 - :func:`bearer_auth_middleware`: every request carries the site's bearer token (``401`` with
   a ``WWW-Authenticate: Bearer`` challenge, also for a malformed or non-ASCII credential);
 - :func:`error_middleware`: every error is the JSON answer ``{"error", "detail"}``, never a
-  traceback: a :class:`RequestError` as it says, a :class:`~gateway.sites.schema.FieldError`
+  traceback: a :class:`RequestError` as it says, a :class:`~gateway.sites.fields.FieldError`
   as ``400 bad_request``, aiohttp's own (no route ``404``, wrong method ``405``, body above the
   application's ``client_max_size`` ``413``) with their code, and a bug as ``500 internal``; a
   client that hangs up mid-request is logged at debug, without a traceback;
@@ -37,13 +37,12 @@ from gateway.http_edge import (
     same_token,
     target_length_middleware,
 )
-from gateway.sites.schema import (
+from gateway.sites.fields import FieldError, Fields
+from gateway.sites.records import (
     OPERATION_KINDS,
     RESERVATION_FIELDS,
     RESTORE_FIELDS,
     TRANSFER_FIELDS,
-    FieldError,
-    Fields,
     OperationKind,
     Reservation,
     RestoreRequest,

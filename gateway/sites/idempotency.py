@@ -1,4 +1,5 @@
-"""The site API's rules that both site controllers keep alike (``docs/site-api.md``).
+"""Repeated and conflicting calls: the site API's rules that both site controllers keep alike
+(``docs/site-api.md``).
 
 The simulator (:mod:`simulators.site_controller`) and the site agent
 (:mod:`gateway.agent.controller`) hold different things (simulated jobs, OS processes) but
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 
-from gateway.sites.schema import (
+from gateway.sites.records import (
     JobSpec,
     JobState,
     Operation,
