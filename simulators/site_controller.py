@@ -6,7 +6,8 @@ happened between the last request and ``clock.now()`` (jobs progress and finish,
 complete at their ``done_at``). No background task runs, so a :class:`ManualClock` drives
 it exactly. :func:`build_app` wraps a site in an aiohttp application; :func:`start_site_server`
 serves it on an OS-assigned loopback port. It reads requests, answers errors and keeps the
-API's rules as the site agent does (:mod:`gateway.sites.serving`, :mod:`gateway.sites.idempotency`).
+API's rules and binds its routes as the site agent does (:mod:`gateway.sites.serving`,
+:mod:`gateway.sites.idempotency`, :mod:`gateway.sites.routes`).
 
 GPUs and power. A job holds its GPUs while ``running``, ``checkpointing`` or ``restoring``;
 a ``checkpointed`` or ``finished`` job holds none. Reservations hold GPUs and power until a
@@ -56,6 +57,7 @@ from gateway.sites.records import (
     operation_to_wire,
     status_to_wire,
 )
+from gateway.sites.routes import OperationHandlers, operation_at, server_route_defs
 from gateway.sites.serving import (
     Handler,
     conflict,
@@ -644,26 +646,26 @@ def _answer(site: SimulatedSite, kind: FaultKind, act: Callable[[], web.Response
     return error_response(fault.status, code, f"injected fault on {kind}")
 
 
-_ROUTE_FAULT_KINDS: dict[tuple[str, str], FaultKind] = {
-    ("GET", "/v1/status"): "status",
-    ("POST", "/v1/reservations"): "reserve",
-    ("DELETE", "/v1/reservations/{migration_id}"): "release_reservation",
-    ("GET", "/v1/operations/{migration_id}/{kind}"): "operation",
-    ("POST", "/v1/jobs/{job_id}/checkpoint"): "checkpoint",
-    ("POST", "/v1/jobs/{job_id}/transfer"): "transfer",
-    ("POST", "/v1/jobs/{job_id}/restore"): "restore",
-    ("POST", "/v1/jobs/{job_id}/resume"): "resume",
-    ("POST", "/v1/jobs/{job_id}/release"): "release",
+_FAULT_KINDS_BY_OPERATION: dict[str, FaultKind] = {
+    "getStatus": "status",
+    "reserve": "reserve",
+    "releaseReservation": "release_reservation",
+    "getOperation": "operation",
+    "checkpointJob": "checkpoint",
+    "transferCheckpoint": "transfer",
+    "restoreJob": "restore",
+    "resumeJob": "resume",
+    "releaseJob": "release",
 }
+"""The kind of fault that strikes each operation (``gateway.sites.routes``)."""
 
 
 @web.middleware
 async def _holds_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Fault injection: a held kind of call waits (:meth:`SimulatedSite.hold`)."""
     resource = request.match_info.route.resource
-    kind = (
-        None if resource is None else _ROUTE_FAULT_KINDS.get((request.method, resource.canonical))
-    )
+    operation = None if resource is None else operation_at(request.method, resource.canonical)
+    kind = None if operation is None else _FAULT_KINDS_BY_OPERATION.get(operation)
     hold = None if kind is None else request.app[SITE_KEY].holding(kind)
     if hold is None:
         return await handler(request)
@@ -763,6 +765,20 @@ async def _post_release(request: web.Request) -> web.Response:
     return _answer(site, "release", act)
 
 
+_HANDLERS: dict[str, Handler] = {
+    "getStatus": _get_status,
+    "reserve": _post_reservation,
+    "releaseReservation": _delete_reservation,
+    "getOperation": _get_operation,
+    "checkpointJob": _post_checkpoint,
+    "transferCheckpoint": _post_transfer,
+    "restoreJob": _post_restore,
+    "resumeJob": _post_resume,
+    "releaseJob": _post_release,
+}
+"""The simulator's handlers by operation (``gateway.sites.routes``)."""
+
+
 def build_app(site: SimulatedSite) -> web.Application:
     """An aiohttp application serving ``site`` under ``/v1`` (bearer-token auth, JSON errors)."""
     middlewares = [
@@ -771,15 +787,7 @@ def build_app(site: SimulatedSite) -> web.Application:
     ]
     app = web.Application(middlewares=middlewares)
     app[SITE_KEY] = site
-    app.router.add_get("/v1/status", _get_status)
-    app.router.add_post("/v1/reservations", _post_reservation)
-    app.router.add_delete("/v1/reservations/{migration_id}", _delete_reservation)
-    app.router.add_get("/v1/operations/{migration_id}/{kind}", _get_operation)
-    app.router.add_post("/v1/jobs/{job_id}/checkpoint", _post_checkpoint)
-    app.router.add_post("/v1/jobs/{job_id}/transfer", _post_transfer)
-    app.router.add_post("/v1/jobs/{job_id}/restore", _post_restore)
-    app.router.add_post("/v1/jobs/{job_id}/resume", _post_resume)
-    app.router.add_post("/v1/jobs/{job_id}/release", _post_release)
+    app.router.add_routes(server_route_defs("simulator", OperationHandlers(_HANDLERS)))
     return app
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from yarl import URL
@@ -33,11 +34,18 @@ from gateway.agent.server import build_app as build_agent_app
 from gateway.agent.server import start_agent_server
 from gateway.clock import ManualClock
 from gateway.sites.records import JobSpec
+from gateway.sites.routes import (
+    SITE_API_ROUTES,
+    OperationHandlers,
+    route_defs,
+    server_route_defs,
+)
 from simulators.site_controller import SimulatedSite, build_app, start_site_server
 from tests.openapi_contract import Answered, Contract, ContractClient, ContractError
 from tests.site_fixtures import RESTORE_JOB, restore_body, simulated_site
 
 START_AT = datetime(2026, 6, 21, 12, tzinfo=UTC)
+_SIMULATOR_OPERATIONS = [r.operation for r in SITE_API_ROUTES if "simulator" in r.served_by]
 TOKEN_A = "contract-token-a"
 TOKEN_B = "contract-token-b"
 JSON = {"Content-Type": "application/json"}
@@ -84,6 +92,45 @@ def test_rule_every_served_route_is_documented(
     # aiohttp serves HEAD wherever GET is served; the document lists HEAD only where it differs.
     implicit_head = {("HEAD", t) for m, t in served if m == "GET"} - documented
     assert served - implicit_head == documented
+
+
+def test_rule_route_table_is_the_documents(contract: Contract) -> None:
+    documented = {
+        (method, route.template, operation["operationId"], frozenset(operation["x-served-by"]))
+        for route in contract.routes
+        for method, operation in route.operations.items()
+    }
+    table = {
+        (route.method, route.path, route.operation, frozenset(route.served_by))
+        for route in SITE_API_ROUTES
+    }
+    assert table == documented
+    assert len({(route.method, route.path) for route in SITE_API_ROUTES}) == len(SITE_API_ROUTES)
+    assert len({route.operation for route in SITE_API_ROUTES}) == len(SITE_API_ROUTES)
+
+
+async def _unused_handler(request: web.Request) -> web.Response:
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    ("label", "operations", "problem"),
+    [
+        ("a served route without handler", ["getStatus"], r"missing \['reserve'"),
+        ("a handler for a route not served", [*_SIMULATOR_OPERATIONS, "submitJob"], "submitJob"),
+    ],
+)
+def test_rule_a_server_binds_every_route_it_serves_and_no_other(
+    label: str, operations: list[str], problem: str
+) -> None:
+    bound = OperationHandlers(dict.fromkeys(operations, _unused_handler))
+    with pytest.raises(ValueError, match=problem):
+        server_route_defs("simulator", bound)
+
+
+def test_route_defs_refuse_an_operation_the_table_does_not_hold() -> None:
+    with pytest.raises(KeyError, match="getWeather"):
+        route_defs(OperationHandlers({"getWeather": _unused_handler}))
 
 
 # ---- the checker itself -------------------------------------------------------------------

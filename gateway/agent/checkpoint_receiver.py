@@ -35,11 +35,13 @@ from gateway.agent.checkpoint_store import (
 from gateway.agent.spool import Spool
 from gateway.errors import InputError
 from gateway.http_edge import MalformedCredential, bearer_token, challenge, same_token
+from gateway.sites.routes import OperationHandlers, route_defs, route_of
 from gateway.sites.serving import REALM
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATH = "/v1/checkpoints/{migration_id}"
+CHECKPOINT_PATH = route_of("putCheckpoint").path
+"""``/v1/checkpoints/{migration_id}``, as the site API's route table has it."""
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 """Bytes gathered per disk write; 16 MiB received 2 GB at 0.90 GB/s where 4 MiB reached 0.65
 to 0.77 GB/s (``benchmarks/transfer.py --batch-mib``)."""
@@ -390,15 +392,16 @@ class _CheckpointReceiver:
         logger.warning("checkpoint %s failed verification; partial file discarded", migration_id)
 
 
-def checkpoint_routes(
+def checkpoint_handlers(
     store_dir: Path,
     authorize: Callable[[web.Request], None],
     *,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     fsync: bool = True,
     direct_io: bool = True,
-) -> list[web.RouteDef]:
-    """The target side: ``PUT`` and ``HEAD /v1/checkpoints/{migration_id}``.
+) -> OperationHandlers:
+    """The target side: the handlers of ``putCheckpoint`` and ``headCheckpoint`` (``PUT`` and
+    ``HEAD /v1/checkpoints/{migration_id}``), for the site API's route table.
 
     store_dir: directory of received checkpoints (created if missing); authorize: called with
     each request, raises an ``aiohttp.web.HTTPException`` (e.g. ``HTTPUnauthorized``) to refuse
@@ -407,13 +410,30 @@ def checkpoint_routes(
     into place; direct_io: write with ``O_DIRECT`` where the file system allows it (see
     :mod:`gateway.agent.spool`). Every error is a JSON document ``{"error", "detail"}``.
     Concurrent PUTs of one migration id: the first streams, the others get
-    ``409 transfer_in_progress`` (per set of routes: one agent process per store_dir).
+    ``409 transfer_in_progress`` (per set of handlers: one agent process per store_dir).
     """
     if batch_bytes <= 0:
         raise InputError(f"batch_bytes: expected a positive number of bytes, got {batch_bytes}")
     store_dir.mkdir(parents=True, exist_ok=True)
     receiver = _CheckpointReceiver(store_dir, authorize, batch_bytes, fsync, direct_io)
-    return [
-        web.put(CHECKPOINT_PATH, receiver.put, expect_handler=receiver.expect),
-        web.head(CHECKPOINT_PATH, receiver.head),
-    ]
+    return OperationHandlers(
+        {"putCheckpoint": receiver.put, "headCheckpoint": receiver.head},
+        {"putCheckpoint": receiver.expect},
+    )
+
+
+def checkpoint_routes(
+    store_dir: Path,
+    authorize: Callable[[web.Request], None],
+    *,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    fsync: bool = True,
+    direct_io: bool = True,
+) -> list[web.RouteDef]:
+    """The routes of :func:`checkpoint_handlers` (same arguments), for an application that
+    receives checkpoints and serves nothing else."""
+    return route_defs(
+        checkpoint_handlers(
+            store_dir, authorize, batch_bytes=batch_bytes, fsync=fsync, direct_io=direct_io
+        )
+    )

@@ -5,7 +5,8 @@ Besides the gateway's calls it serves the agent-only calls of ``docs/site-agent.
 to run the job it sends) and the checkpoint upload of ``gateway.agent.transfer``
 (``PUT``/``HEAD /v1/checkpoints/{migration_id}``). Every request needs the site's bearer token;
 every error is JSON ``{"error", "detail"}``, never a traceback. Request bodies, the token check
-and the error answers are the simulator's too (:mod:`gateway.sites.serving`).
+and the error answers are the simulator's too (:mod:`gateway.sites.serving`), and so is the
+table that binds handlers to routes (:mod:`gateway.sites.routes`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import signal
 
 from aiohttp import web
 
+from gateway.agent.checkpoint_receiver import checkpoint_handlers
 from gateway.agent.config import AgentSettings
 from gateway.agent.controller import SiteAgent
-from gateway.agent.transfer import checkpoint_routes
 from gateway.http_edge import SERVER_OPTIONS
 from gateway.sites.fields import FieldError, Fields
 from gateway.sites.records import (
@@ -28,7 +29,9 @@ from gateway.sites.records import (
     operation_to_wire,
     status_to_wire,
 )
+from gateway.sites.routes import OperationHandlers, server_route_defs
 from gateway.sites.serving import (
+    Handler,
     bearer_check,
     json_body,
     migration_id_body,
@@ -148,24 +151,30 @@ async def _put_manifest(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201 if created else 200)
 
 
+_HANDLERS: dict[str, Handler] = {
+    "getStatus": _get_status,
+    "submitJob": _post_job,
+    "reserve": _post_reservation,
+    "releaseReservation": _delete_reservation,
+    "getOperation": _get_operation,
+    "checkpointJob": _post_checkpoint,
+    "transferCheckpoint": _post_transfer,
+    "restoreJob": _post_restore,
+    "resumeJob": _post_resume,
+    "releaseJob": _post_release,
+    "putManifest": _put_manifest,
+}
+"""The agent's handlers by operation (``gateway.sites.routes``), but the checkpoint upload's."""
+
+
 def build_app(agent: SiteAgent) -> web.Application:
     """An aiohttp application serving ``agent`` under ``/v1``; it starts the agent when the
     application starts and closes it when the application is cleaned up."""
     token = agent.settings.token
     app = web.Application(middlewares=site_middlewares("site agent", log, token))
     app[AGENT_KEY] = agent
-    app.router.add_get("/v1/status", _get_status)
-    app.router.add_post("/v1/jobs", _post_job)
-    app.router.add_post("/v1/reservations", _post_reservation)
-    app.router.add_delete("/v1/reservations/{migration_id}", _delete_reservation)
-    app.router.add_get("/v1/operations/{migration_id}/{kind}", _get_operation)
-    app.router.add_post("/v1/jobs/{job_id}/checkpoint", _post_checkpoint)
-    app.router.add_post("/v1/jobs/{job_id}/transfer", _post_transfer)
-    app.router.add_post("/v1/jobs/{job_id}/restore", _post_restore)
-    app.router.add_post("/v1/jobs/{job_id}/resume", _post_resume)
-    app.router.add_post("/v1/jobs/{job_id}/release", _post_release)
-    app.router.add_put("/v1/manifests/{migration_id}", _put_manifest)
-    app.router.add_routes(checkpoint_routes(agent.received_dir, bearer_check(token)))
+    uploads = checkpoint_handlers(agent.received_dir, bearer_check(token))
+    app.router.add_routes(server_route_defs("agent", OperationHandlers(_HANDLERS) | uploads))
 
     async def start(_app: web.Application) -> None:
         await agent.start()

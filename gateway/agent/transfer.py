@@ -249,7 +249,9 @@ class _FileBody:
 
 
 def _checkpoint_url(target_url: str, migration_id: str) -> str:
-    return f"{target_url.rstrip('/')}/v1/checkpoints/{quote(migration_id, safe='')}"
+    return target_url.rstrip("/") + CHECKPOINT_PATH.format(
+        migration_id=quote(migration_id, safe="")
+    )
 
 
 async def _detail(response: aiohttp.ClientResponse) -> tuple[str | None, str]:
@@ -282,8 +284,8 @@ class _Sender:
         self._path = path
         self._url = url
         self._token = token
-        self._migration_id = migration_id
-        self._size_bytes = size_bytes
+        self.migration_id = migration_id
+        self.size_bytes = size_bytes
         self._sha256 = sha256
         self._read_bytes = read_bytes
         self._bucket = bucket
@@ -315,19 +317,19 @@ class _Sender:
         """One PUT from ``start_bytes``; returns (status, document) of a 200/201/202."""
         try:
             body = _FileBody(
-                self._path, start_bytes, self._size_bytes, self._read_bytes, self._bucket
+                self._path, start_bytes, self.size_bytes, self._read_bytes, self._bucket
             )
         except OSError as exc:
             raise InputError(f"checkpoint file {self._path}: {exc}") from exc
         headers = self._auth() | {
             "X-Checkpoint-Sha256": self._sha256,
-            "X-Checkpoint-Size": str(self._size_bytes),
-            "Content-Length": str(self._size_bytes - start_bytes),
+            "X-Checkpoint-Size": str(self.size_bytes),
+            "Content-Length": str(self.size_bytes - start_bytes),
             "Content-Type": "application/octet-stream",
         }
         if start_bytes > 0:
             headers["Content-Range"] = (
-                f"bytes {start_bytes}-{self._size_bytes - 1}/{self._size_bytes}"
+                f"bytes {start_bytes}-{self.size_bytes - 1}/{self.size_bytes}"
             )
         task = asyncio.create_task(self._put(body, headers))
         try:
@@ -363,9 +365,26 @@ class _Sender:
             code, detail = await _detail(resp)
             self._refused(resp.status, code, detail)
 
+    def check_same_checkpoint(self, held: _Held) -> None:
+        """A conflict unless the complete checkpoint the target ``held`` is this one."""
+        if held.sha256 != self._sha256:
+            raise CheckpointConflictError(
+                f"target holds another checkpoint under {self.migration_id} (sha256 {held.sha256})",
+                status=409,
+                code="conflict",
+            )
+
+    def check_confirmed(self, status: int, document: dict[str, Any]) -> None:
+        """Raise unless a PUT's answer (``status``, ``document``) confirms this checkpoint
+        whole: a transient failure for a partial one, an error for another checkpoint."""
+        if status == 202:
+            raise _TransientFailure(f"target kept {document.get('received_bytes')} bytes")
+        if document.get("sha256") != self._sha256 or document.get("size_bytes") != self.size_bytes:
+            raise CheckpointTransferError(f"target confirmed another checkpoint: {document}")
+
     def _refused(self, status: int, code: str | None, detail: str) -> NoReturn:
         """Raise the error that a refusal ``status`` stands for."""
-        where = f"target refused checkpoint {self._migration_id}: HTTP {status} {code}: {detail}"
+        where = f"target refused checkpoint {self.migration_id}: HTTP {status} {code}: {detail}"
         if status in (401, 403):
             raise CheckpointUnauthorizedError(where, status=status, code=code)
         if status == 422:
@@ -414,34 +433,10 @@ async def send_checkpoint(
     Raises the :class:`CheckpointTransferError` family (see the module's docstring) and
     InputError for bad arguments or an unreadable file.
     """
-    check_migration_id(migration_id)
-    if chunk_bytes <= 0:
-        raise InputError(f"chunk_bytes: expected a positive number of bytes, got {chunk_bytes}")
-    if max_attempts < 1:
-        raise InputError(f"max_attempts: expected at least 1, got {max_attempts}")
-    if rate_bytes_per_s is not None and not (0 < rate_bytes_per_s < math.inf):
-        raise InputError(
-            f"rate_bytes_per_s: expected a positive finite rate, got {rate_bytes_per_s}"
-        )
-    if sha256 is not None and not SHA256_HEX.fullmatch(sha256.lower()):
-        raise InputError("sha256: expected 64 hexadecimal digits")
-    if not (0 <= backoff_initial_s <= backoff_max_s) or not stall_timeout_s > 0:
-        raise InputError(
-            "backoff_initial_s, backoff_max_s, stall_timeout_s: expected "
-            "0 <= backoff_initial_s <= backoff_max_s and stall_timeout_s > 0"
-        )
+    retry = _Retry(max_attempts, backoff_initial_s, backoff_max_s)
+    _check_arguments(migration_id, chunk_bytes, rate_bytes_per_s, sha256, retry, stall_timeout_s)
     started_s = time.monotonic()
-    try:
-        size_bytes = path.stat().st_size
-        digest = (
-            sha256.lower() if sha256 is not None else await asyncio.to_thread(file_sha256, path)
-        )
-    except OSError as exc:
-        raise InputError(f"checkpoint file {path}: {exc}") from exc
-    bucket = None
-    if rate_bytes_per_s is not None:
-        burst_bytes = max(_MIN_SLICE_BYTES, rate_bytes_per_s * _SLICE_S)
-        bucket = TokenBucket(rate_bytes_per_s, burst_bytes=burst_bytes)
+    size_bytes, digest = await _size_and_digest(path, sha256)
     sender = _Sender(
         session,
         path,
@@ -451,72 +446,127 @@ async def send_checkpoint(
         size_bytes,
         digest,
         chunk_bytes,
-        bucket,
+        _pace(rate_bytes_per_s),
         stall_timeout_s,
     )
-    attempts = failures = range_refusals = 0
-    best_held = -1
-    while True:
-        try:
-            held = await sender.held()
-            if held.complete:
-                if held.sha256 != digest:
-                    raise CheckpointConflictError(
-                        f"target holds another checkpoint under {migration_id} "
-                        f"(sha256 {held.sha256})",
-                        status=409,
-                        code="conflict",
-                    )
-                break
-            if held.received_bytes > best_held:
-                best_held, failures = held.received_bytes, 0
-            # A target holding every byte unverified (it stopped before verifying them) is
-            # asked to verify them by a PUT from 0: it answers 200, or discards them and
-            # takes the body, or 409 while it is verifying them already.
-            start_bytes = held.received_bytes if held.received_bytes < size_bytes else 0
-            attempts += 1
-            status, document = await sender.put(start_bytes)
-            if status == 202:
-                raise _TransientFailure(f"target kept {document.get('received_bytes')} bytes")
-            if document.get("sha256") != digest or document.get("size_bytes") != size_bytes:
-                raise CheckpointTransferError(f"target confirmed another checkpoint: {document}")
-            duration_s = time.monotonic() - started_s
-            return SendResult(
-                migration_id,
-                size_bytes,
-                digest,
-                sender.sent_bytes,
-                start_bytes,
-                attempts,
-                duration_s,
-                False,
-            )
-        except _RangeRefused as exc:
-            range_refusals += 1
-            if range_refusals >= _MAX_RANGE_REFUSALS:
-                raise CheckpointRangeError(str(exc), status=416) from exc
-            logger.info("checkpoint %s: resume offset refused, reading it again", migration_id)
-        except (_TransientFailure, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            failures += 1
-            if failures >= max_attempts:
-                raise CheckpointRetriesExhaustedError(
-                    f"checkpoint {migration_id} to {target_url}: {failures} attempts failed "
-                    f"without progress, last: {exc!r}",
-                    transient=True,
-                ) from exc
-            delay_s = min(backoff_max_s, backoff_initial_s * 2 ** (failures - 1))
-            logger.info(
-                "checkpoint %s: attempt failed (%r); retrying in %.2f s", migration_id, exc, delay_s
-            )
-            await asyncio.sleep(delay_s)
+    resumed_from_bytes, attempts, already_complete = await _send_until_held(
+        sender, target_url, retry
+    )
     duration_s = time.monotonic() - started_s
     return SendResult(
         migration_id,
         size_bytes,
         digest,
         sender.sent_bytes,
-        size_bytes,
+        resumed_from_bytes,
         attempts,
         duration_s,
-        attempts == 0,
+        already_complete,
     )
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """How often and how patiently :func:`send_checkpoint` tries again: ``max_attempts`` in
+    a row without progress; waits from ``backoff_initial_s`` doubling up to ``backoff_max_s``
+    [s]."""
+
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+
+
+def _check_arguments(
+    migration_id: str,
+    chunk_bytes: int,
+    rate_bytes_per_s: float | None,
+    sha256: str | None,
+    retry: _Retry,
+    stall_timeout_s: float,
+) -> None:
+    """InputError naming the first argument of :func:`send_checkpoint` that is not usable."""
+    check_migration_id(migration_id)
+    if chunk_bytes <= 0:
+        raise InputError(f"chunk_bytes: expected a positive number of bytes, got {chunk_bytes}")
+    if retry.max_attempts < 1:
+        raise InputError(f"max_attempts: expected at least 1, got {retry.max_attempts}")
+    if rate_bytes_per_s is not None and not (0 < rate_bytes_per_s < math.inf):
+        raise InputError(
+            f"rate_bytes_per_s: expected a positive finite rate, got {rate_bytes_per_s}"
+        )
+    if sha256 is not None and not SHA256_HEX.fullmatch(sha256.lower()):
+        raise InputError("sha256: expected 64 hexadecimal digits")
+    if not (0 <= retry.backoff_initial_s <= retry.backoff_max_s) or not stall_timeout_s > 0:
+        raise InputError(
+            "backoff_initial_s, backoff_max_s, stall_timeout_s: expected "
+            "0 <= backoff_initial_s <= backoff_max_s and stall_timeout_s > 0"
+        )
+
+
+async def _size_and_digest(path: Path, sha256: str | None) -> tuple[int, str]:
+    """The file's size [bytes] and hex sha256 (``sha256`` when given, else computed);
+    InputError when the file cannot be read."""
+    try:
+        size_bytes = path.stat().st_size
+        digest = (
+            sha256.lower() if sha256 is not None else await asyncio.to_thread(file_sha256, path)
+        )
+    except OSError as exc:
+        raise InputError(f"checkpoint file {path}: {exc}") from exc
+    return size_bytes, digest
+
+
+def _pace(rate_bytes_per_s: float | None) -> TokenBucket | None:
+    """The bucket that paces a body at ``rate_bytes_per_s`` [bytes/s]; None for unthrottled."""
+    if rate_bytes_per_s is None:
+        return None
+    burst_bytes = max(_MIN_SLICE_BYTES, rate_bytes_per_s * _SLICE_S)
+    return TokenBucket(rate_bytes_per_s, burst_bytes=burst_bytes)
+
+
+async def _send_until_held(
+    sender: _Sender, target_url: str, retry: _Retry
+) -> tuple[int, int, bool]:
+    """Attempt after attempt until the target holds the verified checkpoint: (the offset the
+    successful attempt started at [bytes], PUTs made, whether the target held it before any)."""
+    attempts = failures = range_refusals = 0
+    best_held = -1
+    while True:
+        try:
+            held = await sender.held()
+            if held.complete:
+                sender.check_same_checkpoint(held)
+                return sender.size_bytes, attempts, attempts == 0
+            if held.received_bytes > best_held:
+                best_held, failures = held.received_bytes, 0
+            # A target holding every byte unverified (it stopped before verifying them) is
+            # asked to verify them by a PUT from 0: it answers 200, or discards them and
+            # takes the body, or 409 while it is verifying them already.
+            start_bytes = held.received_bytes if held.received_bytes < sender.size_bytes else 0
+            attempts += 1
+            status, document = await sender.put(start_bytes)
+            sender.check_confirmed(status, document)
+            return start_bytes, attempts, False
+        except _RangeRefused as exc:
+            range_refusals += 1
+            if range_refusals >= _MAX_RANGE_REFUSALS:
+                raise CheckpointRangeError(str(exc), status=416) from exc
+            logger.info(
+                "checkpoint %s: resume offset refused, reading it again", sender.migration_id
+            )
+        except (_TransientFailure, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            failures += 1
+            if failures >= retry.max_attempts:
+                raise CheckpointRetriesExhaustedError(
+                    f"checkpoint {sender.migration_id} to {target_url}: {failures} attempts "
+                    f"failed without progress, last: {exc!r}",
+                    transient=True,
+                ) from exc
+            delay_s = min(retry.backoff_max_s, retry.backoff_initial_s * 2 ** (failures - 1))
+            logger.info(
+                "checkpoint %s: attempt failed (%r); retrying in %.2f s",
+                sender.migration_id,
+                exc,
+                delay_s,
+            )
+            await asyncio.sleep(delay_s)
