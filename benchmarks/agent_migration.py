@@ -33,7 +33,7 @@ from gateway.agent.controller import SiteAgent
 from gateway.agent.server import AGENT_KEY, start_agent_server
 from gateway.clock import SystemClock
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
-from gateway.dispatch import Dispatcher
+from gateway.migration.dispatch import Dispatcher
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
 from gateway.sites.records import JobSpec, OperationKind

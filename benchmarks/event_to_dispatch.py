@@ -5,7 +5,7 @@ Run: .venv/bin/python -m benchmarks.event_to_dispatch [--sites 100] [--events 20
 
 A fleet of ``--sites`` simulated site controllers (aiohttp, each on its own loopback port),
 half of them without renewable power and running migratable jobs, half with room; the real
-daemon (:class:`gateway.daemon.Gateway`) with its VEN connected to a real openleadr VTN in
+daemon (:class:`gateway.daemon.gateway.Gateway`) with its VEN connected to a real openleadr VTN in
 external ``on_poll`` mode (:class:`simulators.scripted_vtn.ScriptedVtn`); a real database
 (SQLite in a temporary file by default, or ``--database-url``, upgraded first; a PostgreSQL
 database is emptied at the end).
@@ -40,7 +40,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.settings import parse_settings
 from gateway.sites.records import JobSpec

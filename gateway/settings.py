@@ -112,7 +112,7 @@ class FeasibilitySettings(Section):
     restore_gb_per_s: PositiveFloat = 1.5
     timeout_margin: Annotated[float, Field(ge=1, le=100)] = 3.0
     """A migration step may take this many times what the model expects of it, plus
-    ``timeout_floor_s``, before the migration aborts (``gateway/deadlines.py``) [-]."""
+    ``timeout_floor_s``, before the migration aborts (``gateway/migration/deadlines.py``) [-]."""
     timeout_floor_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
     """Added to every step's limit: round trips, retries, a controller's start-up [s]."""
 

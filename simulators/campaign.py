@@ -1,6 +1,6 @@
 """``dr-gateway campaign``: a blind campaign of randomised events against the real gateway.
 
-The real :class:`gateway.daemon.Gateway` runs in-process as in the demo, with real OpenADR
+The real :class:`gateway.daemon.gateway.Gateway` runs in-process as in the demo, with real OpenADR
 over loopback to a :class:`simulators.vtn.SimulatedVtn` and real HTTP to one
 :class:`simulators.site_controller.SimulatedSite` server per site, on the bundled real
 renewable traces (:mod:`simulators.campaign_fleet`). The events come from the seeded
@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import next_midnight_utc
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import (
     DatabaseUnreachable,
     make_engine,
@@ -50,7 +50,7 @@ from gateway.db import (
 )
 from gateway.errors import GatewayError, InputError
 from gateway.evaluation.weather import TRACE_YEAR
-from gateway.invariants import check_fleet
+from gateway.migration.invariants import check_fleet
 from gateway.settings import (
     FeasibilitySettings,
     PlannerSettings,
@@ -189,7 +189,7 @@ RoundHook = Callable[[Fleet], Awaitable[list[str]]]
 
 
 async def check_invariants(fleet: Fleet) -> list[str]:
-    """The fleet's four invariants (:mod:`gateway.invariants`) now: their violations. The
+    """The fleet's four invariants (:mod:`gateway.migration.invariants`) now: their violations. The
     sites are read in-process (:class:`simulators.probes.SimulatorProbe`)."""
     probes = [SimulatorProbe(site) for site in fleet.sites.values()]
     report = await check_fleet(probes, fleet.sessions, fleet.job_ids)

@@ -12,8 +12,8 @@ instant an event needs one (``Gateway.next_plan_at``); an event is issued at its
 the clock holds until the VEN has answered it. The pace is at most ``speed`` simulated seconds
 per wall second; on a busy machine the rounds set the pace, so load changes the wall time the
 demo takes, never what it delivers. After every round the fleet's invariants
-(:func:`gateway.invariants.check_fleet`) are checked; at the end the demo prints them and the
-delivery of every event it opted in to, and fails when either broke its promise.
+(:func:`gateway.migration.invariants.check_fleet`) are checked; at the end the demo prints
+them and the delivery of every event it opted in to, and fails when either broke its promise.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import next_midnight_utc
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade, url_problem
 from gateway.errors import ConfigError
 from gateway.evaluation.weather import BUNDLED_WEATHER, TRACE_YEAR, pv_power_kw
-from gateway.invariants import check_fleet
+from gateway.migration.invariants import check_fleet
 from gateway.reports.delivery import describe, read_delivery
 from gateway.reports.summary import format_report, site_report
 from gateway.settings import Settings, load_settings

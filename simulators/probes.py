@@ -1,4 +1,4 @@
-"""The invariant checks' probe for a simulated site (``gateway/invariants.py``).
+"""The invariant checks' probe for a simulated site (``gateway/migration/invariants.py``).
 
 :class:`SimulatorProbe` reads a :class:`~simulators.site_controller.SimulatedSite` in-process:
 it consumes no injected fault and still sees a site whose server is stopped, so the demo and
@@ -7,13 +7,13 @@ the fault tests can check the fleet's invariants at any instant.
 
 from __future__ import annotations
 
-from gateway.invariants import SiteView
+from gateway.migration.invariants import SiteView
 from gateway.sites.records import Checkpoint
 from simulators.site_controller import SimulatedSite
 
 
 class SimulatorProbe:
-    """Reads a :class:`SimulatedSite` in-process (a ``gateway.invariants.SiteProbe``)."""
+    """Reads a :class:`SimulatedSite` in-process (a ``gateway.migration.invariants.SiteProbe``)."""
 
     def __init__(self, site: SimulatedSite) -> None:
         self._site = site

@@ -1,15 +1,16 @@
 """The fleet's invariants, checked while a test runs and at its end.
 
-The checks themselves live in ``gateway/invariants.py`` (``docs/architecture.md``, 'Invariants': one
-site at most, no job lost, reservations balance, no site over its GPUs); this module keeps them
-running through a test. :class:`InvariantMonitor` looks at the sites through probes
-(:class:`~simulators.probes.SimulatorProbe` reads a simulated site in-process, so it consumes no
-injected fault and still sees a site whose server is stopped; :class:`~gateway.invariants.HttpProbe`
-asks any controller over its API, e.g. a real site agent) and at the gateway's database. Use it as
-an async context manager: it samples every ``interval_s`` in the background; add
-:meth:`InvariantMonitor.sample` as a hook where state changes (``sample_after_each_response`` for an
-aiohttp app) to see every instant; finish with :meth:`InvariantMonitor.assert_held` and, once
-everything has stopped moving, :meth:`InvariantMonitor.assert_settled`.
+The checks themselves live in ``gateway/migration/invariants.py`` (``docs/architecture.md``,
+'Invariants': one site at most, no job lost, reservations balance, no site over its GPUs); this
+module keeps them running through a test. :class:`InvariantMonitor` looks at the sites through
+probes (:class:`~simulators.probes.SimulatorProbe` reads a simulated site in-process, so it
+consumes no injected fault and still sees a site whose server is stopped;
+:class:`~gateway.migration.invariants.HttpProbe` asks any controller over its API, e.g. a real
+site agent) and at the gateway's database. Use it as an async context manager: it samples every
+``interval_s`` in the background; add :meth:`InvariantMonitor.sample` as a hook where state
+changes (``sample_after_each_response`` for an aiohttp app) to see every instant; finish with
+:meth:`InvariantMonitor.assert_held` and, once everything has stopped moving,
+:meth:`InvariantMonitor.assert_settled`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.db import unit_of_work
-from gateway.invariants import (
+from gateway.migration.invariants import (
     LIVE_STATES,
     HttpProbe,
     MigrationRow,

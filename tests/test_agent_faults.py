@@ -39,9 +39,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.agent.example_job import MODEL_FILE
 from gateway.clock import SystemClock
 from gateway.db import unit_of_work
-from gateway.deadlines import StepTimeouts
-from gateway.dispatch import Dispatcher, DispatchParams
 from gateway.errors import SiteControllerError
+from gateway.migration.deadlines import StepTimeouts
+from gateway.migration.dispatch import Dispatcher, DispatchParams
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
 from models import FINAL_STATES, Job, Migration, Site

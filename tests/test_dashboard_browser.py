@@ -29,7 +29,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock, next_midnight_utc
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import unit_of_work
 from gateway.settings import parse_settings
 from gateway.sites.records import JobSpec

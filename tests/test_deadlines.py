@@ -1,4 +1,4 @@
-"""Step limits derived from the feasibility model (``gateway/deadlines.py``) and their
+"""Step limits derived from the feasibility model (``gateway/migration/deadlines.py``) and their
 settings (``[feasibility] timeout_margin``, ``timeout_floor_s``, ``[site_controller]``)."""
 
 from __future__ import annotations
@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.deadlines import StepTimeouts, TimedState, expected_step_s, overrun, step_limit_s
 from gateway.errors import ConfigError
+from gateway.migration.deadlines import (
+    StepTimeouts,
+    TimedState,
+    expected_step_s,
+    overrun,
+    step_limit_s,
+)
 from gateway.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
-"""The four fleet invariants of ``gateway/invariants.py``, each in a case that holds and one that
-breaks: pure checks over site views and migration rows, no server, no database."""
+"""The four fleet invariants of ``gateway/migration/invariants.py``, each in a case that holds
+and one that breaks: pure checks over site views and migration rows, no server, no database."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.invariants import (
+from gateway.migration.invariants import (
     InvariantReport,
     MigrationRow,
     SiteView,

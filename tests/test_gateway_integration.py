@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock, next_midnight_utc
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import unit_of_work
 from gateway.settings import Settings, parse_settings
 from gateway.sites.records import JobSpec, OperationKind

@@ -1,6 +1,6 @@
 """The grid-signal VTN (simulators/grid_vtn.py): its pure parts, then the real daemon against it.
 
-The daemon test runs ``gateway.daemon.Gateway`` on a real database (SQLite and PostgreSQL),
+The daemon test runs ``gateway.daemon.gateway.Gateway`` on a real database (SQLite and PostgreSQL),
 two aiohttp site controllers and the grid VTN (an openleadr VTN on an OS-assigned port) on a
 ManualClock: the gateway's offers reach the VTN, a LOAD_DISPATCH event sized from them is
 issued for a high-MOER hour and answered, the gateway sheds by migrating, and the record of
@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock, next_midnight_utc
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import unit_of_work
 from gateway.errors import InputError
 from gateway.settings import parse_settings

@@ -1,10 +1,10 @@
 """The invariant monitor of ``tests/invariants.py`` catches each broken invariant.
 
-Each case breaks one invariant of ``docs/architecture.md``, 'Invariants', behind the gateway's back
-(on simulated sites and a real database) and checks that one sample reports exactly that invariant.
-The monitor runs the checks of ``gateway/invariants.py``, whose cases are in
-``tests/test_fleet_invariants.py``; here they run against sites and a database, over the site API
-too (:func:`gateway.invariants.check_fleet`).
+Each case breaks one invariant of ``docs/architecture.md``, 'Invariants', behind the gateway's
+back (on simulated sites and a real database) and checks that one sample reports exactly that
+invariant. The monitor runs the checks of ``gateway/migration/invariants.py``, whose cases are
+in ``tests/test_fleet_invariants.py``; here they run against sites and a database, over the site
+API too (:func:`gateway.migration.invariants.check_fleet`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import fleet
 from gateway.clock import ManualClock
 from gateway.db import unit_of_work
-from gateway.dispatch import Dispatcher
-from gateway.invariants import check_fleet, read_migrations
+from gateway.migration.dispatch import Dispatcher
+from gateway.migration.invariants import check_fleet, read_migrations
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import parse_settings
 from gateway.sites.client import SiteControllerClient

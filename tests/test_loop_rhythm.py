@@ -30,7 +30,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.events import DrEvent, OptDecision
 from gateway.settings import parse_settings
 from simulators.scripted_vtn import ScriptedVtn, event_dict

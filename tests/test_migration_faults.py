@@ -31,7 +31,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock, ManualClock, SystemClock, next_midnight_utc
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import unit_of_work
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import Settings, parse_settings
@@ -257,7 +257,7 @@ async def test_target_that_stops_answering_while_restoring_is_waited_for(
     sunny.fail_next("restore", lose_reply=True)  # the restore starts; its answer is lost
     for kind in ("restore", "operation", "status", "release_reservation"):
         sunny.fail_next(kind, NOT_ANSWERING)
-    caplog.set_level(logging.WARNING, logger="gateway.dispatch")
+    caplog.set_level(logging.WARNING, logger="gateway.migration.dispatch")
     await world.idle_rounds(12)
     assert world.state(migration_id) == "restoring", "12 rounds (120 s) later, still waiting"
     assert sunny.job_state(JOB_ID) == "running"  # the restore went through, unheard
@@ -499,7 +499,7 @@ async def test_reconciliation_continues_from_what_the_sites_say(
         )
     started_before = started_operations(world)
     lost.disarm(world.sites)
-    caplog.set_level(logging.INFO, logger="gateway.dispatch")
+    caplog.set_level(logging.INFO, logger="gateway.migration.dispatch")
     await world.restart_gateway()  # its first poll reconciles
     assert f"reconciled {migration_id}: {lost.found}" in caplog.text
     assert world.migration(migration_id).checkpoint_sha256, "learnt from the source"

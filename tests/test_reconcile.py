@@ -1,5 +1,5 @@
-"""Reconciliation after a restart (``gateway/reconcile.py``): table-driven, then exhaustive
-safety checks over every combination of answers."""
+"""Reconciliation after a restart (``gateway/migration/reconcile.py``): table-driven, then
+exhaustive safety checks over every combination of answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import get_args
 
 import pytest
 
-from gateway.deadlines import TIMED_STATES, TimedState
-from gateway.reconcile import Action, SourceAnswers, TargetAnswers, reconcile
+from gateway.migration.deadlines import TIMED_STATES, TimedState
+from gateway.migration.reconcile import Action, SourceAnswers, TargetAnswers, reconcile
 from gateway.sites.records import JOB_STATES, OPERATION_STATES, RESERVATION_STATES
 
 S = SourceAnswers

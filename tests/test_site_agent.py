@@ -49,8 +49,8 @@ from gateway.agent.state import (
 from gateway.cli import main as cli_main
 from gateway.clock import SystemClock
 from gateway.db import unit_of_work
-from gateway.dispatch import Dispatcher
 from gateway.errors import ConfigError
+from gateway.migration.dispatch import Dispatcher
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
 from gateway.sites.records import Checkpoint, JobSpec, Operation

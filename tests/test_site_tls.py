@@ -32,9 +32,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.agent.config import AgentSettings, load_agent_settings
 from gateway.clock import ManualClock, SystemClock
-from gateway.daemon import Gateway
-from gateway.dispatch import Dispatcher
+from gateway.daemon.gateway import Gateway
 from gateway.errors import ConfigError, SiteControllerError
+from gateway.migration.dispatch import Dispatcher
 from gateway.planner.snapshot import MigrationDecision
 from gateway.settings import parse_settings
 from gateway.sites.client import SiteControllerClient

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.cli import main
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import unit_of_work
 from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import build_snapshot, sync_sites

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import unit_of_work
 from gateway.events import LATEST_AT, DrEvent, EventInterval, EventSignal, shifted
 from gateway.settings import Settings, parse_settings

@@ -22,7 +22,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.settings import parse_settings
 from gateway.ven.client import VenConnection
 from simulators.site_controller import SimulatedSite, start_site_server

@@ -488,7 +488,7 @@ async def test_the_daemon_stops_a_misconfigured_vtn_and_does_not_retry_it(
     session_factory: sessionmaker[Session],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from gateway.daemon import Gateway
+    from gateway.daemon.gateway import Gateway
 
     async with tls_vtn(clock, ec_pki) as vtn:
         vtn_settings = ven_settings(ec_pki, vtn.url, vtn_fingerprint=ec_pki.ven_fingerprint)

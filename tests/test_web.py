@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import fleet
 from gateway.clock import ManualClock, SystemClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import make_engine, make_session_factory, unit_of_work
 from gateway.errors import ConfigError
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget, OptDecision

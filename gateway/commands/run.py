@@ -12,7 +12,7 @@ import logging
 import signal
 
 from gateway.clock import ScaledClock, SystemClock
-from gateway.daemon import Gateway
+from gateway.daemon.gateway import Gateway
 from gateway.db import make_engine, make_session_factory, upgrade
 from gateway.errors import ConfigError
 from gateway.process import limit_malloc_arenas

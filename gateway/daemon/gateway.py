@@ -1,4 +1,4 @@
-"""The gateway daemon: one asyncio process that wires every layer together.
+"""The gateway daemon's :class:`Gateway`: one asyncio process that wires every layer together.
 
 - polls every site controller, stores samples, jobs and ledger rows, and advances migrations
   (every ``scheduler.poll_interval_s``, and when a site's operation is expected done);
@@ -15,15 +15,16 @@ taken on the loop.
 
 Everything that must survive a restart is in the database: on start in-flight migrations are
 advanced again (their calls are idempotent), events and answers are read back from the store.
+
+What start-up builds from the settings is in :mod:`gateway.daemon.wiring`; what the rounds
+decide on a look at the fleet (plans, opt answers and reviews) in :mod:`gateway.daemon.decisions`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,43 +33,32 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import fleet
-from gateway.baseline_forecast import BaselineForecast, predicted_baseline_kw
 from gateway.clock import Clock
+from gateway.daemon import wiring
+from gateway.daemon.decisions import Decider
 from gateway.db import unit_of_work
-from gateway.deadlines import StepTimeouts
-from gateway.dispatch import Dispatcher, DispatchParams
 from gateway.errors import ConfigError, GatewayError, SiteControllerError
 from gateway.events import DrEvent, OptDecision
 from gateway.maintenance import store as maintenance_store
 from gateway.maintenance.sender import AvailabilitySender, RoundResult
-from gateway.planner import opt
+from gateway.migration.dispatch import Dispatcher
 from gateway.planner.offers import SiteOffer, hourly_offers
-from gateway.planner.params import PolicyParams
-from gateway.planner.plan import plan
-from gateway.planner.requests import event_requests
-from gateway.planner.review import review
-from gateway.planner.signals import targeted_sites
-from gateway.planner.snapshot import SiteRequest, Snapshot
-from gateway.planner.timing import next_plan_at
+from gateway.planner.snapshot import Snapshot
 from gateway.settings import Settings
 from gateway.settings_sites import SiteSettings
-from gateway.sites.client import RetryPolicy, SiteControllerClient
+from gateway.sites.client import SiteControllerClient
 from gateway.sites.records import SiteStatus
-from gateway.sites.tls import optional_client_context
-from gateway.ven import store as event_store
 from gateway.ven.client import VenConnection
 from gateway.ven.ei_report import ResourceStatus
 from gateway.web import DaemonState, VtnState, WebServer, make_app
 
 log = logging.getLogger(__name__)
 
-WORKER_THREADS_PER_VTN = 2
-"""Worker threads per VTN: its distribution being answered, and an opt change or resend."""
-WORKER_THREADS_BASE = 8
-"""Worker threads for the rounds (poll, plan, offers) and the dashboard."""
-
 
 class Gateway:
+    """The daemon: its life cycle (start, stop) and its rounds (poll, plan, advance
+    migrations, send maintenance windows), and the answers its VEN connections ask for."""
+
     def __init__(
         self, settings: Settings, clock: Clock, session_factory: sessionmaker[Session]
     ) -> None:
@@ -90,40 +80,18 @@ class Gateway:
         self._stopping = False
         self._rounds: set[asyncio.Task[Any]] = set()
         """Rounds in progress (scheduled or asked for): stop() lets them finish."""
-        self._known_baselines: dict[tuple[str, int, str], float | None] = {}
-        """Baselines of sheds in force, by (request source, modification, site) [kW]."""
         self.next_plan_at: datetime | None = None
         """The next instant an opted-in event needs a planning round (set by each round)."""
         self.web: WebServer | None = None
         """The dashboard, API and metrics server while it runs (``[web]``)."""
         self.availability = AvailabilitySender(settings, clock, session_factory)
-        f = settings.feasibility
-        self.policy_params = PolicyParams(
-            feasibility=f.params(gpus=1),
-            checkpoint_write_gb_per_s=f.checkpoint_write_gb_per_s,
-            restore_gb_per_s=f.restore_gb_per_s,
-            min_residence_s=settings.planner.min_residence_s,
-            min_gain_s=settings.planner.min_gain_s,
-            max_migrations=settings.planner.max_migrations_per_plan,
-            horizon_s=settings.planner.forecast_horizon_s,
-            event_guard_s=settings.planner.event_guard_s,
-            delivery_margin=settings.planner.delivery_margin,
-        )
-        self.signal_policy = settings.signal_policy()
+        self.decider = Decider(settings, clock, session_factory)
+        """The decisions on a look at the fleet (run in worker threads)."""
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self, *, schedule: bool = True, connect_vens: bool = True) -> None:
-        # The worker threads of asyncio.to_thread. Each VTN's distributions, the rounds and
-        # the dashboard's database checks wait on the database in them, and SQLite lets one
-        # write at a time: asyncio's default pool (CPU count + 4) fills with writers waiting
-        # for their turn, and a quick /healthz check or a site poll queues behind them.
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(
-                max_workers=WORKER_THREADS_PER_VTN * len(self.settings.vtn) + WORKER_THREADS_BASE,
-                thread_name_prefix="gateway-worker",
-            )
-        )
+        wiring.use_worker_threads(len(self.settings.vtn))
         with unit_of_work(self._sessions) as session:
             fleet.sync_sites(session, self.settings.site, self.clock.now())
             fleet.sync_programmes(session, self.settings.baseline_programmes(), self.clock.now())
@@ -131,32 +99,9 @@ class Gateway:
         if self.settings.web.enabled:
             await self._start_web()
         self._http = aiohttp.ClientSession()
-        calls = self.settings.site_controller
-        retry = RetryPolicy(calls.retry_attempts, calls.retry_initial_s, calls.retry_max_s)
-        self.clients = {
-            s.id: SiteControllerClient(
-                s.id,
-                str(s.controller_url).rstrip("/"),
-                s.controller_token,
-                self._http,
-                calls.request_timeout_s,
-                retry=retry,
-                ssl_context=optional_client_context(
-                    s.controller_ca_path, s.controller_cert_path, s.controller_key_path
-                ),
-            )
-            for s in self.settings.site
-        }
-        f = self.settings.feasibility
-        timeouts = StepTimeouts(
-            margin=f.timeout_margin,
-            floor_s=f.timeout_floor_s,
-            efficiency=f.efficiency,
-            checkpoint_write_gb_per_s=f.checkpoint_write_gb_per_s,
-            restore_gb_per_s=f.restore_gb_per_s,
-        )
+        self.clients = wiring.site_clients(self.settings, self._http)
         self.dispatcher = Dispatcher(
-            self._sessions, self.clients, self.clock, DispatchParams(timeouts=timeouts)
+            self._sessions, self.clients, self.clock, wiring.dispatch_params(self.settings)
         )
         await self.poll_once()  # also resumes migrations left in flight by a previous run
         self._load_offers()
@@ -173,7 +118,7 @@ class Gateway:
                         vtn.report_interval_s,
                         status=self.site_status,
                         offers=self.site_offers,
-                        unsupported=self.signal_policy.unsupported,
+                        unsupported=self.decider.signal_policy.unsupported,
                         after_opt_in=self.plan_soon,
                         decide_many=self.decide_many,
                     )
@@ -217,21 +162,13 @@ class Gateway:
         )
 
     def _start_scheduler(self) -> None:
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        poll_s = self.clock.wall_s(self.settings.scheduler.poll_interval_s)
-        plan_s = self.clock.wall_s(self.settings.scheduler.plan_interval_s)
-        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        scheduler.add_job(self._guarded(self.poll_once), "interval", seconds=poll_s, **common)
-        scheduler.add_job(self._guarded(self.plan_once), "interval", seconds=plan_s, **common)
-        scheduler.add_job(  # maintenance windows: at once, then with every poll
-            self._guarded(self.availability_once),
-            "interval",
-            seconds=poll_s,
-            next_run_time=datetime.now(UTC),
-            **common,
+        self._scheduler = wiring.round_scheduler(
+            self.settings,
+            self.clock,
+            poll=self._guarded(self.poll_once),
+            plan=self._guarded(self.plan_once),
+            availability=self._guarded(self.availability_once),
         )
-        scheduler.start()
-        self._scheduler = scheduler
 
     def _guarded(
         self, step: Callable[[], Awaitable[object]]
@@ -391,35 +328,16 @@ class Gateway:
         """Plan again at the next instant an event needs (a start, an interval boundary, an
         absorb's departure: :mod:`gateway.planner.timing`), when it comes before the next
         regular round; :attr:`next_plan_at` says when."""
-        statuses = dict(self.statuses)
-
-        def find() -> datetime | None:
-            with unit_of_work(self._sessions) as session:
-                snapshot = self._snapshot(session, statuses)
-                events = [
-                    (p.event, p.opt)
-                    for p in event_store.participations(session, current_at=snapshot.at)
-                ]
-            return next_plan_at(events, snapshot, self.policy_params)
-
-        self.next_plan_at = await asyncio.to_thread(find)
+        self.next_plan_at = await asyncio.to_thread(self.decider.next_plan_at, dict(self.statuses))
         self._run_once_at(self.next_plan_at, self.event_instant_once, "event-instant")
 
     async def _plan_and_dispatch(self) -> tuple[list[str], Snapshot, set[str]]:
         """One planning decision and its migrations created and started: their ids, the
         snapshot they were planned on, and the sites they leave or go to."""
         assert self.dispatcher is not None  # plan_once checked
-        statuses = dict(self.statuses)
-        policy = self.settings.planner.policy
-
-        def look_and_plan() -> tuple[Snapshot, list[Any]]:
-            with unit_of_work(self._sessions) as session:
-                snapshot = self._snapshot(session, statuses)
-            if policy == "static":
-                return snapshot, []
-            return snapshot, list(plan(snapshot, self.policy_params, policy))
-
-        snapshot, decisions = await asyncio.to_thread(look_and_plan)
+        snapshot, decisions = await asyncio.to_thread(
+            self.decider.look_and_plan, dict(self.statuses)
+        )
         planned, moved = [], set()
         for decision in decisions:
             if (migration_id := self.dispatcher.create(decision)) is not None:
@@ -433,7 +351,7 @@ class Gateway:
         """Compute and store the offers for the coming hours; the VEN reports them."""
         offers = hourly_offers(
             snapshot,
-            self.policy_params,
+            self.decider.policy_params,
             self.settings.planner.offer_hours,
             overridden={s.id for s in self.settings.site if s.manual_override},
         )
@@ -455,59 +373,13 @@ class Gateway:
         Returns the number of opts changed."""
         connections = {c.vtn_id: c for c in self.vens}
         changes = await asyncio.to_thread(
-            self._opt_changes, snapshot, moved, dict(self.statuses), set(connections)
+            self.decider.opt_changes, snapshot, moved, dict(self.statuses), set(connections)
         )
         for event, decision in changes:
             await connections[event.vtn_id].update_opt(event, decision)
         for connection in self.vens:
             await connection.resend_unsent()
         return len(changes)
-
-    def _opt_changes(
-        self,
-        snapshot: Snapshot | None,
-        moved: Collection[str],
-        statuses: Mapping[str, SiteStatus],
-        vtn_ids: Collection[str],
-    ) -> list[tuple[DrEvent, OptDecision]]:
-        """The opts the plan changes (of events of ``vtn_ids``), for :meth:`review_opts`; run
-        in a worker thread."""
-        with unit_of_work(self._sessions) as session:
-            if snapshot is None:
-                snapshot = self._snapshot(session, statuses)
-            current = [
-                known
-                for known in event_store.participations(session, current_at=snapshot.at)
-                if known.opt != "optOut"
-                or not any(s.site_id in moved for s in targeted_sites(known.event, snapshot.sites))
-            ]
-            forecast = BaselineForecast(session.connection())
-            baselines = {
-                (known.event.vtn_id, known.event.event_id): self._baselines(
-                    forecast, known.event, snapshot
-                )
-                for known in current
-                if known.event.vtn_id in vtn_ids
-                and known.opt == "optOut"
-                and known.response_code == 200
-                and known.event.effective_start_at > snapshot.at
-            }
-        changes = []
-        for known in current:
-            if known.event.vtn_id not in vtn_ids:
-                continue
-            decision = review(
-                known.event,
-                known.opt,
-                known.response_code,
-                snapshot,
-                self.policy_params,
-                self.signal_policy,
-                baselines.get((known.event.vtn_id, known.event.event_id)),
-            )
-            if decision is not None:
-                changes.append((known.event, decision))
-        return changes
 
     @property
     def plan_task(self) -> asyncio.Task[None] | None:
@@ -526,61 +398,7 @@ class Gateway:
         async with self._plan_lock:
             return await self.availability.run_once({c.vtn_id: c for c in self.vens})
 
-    # -- events ---------------------------------------------------------------------------
-
-    def _snapshot(self, session: Session, statuses: Mapping[str, SiteStatus]) -> Snapshot:
-        """The fleet now; ``statuses`` is a copy of :attr:`statuses` taken on the event loop
-        (this runs in worker threads)."""
-        now = self.clock.now()
-        base = fleet.build_snapshot(
-            session,
-            self.settings.site,
-            statuses,
-            (),
-            now,
-            idle_kw_per_gpu=self.settings.feasibility.idle_kw_per_gpu,
-        )
-        requests = self._requests(session, base)
-        return Snapshot(
-            at=base.at,
-            sites=base.sites,
-            jobs=base.jobs,
-            requests=tuple(requests),
-            delivered_kw=base.delivered_kw,
-            absorbed_kw=base.absorbed_kw,
-            arriving_kw=base.arriving_kw,
-        )
-
-    def _requests(self, session: Session, base: Snapshot) -> list[SiteRequest]:
-        """What opted-in, non-test events ask of the sites, now or soon; a shed or absorb
-        in force carries the baseline the meter judges it against."""
-        participations = event_store.participations(session, current_at=base.at)
-        requests = event_requests(
-            [(p.event, p.opt) for p in participations],
-            base.sites,
-            opt.flexible_kw(base),
-            base.at,
-            self.policy_params.horizon_s,
-            self.signal_policy,
-        )
-        events = {f"{p.event.vtn_id}/{p.event.event_id}": p.event for p in participations}
-        return [self._with_baseline(session, r, events.get(r.source), base) for r in requests]
-
-    def _with_baseline(
-        self, session: Session, request: SiteRequest, event: DrEvent | None, base: Snapshot
-    ) -> SiteRequest:
-        """The request with its baseline once its event has started (the rows a baseline
-        reads then all lie in the past; kept per event version and site)."""
-        if request.kind == "cap" or event is None or request.start_at > base.at:
-            return request
-        key = (request.source, event.modification_number, request.site_id)
-        if key not in self._known_baselines:
-            site = base.site(request.site_id)
-            self._known_baselines[key] = predicted_baseline_kw(
-                session.connection(), event, request.site_id, site.load_kw
-            )
-        known = self._known_baselines[key]
-        return request if known is None else replace(request, baseline_kw=known)
+    # -- the VEN's questions ---------------------------------------------------------------
 
     async def decide(self, event: DrEvent) -> OptDecision:
         """The VEN's question: opt in or out of this event?"""
@@ -592,56 +410,7 @@ class Gateway:
         All are judged on one look at the fleet (the answers of a distribution are stored
         together, after the last decision, so no version of it sees another's), in a worker
         thread: a distribution of a hundred events does not hold up the event loop."""
-        return await asyncio.to_thread(self._decide_now, events, dict(self.statuses))
-
-    def _decide_now(
-        self, events: Sequence[DrEvent], statuses: Mapping[str, SiteStatus]
-    ) -> list[OptDecision]:
-        with unit_of_work(self._sessions) as session:
-            snapshot = self._snapshot(session, statuses)
-            forecast = BaselineForecast(session.connection())
-            out = [self._decide_one(forecast, event, snapshot) for event in events]
-        return out
-
-    def _decide_one(
-        self, forecast: BaselineForecast, event: DrEvent, snapshot: Snapshot
-    ) -> OptDecision:
-        """One version's answer; optOut with the reason when the planner fails on it (one
-        event never sinks the others of its distribution)."""
-        try:
-            baselines = self._baselines(forecast, event, snapshot)
-            decision = opt.decide(
-                event, snapshot, self.policy_params, self.signal_policy, baselines
-            )
-        except Exception as exc:  # one event's boundary
-            log.exception(
-                "event %s/%s #%d: deciding failed, opting out",
-                event.vtn_id,
-                event.event_id,
-                event.modification_number,
-            )
-            decision = OptDecision("optOut", f"the planner failed: {type(exc).__name__}: {exc}")
-        log.info(
-            "event %s/%s #%d: %s (%s)",
-            event.vtn_id,
-            event.event_id,
-            event.modification_number,
-            decision.opt,
-            decision.reason,
-        )
-        return decision
-
-    def _baselines(
-        self, forecast: BaselineForecast, event: DrEvent, snapshot: Snapshot
-    ) -> dict[str, float]:
-        """The baseline each site the event addresses will be measured against, as predicted
-        from the ledger and the programme's method [kW]."""
-        out: dict[str, float] = {}
-        for site in targeted_sites(event, snapshot.sites):
-            predicted = forecast.predicted_kw(event, site.site_id, site.load_kw)
-            if predicted is not None:
-                out[site.site_id] = predicted
-        return out
+        return await asyncio.to_thread(self.decider.decide, events, dict(self.statuses))
 
     def site_load_kw(self, site_id: str) -> float | None:
         """Facility power of a site now, for telemetry reports [kW]."""

@@ -11,13 +11,13 @@ already happened), checks the operation, and only then commits the next state.
 Failures. The site controller client retries a call that failed transiently (no answer,
 timeout, 5xx) with back-off and jitter a bounded number of times (:class:`RetryPolicy`). When
 it gives up, the migration stays where it is and the next round tries again, until its step
-overruns the limit of :mod:`gateway.deadlines` (the feasibility model's expected time times a
-margin, plus a floor, from the moment the step was committed); then it aborts. An answer that
-refuses (4xx) or an operation that failed aborts at once. Restoring is the exception: once
-the restore is announced the target may be starting the job, and resuming it at the source
-could run it twice, so a restoring migration waits for the target's answer however long it
-takes (an overrun is logged once), and aborts only when the target says the restore failed or
-refuses to start it.
+overruns the limit of :mod:`gateway.migration.deadlines` (the feasibility model's expected
+time times a margin, plus a floor, from the moment the step was committed); then it aborts.
+An answer that refuses (4xx) or an operation that failed aborts at once. Restoring is the
+exception: once the restore is announced the target may be starting the job, and resuming it
+at the source could run it twice, so a restoring migration waits for the target's answer
+however long it takes (an overrun is logged once), and aborts only when the target says the
+restore failed or refuses to start it.
 
 An abort is committed first, then its clean-up (resume the job at the source, release the
 target's reservation) runs until both succeed; ``cleaned_up_at`` records that they did.
@@ -28,7 +28,7 @@ migrations again (:meth:`Gateway.advance_once`) instead of waiting for its next 
 migration takes about its checkpoint, transfer and restore times, not a poll round per step.
 
 After a restart, every migration in flight is first reconciled with both sites
-(:mod:`gateway.reconcile`) and continues from the state their answers imply.
+(:mod:`gateway.migration.reconcile`) and continues from the state their answers imply.
 
 One writer per migration. The plan round advances the migrations it creates while the poll
 round advances every migration in flight; the two must never drive one migration at once (two
@@ -38,29 +38,37 @@ an abort and the job resumed at the source while the target runs it: one job at 
 taken leaves it to the round that holds it. An ambiguous answer is settled by asking, never
 by guessing: a refused restore is an abort only once the target says it has no restore of
 this migration and does not run the job, and an abort is cleaned up (the job resumed at the
-source) only once the target confirms it does not run the job.
+source) only once the target confirms it does not run the job
+(:mod:`gateway.migration.settle`).
+
+This module decides; :mod:`gateway.migration.store` reads each migration and commits each
+transition, one unit of work each.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock
-from gateway.db import unit_of_work
-from gateway.deadlines import StepTimeouts, overrun, timed_state
 from gateway.errors import SiteControllerError
+from gateway.migration import store
+from gateway.migration.deadlines import StepTimeouts, overrun, timed_state
+from gateway.migration.reconcile import Reconciliation, SourceAnswers, TargetAnswers, reconcile
+from gateway.migration.settle import (
+    RestoreRefused,
+    resume_at_source,
+    start_restore,
+    target_does_not_run,
+)
+from gateway.migration.store import Flight
 from gateway.planner.snapshot import MigrationDecision
-from gateway.reconcile import Reconciliation, SourceAnswers, TargetAnswers, reconcile
 from gateway.sites.client import SiteControllerClient
-from gateway.sites.records import Checkpoint, JobSpec, Operation
-from models import FINAL_STATES, Job, Migration, Site
+from gateway.sites.records import Checkpoint, Operation
 
 log = logging.getLogger(__name__)
 
@@ -69,40 +77,6 @@ log = logging.getLogger(__name__)
 class DispatchParams:
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
     """How long each step may take (``[feasibility]`` in the settings)."""
-
-
-@dataclass(frozen=True)
-class _Flight:
-    """A migration as one step needs it, read in one unit of work."""
-
-    id: str
-    state: str
-    spec: JobSpec
-    source_id: str
-    target_id: str
-    target_url: str
-    bandwidth_gbps: float
-    """The slower of the two sites' WAN links [Gbit/s]."""
-    checkpoint_sha256: str | None
-    entered_at: datetime | None
-    """When the current state was committed."""
-    checkpoint_started: bool
-    restore_started: bool
-    """The restore was announced: the target may have started the job."""
-
-    @property
-    def checkpoint(self) -> Checkpoint:
-        return Checkpoint(size_gb=self.spec.checkpoint_gb, sha256=self.checkpoint_sha256 or "")
-
-
-LIVE_AT_TARGET = ("running", "restoring", "checkpointing")
-"""Job states at the target that mean it holds the job (it must not resume at the source)."""
-
-
-_IN_FLIGHT = Migration.state.not_in(FINAL_STATES) | (
-    (Migration.state == "aborted") & Migration.cleaned_up_at.is_(None)
-)
-"""Migrations not yet ended, or aborted and not yet cleaned up."""
 
 
 class _Refused(SiteControllerError):
@@ -138,63 +112,28 @@ class Dispatcher:
 
     def create(self, decision: MigrationDecision) -> str | None:
         """Record a planned migration; None when the job is gone or already moving."""
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            job = session.get(Job, decision.job_id, with_for_update=True)
-            if job is None or job.state != "running" or job.site_id != decision.source_site_id:
-                return None
-            busy = session.scalar(
-                select(Migration.id).where(
-                    Migration.job_id == job.id, Migration.state.not_in(FINAL_STATES)
-                )
-            )
-            if busy is not None:
-                return None
-            migration = Migration(
-                id=f"mig-{uuid.uuid4().hex}",
-                job_id=job.id,
-                source_site_id=decision.source_site_id,
-                target_site_id=decision.target_site_id,
-                state="planned",
-                reason=decision.reason,
-                event_ref=decision.event_ref,
-                checkpoint_gb=job.checkpoint_gb,
-                expected_s=decision.expected_s,
-                expected_kwh=decision.expected_kwh,
-                attempts=0,
-                planned_at=now,
-                updated_at=now,
-            )
-            session.add(migration)
-            job.state = "migrating"
-            job.updated_at = now
-            log.info(
-                "planned %s: job %s %s -> %s (%s)",
-                migration.id,
-                job.id,
-                decision.source_site_id,
-                decision.target_site_id,
-                decision.reason,
-            )
-            self._reconciled.add(migration.id)
-            return migration.id
+        migration_id = store.create(self._sessions, decision, self._clock.now())
+        if migration_id is None:
+            return None
+        log.info(
+            "planned %s: job %s %s -> %s (%s)",
+            migration_id,
+            decision.job_id,
+            decision.source_site_id,
+            decision.target_site_id,
+            decision.reason,
+        )
+        self._reconciled.add(migration_id)
+        return migration_id
 
     # -- progress -------------------------------------------------------------------------
 
     def pending_ids(self) -> list[str]:
-        with unit_of_work(self._sessions) as session:
-            rows = session.scalars(
-                select(Migration.id).where(_IN_FLIGHT).order_by(Migration.planned_at)
-            )
-            return list(rows)
+        return store.pending_ids(self._sessions)
 
     def sites_in_flight(self) -> set[str]:
         """The sources and targets of the migrations not yet ended or cleaned up."""
-        with unit_of_work(self._sessions) as session:
-            rows = session.execute(
-                select(Migration.source_site_id, Migration.target_site_id).where(_IN_FLIGHT)
-            )
-            return {site_id for row in rows for site_id in row}
+        return store.sites_in_flight(self._sessions)
 
     async def advance_all(self) -> None:
         for migration_id in self.pending_ids():
@@ -245,47 +184,12 @@ class Dispatcher:
                     return state
                 state = new_state  # just aborted: clean up at once
 
-    def _load(self, migration_id: str) -> _Flight:
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            if m is None:
-                raise KeyError(migration_id)
-            job = session.get(Job, m.job_id)
-            source = session.get(Site, m.source_site_id)
-            target = session.get(Site, m.target_site_id)
-            assert job is not None and source is not None and target is not None  # foreign keys
-            return _Flight(
-                id=m.id,
-                state=m.state,
-                spec=JobSpec(
-                    job_id=job.id,
-                    gpus=job.gpus,
-                    power_kw=job.power_kw,
-                    checkpoint_gb=m.checkpoint_gb,
-                    work_remaining_gpu_h=job.work_remaining_gpu_h,
-                    migratable=job.migratable,
-                    flex_tier=job.flex_tier,
-                ),
-                source_id=m.source_site_id,
-                target_id=m.target_site_id,
-                target_url=target.controller_url,
-                bandwidth_gbps=min(source.wan_bandwidth_gbps, target.wan_bandwidth_gbps),
-                checkpoint_sha256=m.checkpoint_sha256,
-                entered_at=getattr(m, f"{m.state}_at", None),
-                checkpoint_started=m.checkpointing_at is not None,
-                restore_started=m.restoring_at is not None,
-            )
+    def _load(self, migration_id: str) -> Flight:
+        return store.load(self._sessions, migration_id)
 
     def _on_error(self, migration_id: str, exc: SiteControllerError) -> str:
         flight = self._load(migration_id)
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            assert m is not None
-            m.attempts += 1
-            if m.state != "aborted":  # an aborted migration keeps why it aborted
-                m.error = str(exc)
-            m.updated_at = self._clock.now()
-            attempts = m.attempts
+        attempts = store.count_failure(self._sessions, migration_id, str(exc), self._clock.now())
         state = flight.state
         if state == "aborted":
             self._report(migration_id, "clean-up", "clean-up of %s failed, will retry: %s", exc)
@@ -312,7 +216,7 @@ class Dispatcher:
         )
         return state
 
-    def _overrun(self, flight: _Flight) -> str | None:
+    def _overrun(self, flight: Flight) -> str | None:
         """Why the flight's step is past its limit, or None."""
         state = timed_state(flight.state)
         if state is None or flight.entered_at is None:
@@ -336,7 +240,7 @@ class Dispatcher:
 
     # -- reconciliation -------------------------------------------------------------------
 
-    async def _reconcile(self, flight: _Flight) -> str:
+    async def _reconcile(self, flight: Flight) -> str:
         """Ask both sites what they know of the migration and act on it (after a restart)."""
         source = self._clients[flight.source_id]
         target = self._clients[flight.target_id]
@@ -365,7 +269,7 @@ class Dispatcher:
         written = None if checkpoint is None else checkpoint.checkpoint
         return self._apply(flight, decision, written)
 
-    def _apply(self, flight: _Flight, decision: Reconciliation, written: Checkpoint | None) -> str:
+    def _apply(self, flight: Flight, decision: Reconciliation, written: Checkpoint | None) -> str:
         if decision.action == "hold":
             self._report(
                 flight.id,
@@ -395,7 +299,7 @@ class Dispatcher:
 
     # -- the steps ------------------------------------------------------------------------
 
-    async def _step(self, f: _Flight) -> str:
+    async def _step(self, f: Flight) -> str:
         source, target = self._clients[f.source_id], self._clients[f.target_id]
         spec, mid = f.spec, f.id
         if f.state == "planned":
@@ -451,7 +355,7 @@ class Dispatcher:
         return f.state
 
     async def _transfer(
-        self, f: _Flight, source: SiteControllerClient, target: SiteControllerClient
+        self, f: Flight, source: SiteControllerClient, target: SiteControllerClient
     ) -> Operation:
         return await source.transfer(
             f.spec.job_id,
@@ -462,39 +366,15 @@ class Dispatcher:
             target_token=target.token,
         )
 
-    async def _restore(self, f: _Flight, target: SiteControllerClient) -> Operation | None:
+    async def _restore(self, f: Flight, target: SiteControllerClient) -> Operation | None:
         """Start the restore at the target; None when the target refused it and says it holds
-        no restore of this migration and does not run the job (committed as an abort).
-
-        A refusal alone is ambiguous: a 409 may answer a repeat whose arguments differ from a
-        restore the target did start. The target is asked before anything is aborted; an
-        answer that does not come (a transient failure) leaves the migration restoring.
-        """
-        try:
-            return await target.restore(f.spec, f.id, f.source_id, f.checkpoint)
-        except SiteControllerError as exc:
-            if exc.transient:
-                raise
-            started = await target.operation(f.id, "restore")
-            if started is not None:
-                log.warning(
-                    "%s: the target refused a restore call (%s) but has the restore (%s): "
-                    "following it",
-                    f.id,
-                    exc,
-                    started.state,
-                )
-                return started
-            listed = (await target.status()).job(f.spec.job_id)
-            if listed is not None and listed.state in LIVE_AT_TARGET:
-                raise SiteControllerError(
-                    f"the target refused the restore ({exc}) yet lists job {f.spec.job_id} "
-                    f"{listed.state}: waiting for it to settle",
-                    status=exc.status,
-                ) from exc
-            log.warning("aborting %s: the target refused the restore: %s", f.id, exc)
-            self._commit_abort(f.id, f"target refused the restore: {exc}")
+        no restore of this migration and does not run the job (committed as an abort)."""
+        started = await start_restore(f, target)
+        if isinstance(started, RestoreRefused):
+            log.warning("aborting %s: the target refused the restore: %s", f.id, started.why)
+            self._commit_abort(f.id, f"target refused the restore: {started.why}")
             return None
+        return started
 
     def _expect(self, migration_id: str, op: Operation) -> None:
         """Advance the migration again when ``op`` (in progress) is expected done; an overdue
@@ -502,7 +382,7 @@ class Dispatcher:
         if op.done_at > self._clock.now():
             self._due_at[migration_id] = op.done_at
 
-    def _done(self, f: _Flight, op: Operation) -> bool:
+    def _done(self, f: Flight, op: Operation) -> bool:
         """True when ``op`` is done; a failed or overrunning operation aborts (raises)."""
         if op.state == "done":
             return True
@@ -518,69 +398,30 @@ class Dispatcher:
     def _transition(
         self, migration_id: str, state: str, *, checkpoint: Checkpoint | None = None
     ) -> None:
-        """Commit ``state``; with ``checkpoint`` (the one the source wrote) also its sha256 and
-        its real size, which the transfer limit, the restore and the records use from then on."""
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            assert m is not None
-            if m.state != state:
-                setattr(m, f"{state}_at", now)
-            m.state = state
-            if checkpoint is not None and checkpoint.sha256:
-                m.checkpoint_sha256 = checkpoint.sha256
-                m.checkpoint_gb = checkpoint.size_gb
-            m.attempts = 0
-            m.error = None
-            m.updated_at = now
+        """Commit ``state`` (with the checkpoint the source wrote: :func:`store.transition`)."""
+        store.transition(
+            self._sessions, migration_id, state, self._clock.now(), checkpoint=checkpoint
+        )
         log.debug("%s -> %s", migration_id, state)
 
     def _complete(self, migration_id: str, op: Operation) -> None:
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            assert m is not None
-            job = session.get(Job, m.job_id)
-            assert job is not None
-            m.state = "completed"
-            m.completed_at = now
-            running_at = op.done_at or now
-            if m.checkpointing_at is not None:
-                m.downtime_s = max(0.0, (running_at - m.checkpointing_at).total_seconds())
-            m.migration_kwh = m.expected_kwh
-            m.cleaned_up_at = now
-            m.updated_at = now
-            job.site_id = m.target_site_id
-            job.state = "running"
-            job.arrived_at_site_at = running_at
-            job.updated_at = now
+        store.complete(self._sessions, migration_id, op, self._clock.now())
         log.info("completed %s", migration_id)
 
     def _commit_abort(self, migration_id: str, why: str) -> None:
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, migration_id)
-            assert m is not None
-            if m.state in FINAL_STATES:
-                return
-            m.state = "aborted"
-            m.aborted_at = now
-            m.error = why
-            m.updated_at = now
-            if m.checkpointing_at is not None:
-                m.downtime_s = max(0.0, (now - m.checkpointing_at).total_seconds())
+        store.abort(self._sessions, migration_id, why, self._clock.now())
 
     async def _clean_up(
-        self, f: _Flight, source: SiteControllerClient, target: SiteControllerClient
+        self, f: Flight, source: SiteControllerClient, target: SiteControllerClient
     ) -> None:
         """Resume the job at the source (first: it runs again as soon as possible) and
         release the target's reservation; both are tried, each is safe to repeat."""
         failures: list[SiteControllerError] = []
         if f.restore_started:
-            await self._target_does_not_run(f, target)
+            await target_does_not_run(f, target)
         if f.checkpoint_started:
             try:
-                await self._resume(f, source)
+                await resume_at_source(f, source)
             except SiteControllerError as exc:
                 failures.append(exc)
         try:
@@ -589,41 +430,5 @@ class Dispatcher:
             failures.append(exc)
         if failures:
             raise failures[0]
-        now = self._clock.now()
-        with unit_of_work(self._sessions) as session:
-            m = session.get(Migration, f.id)
-            job = session.get(Job, f.spec.job_id)
-            assert m is not None and job is not None
-            m.cleaned_up_at = now
-            m.updated_at = now
-            job.state = "running"
-            job.site_id = m.source_site_id
-            job.updated_at = now
+        store.cleaned_up(self._sessions, f, self._clock.now())
         log.info("aborted %s cleaned up: job %s runs at %s", f.id, f.spec.job_id, f.source_id)
-
-    async def _target_does_not_run(self, f: _Flight, target: SiteControllerClient) -> None:
-        """Raise unless the target confirms it neither runs the job nor holds a restore of
-        this migration that may still start it: only then may the source resume it."""
-        restore = await target.operation(f.id, "restore")
-        listed = (await target.status()).job(f.spec.job_id)
-        if (restore is not None and restore.state != "failed") or (
-            listed is not None and listed.state in LIVE_AT_TARGET
-        ):
-            what = "its restore " + restore.state if restore is not None else "the job"
-            raise SiteControllerError(
-                f"the target still holds {what} "
-                f"({'not listed' if listed is None else listed.state}); not resuming "
-                "the job at the source"
-            )
-
-    async def _resume(self, f: _Flight, source: SiteControllerClient) -> None:
-        try:
-            await source.resume(f.spec.job_id, f.id)
-        except SiteControllerError as exc:
-            if exc.transient:
-                raise
-            # Refused: fine when the job runs or finished there anyway (it may have finished
-            # before its checkpoint); otherwise keep trying, its checkpoint stays safe there.
-            reported = (await source.status()).job(f.spec.job_id)
-            if reported is None or reported.state not in ("running", "finished"):
-                raise

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.deadlines import TIMED_STATES, TimedState
+from gateway.migration.deadlines import TIMED_STATES, TimedState
 from gateway.sites.records import JobState, OperationState, ReservationState
 
 Action = Literal["continue", "abort", "hold"]
