@@ -52,8 +52,7 @@ from gateway.agent.config import AgentSettings
 from gateway.agent.server import start_agent_server
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory, upgrade
-from gateway.web import make_app
-from gateway.web.app import WebServer
+from gateway.web.app import WebServer, make_app
 from gateway.web.auth import COOKIE_NAME
 from simulators.site_controller import start_site_server
 from tests.openapi_contract import DOCUMENT_PATH, WEB_DOCUMENT_PATH, Contract

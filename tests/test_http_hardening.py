@@ -30,8 +30,7 @@ from gateway.agent.transfer import bearer_authorizer, checkpoint_routes
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory
 from gateway.http_edge import REQUEST_LINE_MAX_BYTES, SERVER_LOG, TARGET_MAX_BYTES
-from gateway.web import make_app
-from gateway.web.app import WebServer
+from gateway.web.app import WebServer, make_app
 from simulators.site_controller import build_app, start_site_server
 from tests.site_fixtures import simulated_site
 from tests.test_web import T0, TOKEN, _settings

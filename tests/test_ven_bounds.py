@@ -30,7 +30,7 @@ from gateway.ven import limits, store
 from gateway.ven.adapter import MalformedEventError, parse_event
 from gateway.ven.answers import Answer
 from gateway.ven.wire import created_event_payload, escape, escaped
-from gateway.web import make_app
+from gateway.web.app import make_app
 from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict, render_distribution
 from simulators.site_controller import SimulatedSite, start_site_server

@@ -34,8 +34,9 @@ from gateway.settings import Settings, load_settings, parse_settings
 from gateway.settings_web import WebSettings
 from gateway.sites.records import JobSpec, JobStatus, SiteStatus
 from gateway.ven import store as event_store
-from gateway.web import DaemonState, VtnState, make_app
+from gateway.web.app import make_app
 from gateway.web.auth import COOKIE_NAME
+from gateway.web.context import DaemonState, VtnState
 from models import LedgerRow, Migration
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace

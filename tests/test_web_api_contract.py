@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import ManualClock
 from gateway.db import make_engine, make_session_factory
-from gateway.web import DaemonState, VtnState, make_app
-from gateway.web.app import WebServer
+from gateway.web.app import WebServer, make_app
+from gateway.web.context import DaemonState, VtnState
 from gateway.web.dashboard import STATIC_FILES
 from tests.openapi_contract import (
     WEB_DOCUMENT_PATH,

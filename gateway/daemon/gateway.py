@@ -50,7 +50,8 @@ from gateway.sites.client import SiteControllerClient
 from gateway.sites.records import SiteStatus
 from gateway.ven.client import VenConnection
 from gateway.ven.ei_report import ResourceStatus
-from gateway.web import DaemonState, VtnState, WebServer, make_app
+from gateway.web.app import WebServer, make_app
+from gateway.web.context import DaemonState, VtnState
 
 log = logging.getLogger(__name__)
 
