@@ -1,14 +1,24 @@
 """Migrations between two real site agents under faults (issue 5, item 4), on SQLite and PostgreSQL.
 
 Two ``dr-gateway site-agent`` processes serve on loopback; the gateway's Dispatcher, on a real
-database, migrates the running example training job from alpha to beta while one fault
-strikes: SIGKILL of the source or of the target agent mid-transfer (then a restart on the
-same port), a transfer stream cut by a proxy, a target that refuses the restore, an agent that
-stops answering (SIGSTOP), and SIGKILL of the gateway's daemon in each state a migration can
-be held in with real agents (planned, target_reserved, checkpointing, transferring,
-restoring). The sites' WAN bandwidth is set so low that a checkpoint of about 280 kB takes
-about two seconds to send, so that a fault lands mid-transfer; a restore is held by a job that
-takes a while to confirm it loaded its checkpoint (``{resumed_path}``).
+database, migrates the example training job from alpha to beta while one fault strikes:
+SIGKILL of the source or of the target agent mid-transfer (then a restart on the same port), a
+transfer stream cut by a proxy, a target that refuses the restore, an agent that stops
+answering (SIGSTOP), and SIGKILL of the gateway's daemon in each state a migration can be held
+in with real agents (planned, target_reserved, checkpointing, transferring, restoring).
+
+No fault depends on how long anything takes: the test holds the migration in the state it
+names until the fault has struck, with gates it controls.
+
+- The job waits at step :data:`HOLD_AT_STEP` until the test lets it finish (the example job's
+  ``--step-gate``): it is running, mid-training, however loaded the machine, and a job resumed
+  from that step waits there again.
+- A job told so waits on SIGTERM before writing its checkpoint (``--checkpoint-gate``: the
+  source's checkpoint operation stays in progress) or after loading a checkpoint before
+  confirming it (``--resume-gate``: the target's restore stays in progress).
+- Beta is reached through a :class:`simulators.cutting_proxy.CuttingProxy`, which holds the
+  checkpoint stream a given number of bytes in (:data:`HOLD_AFTER_BYTES`) or the reservation
+  call before its first byte, until the test lets it go on or cuts it.
 
 Throughout each test :class:`tests.invariants.InvariantMonitor` asks both agents over their API
 (every 20 ms and after every round of the Dispatcher) and checks the three invariants of
@@ -27,9 +37,9 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import pytest
@@ -45,6 +55,7 @@ from gateway.migration.dispatch import Dispatcher, DispatchParams
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
 from models import FINAL_STATES, Job, Migration, Site
+from simulators.cutting_proxy import CuttingProxy, StreamHold
 from tests.invariants import HttpProbe, InvariantMonitor, SiteView, _MigrationRow
 from tests.test_migration_faults import DaemonProcess, monitor_ended
 from tests.test_site_agent import (
@@ -62,14 +73,18 @@ from tests.test_site_agent import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
-STEPS = 700
-"""Steps of the example job: a few seconds of training, migrated a fraction of a second in."""
+STEPS = 200
+"""Steps of the example job."""
+HOLD_AT_STEP = 100
+"""The job waits after this many steps until the test lets it finish (:class:`Gates`)."""
 WIDTH = 512
 """Hidden units of the example job: its checkpoint is about 280 kB."""
-WAN_BANDWIDTH_GBPS = 0.001
-"""125 kB/s, the least the API accepts: the checkpoint takes about two seconds to send."""
+WAN_BANDWIDTH_GBPS = 0.01
+"""1.25 MB/s: the checkpoint takes about a quarter of a second to send."""
 ROUND_S = 0.02
 """Pause between two rounds of the Dispatcher [s]."""
+HOLD_AFTER_BYTES = 100_000
+"""The proxy holds the checkpoint stream this many bytes in (about a third of it)."""
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +102,36 @@ def reference_model(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return (out / MODEL_FILE).read_bytes()
 
 
-def training_job(finish_gate: Path, load_delay_s: float = 0.0) -> dict[str, Any]:
-    """The example job; it confirms its resumes (``{resumed_path}``) ``load_delay_s`` [s] after
-    loading a checkpoint, which holds a restore that long. It holds before its last step until
-    ``finish_gate`` exists: it trains on, wherever it is, until the test lets it finish."""
+@dataclass(frozen=True)
+class Gates:
+    """The files the example job waits for (test-only options of
+    ``gateway.agent.example_job``): at step :data:`HOLD_AT_STEP` until ``step`` exists; on
+    SIGTERM, before writing its checkpoint, until ``checkpoint`` exists; after loading a
+    checkpoint, before confirming its resume, until ``resume`` exists (None: no such wait)."""
+
+    step: Path
+    checkpoint: Path | None = None
+    resume: Path | None = None
+
+    def options(self) -> list[str]:
+        options = ["--step-gate", str(self.step), "--hold-at-step", str(HOLD_AT_STEP)]
+        if self.checkpoint is not None:
+            options += ["--checkpoint-gate", str(self.checkpoint)]
+        if self.resume is not None:
+            options += ["--resume-gate", str(self.resume)]
+        return options
+
+    def open_all(self) -> None:
+        for gate in (self.step, self.checkpoint, self.resume):
+            if gate is not None:
+                gate.touch()
+
+
+def training_job(gates: Gates) -> dict[str, Any]:
+    """The example job; it confirms its resumes (``{resumed_path}``) and waits at its
+    ``gates``."""
     command = [*example_command(STEPS), "--width", str(WIDTH), "--resumed-file", "{resumed_path}"]
-    command += ["--load-delay-s", str(load_delay_s), "--finish-gate", str(finish_gate)]
-    return job_table(command=command)
+    return job_table(command=[*command, *gates.options()])
 
 
 # ---- agents as processes -------------------------------------------------------------------
@@ -109,6 +147,7 @@ class AgentProcess:
     port: int = 0
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    paused: bool = False
 
     @property
     def url(self) -> str:
@@ -131,7 +170,10 @@ class AgentProcess:
         return (self.data_dir / "jobs" / JOB_ID / "output" / MODEL_FILE).read_bytes()
 
     async def start(self) -> None:
-        data = agent_data(self.root, self.site_id, self.jobs) | {"listen_port": self.port}
+        data = agent_data(self.root, self.site_id, self.jobs) | {
+            "listen_port": self.port,
+            "checkpoint_timeout_s": HANG_GUARD_S,  # a checkpoint may wait at its gate
+        }
         config = write_config(self.root / f"{self.site_id}.toml", data)
         self.starts += 1
         with self.log_path.open("w") as log:
@@ -145,7 +187,7 @@ class AgentProcess:
                 stderr=log,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + 60  # a hang guard: a loaded machine starts slowly
+        deadline = time.monotonic() + HANG_GUARD_S  # a loaded machine starts slowly
         while not (
             match := re.search(r"serving at http://[\d.]+:(\d+)", self.log_path.read_text())
         ):
@@ -158,11 +200,13 @@ class AgentProcess:
         """SIGSTOP: the agent stops answering (its connections stay open, its jobs run on)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
 
     def unpause(self) -> None:
         if self.process is not None and self.process.returncode is None:
             with suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGCONT)
+        self.paused = False
 
     async def kill(self) -> None:
         assert self.process is not None
@@ -182,85 +226,6 @@ class AgentProcess:
                 self.process.kill()
                 await self.process.wait()
             self.process = None
-
-
-# ---- a proxy that cuts a stream ------------------------------------------------------------
-
-
-@dataclass
-class CuttingProxy:
-    """A TCP proxy on loopback in front of ``upstream_port``. It counts the bytes sent
-    upstream, and closes the first connection that has sent more than ``cut_after_bytes``."""
-
-    upstream_port: int
-    cut_after_bytes: int | None = None
-    sent_bytes: int = 0
-    connection_bytes: list[int] = field(default_factory=list)
-    """Bytes sent upstream on each connection, in the order they were opened."""
-    cuts: int = 0
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for writer in self._writers:
-            writer.transport.abort()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        down = asyncio.create_task(self._pump(up_reader, writer, None))
-        await self._pump(reader, up_writer, self)
-        for w in (writer, up_writer):
-            w.transport.abort()
-            self._writers.discard(w)
-        await down
-
-    async def _pump(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        counter: CuttingProxy | None,
-    ) -> None:
-        connection_bytes = 0
-        index = len(self.connection_bytes)
-        if counter is not None:
-            self.connection_bytes.append(0)
-        with suppress(ConnectionError, OSError):
-            while data := await reader.read(16 * 1024):
-                if counter is not None:
-                    limit = counter.cut_after_bytes
-                    if limit is not None and counter.cuts == 0:
-                        room = limit - connection_bytes
-                        if room <= len(data):
-                            data = data[: max(room, 0)]
-                            counter.cuts += 1
-                            writer.write(data)
-                            counter.sent_bytes += len(data)
-                            with suppress(ConnectionError, OSError):
-                                await writer.drain()
-                            writer.transport.abort()
-                            return
-                    connection_bytes += len(data)
-                    counter.sent_bytes += len(data)
-                    counter.connection_bytes[index] = connection_bytes
-                writer.write(data)
-                await writer.drain()
 
 
 # ---- the world of one test -----------------------------------------------------------------
@@ -307,11 +272,20 @@ class World:
     http: aiohttp.ClientSession
     monitor: AgentMonitor
     clients: dict[str, SiteControllerClient]
-    finish_gate: Path
-    """The job holds before its last step until this file exists (:meth:`let_job_finish`)."""
+    gates: Gates
+    """What the job waits for (:meth:`let_job_finish` opens them all)."""
 
     def let_job_finish(self) -> None:
-        self.finish_gate.touch()
+        self.gates.open_all()
+
+    def hold(self, marker: bytes, after_bytes: int = 0) -> StreamHold:
+        """Hold the next requests to beta that carry ``marker`` (:class:`StreamHold`)."""
+        self.proxy.hold = StreamHold(marker, after_bytes)
+        return self.proxy.hold
+
+    def hold_transfer(self) -> StreamHold:
+        """Hold the checkpoint stream to beta :data:`HOLD_AFTER_BYTES` in."""
+        return self.hold(b"PUT /v1/checkpoints/", HOLD_AFTER_BYTES)
 
     def headers(self, site_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKENS[site_id]}"}
@@ -334,6 +308,12 @@ class World:
                 return 0
             assert response.status == 200, response.status
             return int(response.headers["X-Received-Bytes"])
+
+    async def gpus_reserved(self, agent: AgentProcess) -> int:
+        return int((await self.get(agent, "/v1/status"))["gpus_reserved"])
+
+    async def operation_state(self, agent: AgentProcess, migration_id: str, kind: str) -> str:
+        return str((await self.get(agent, f"/v1/operations/{migration_id}/{kind}"))["state"])
 
     async def checkpoint_size_bytes(self, migration_id: str) -> int:
         op = await self.get(self.alpha, f"/v1/operations/{migration_id}/checkpoint")
@@ -431,15 +411,21 @@ async def agent_world(
     root: Path,
     *,
     cut_after_bytes: int | None = None,
-    load_delay_s: float = 0.0,
+    hold_checkpoint: bool = False,
+    hold_resume: bool = False,
 ) -> AsyncIterator[World]:
-    """Both agents running, the job training at alpha, the database seeded with slow WAN
-    links; the monitor sampling. The gateway tells alpha to send to beta through a
-    :class:`CuttingProxy` (``cut_after_bytes``), so the bytes sent can be counted.
-    The job holds before its last step until the test calls :meth:`World.let_job_finish`;
-    load_delay_s: how long it takes to confirm a resume [s], to hold a restore."""
-    finish_gate = root / "finish-gate"
-    alpha = AgentProcess("alpha", root, [training_job(finish_gate, load_delay_s)])
+    """Both agents running, the job at alpha held at step :data:`HOLD_AT_STEP`, the database
+    seeded with slow WAN links; the monitor sampling. The gateway tells alpha to send to beta
+    through a :class:`CuttingProxy` (``cut_after_bytes``), so that the bytes sent can be
+    counted, cut and held. The job waits at its step gate until :meth:`World.let_job_finish`,
+    and, if told, at its checkpoint gate (``hold_checkpoint``) and its resume gate
+    (``hold_resume``) too."""
+    gates = Gates(
+        root / "step-gate",
+        root / "checkpoint-gate" if hold_checkpoint else None,
+        root / "resume-gate" if hold_resume else None,
+    )
+    alpha = AgentProcess("alpha", root, [training_job(gates)])
     beta = AgentProcess("beta", root, [])
     proxy = CuttingProxy(upstream_port=0, cut_after_bytes=cut_after_bytes)
     try:
@@ -460,11 +446,11 @@ async def agent_world(
             probes = [HttpProbe(client) for client in clients.values()]
             monitor = AgentMonitor(probes, sessions, [JOB_ID])
             async with monitor:
-                world = World(sessions, alpha, beta, proxy, http, monitor, clients, finish_gate)
-                await wait_log(alpha, "started at step 0")
-                await asyncio.sleep(0.2)
+                world = World(sessions, alpha, beta, proxy, http, monitor, clients, gates)
+                await wait_log(alpha, f"holding at step {HOLD_AT_STEP}")
                 yield world
     finally:
+        gates.open_all()  # a job stopped with its agent checkpoints without waiting
         await proxy.close()
         for agent in (alpha, beta):
             await agent.stop()
@@ -482,23 +468,17 @@ async def wait_log(agent: AgentProcess, text: str, timeout_s: float = HANG_GUARD
         await asyncio.sleep(0.02)
 
 
-def mid_transfer(
-    world: World, share: float, fault: Callable[[str, int], Awaitable[None]]
+def when_held(
+    world: World, hold: StreamHold, fault: Callable[[str], Awaitable[None]]
 ) -> Callable[[str, str], Awaitable[None]]:
-    """A ``during`` hook: once the proxy has passed ``share`` of the checkpoint on to the
-    target (the target writes in batches of megabytes, so its HEAD would not show progress
-    on a small checkpoint), run ``fault(migration_id, size_bytes)`` once."""
-    done = False
+    """A ``during`` hook: once ``hold`` holds a connection (the migration is then
+    transferring), run ``fault(migration_id)`` once; the fault releases the hold."""
 
     async def hook(migration_id: str, state: str) -> None:
-        nonlocal done
-        if done or state != "transferring":
-            return
-        size = await world.checkpoint_size_bytes(migration_id)
-        if world.proxy.sent_bytes >= share * size:
-            assert world.proxy.sent_bytes < size, "the transfer ended before the fault"
-            done = True
-            await fault(migration_id, size)
+        if hold.waiting and not hold.released:
+            assert state == "transferring", state
+            await fault(migration_id)
+            assert hold.released, "the fault lets the held stream go on or cuts it"
 
     return hook
 
@@ -510,15 +490,16 @@ async def test_source_agent_killed_mid_transfer_and_restarted_completes_bit_for_
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
     async with agent_world(session_factory, tmp_path) as world:
+        hold = world.hold_transfer()
         struck: list[int] = []
 
-        async def kill_source(_migration_id: str, _size: int) -> None:
+        async def kill_source(_migration_id: str) -> None:
             struck.append(world.proxy.sent_bytes)
             await world.alpha.kill()
-            await asyncio.sleep(0.3)
+            hold.release(cut=True)  # what a dead source leaves: the stream ends mid-way
             await world.alpha.start()
 
-        _, state, seen = await world.migrate(during=mid_transfer(world, 0.3, kill_source))
+        _, state, seen = await world.migrate(during=when_held(world, hold, kill_source))
         assert struck and world.alpha.starts == 2, f"the fault never struck: {seen}"
         assert state == "completed", (seen, world.alpha.logs())
         assert "transferring" in seen
@@ -529,18 +510,18 @@ async def test_target_agent_killed_mid_transfer_and_restarted_resumes_bit_for_bi
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
     async with agent_world(session_factory, tmp_path) as world:
+        hold = world.hold_transfer()
         connections_before_kill: list[int] = []
         held_after_restart: list[int] = []
 
-        async def kill_target(migration_id: str, _size: int) -> None:
+        async def kill_target(migration_id: str) -> None:
             await world.beta.kill()
             connections_before_kill.append(len(world.proxy.connection_bytes))
             await world.beta.start()
             held_after_restart.append(await world.held_bytes(migration_id))
+            hold.release(cut=True)  # the stream's target is gone: alpha sends again
 
-        migration_id, state, seen = await world.migrate(
-            during=mid_transfer(world, 0.4, kill_target)
-        )
+        migration_id, state, seen = await world.migrate(during=when_held(world, hold, kill_target))
         assert connections_before_kill and world.beta.starts == 2, f"never struck: {seen}"
         assert state == "completed", (seen, world.alpha.logs())
         size = await world.checkpoint_size_bytes(migration_id)
@@ -561,8 +542,6 @@ CUT_AFTER_BYTES = 100_000
 async def test_transfer_cut_mid_stream_resumes_where_it_stopped_bit_for_bit(
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
-    # The job holds before its last step until the test lets it finish: it is migrated
-    # mid-training however loaded the machine.
     async with agent_world(session_factory, tmp_path, cut_after_bytes=CUT_AFTER_BYTES) as world:
         migration_id, state, seen = await world.migrate()
         assert world.proxy.cuts == 1, "the stream was cut"
@@ -585,15 +564,17 @@ async def test_target_refusing_the_restore_aborts_and_the_job_resumes_at_the_sou
     """beta's reservation is released behind the gateway's back mid-transfer: beta refuses
     the restore (no reservation), the migration aborts, the job resumes at alpha."""
     async with agent_world(session_factory, tmp_path) as world:
+        hold = world.hold_transfer()
         released: list[Any] = []
 
-        async def release_reservation(migration_id: str, _size: int) -> None:
+        async def release_reservation(migration_id: str) -> None:
             url = f"{world.beta.url}/v1/reservations/{migration_id}"
             async with world.http.delete(url, headers=world.headers("beta")) as response:
                 released.append((response.status, await response.json()))
+            hold.release()
 
         migration_id, state, seen = await world.migrate(
-            during=mid_transfer(world, 0.3, release_reservation)
+            during=when_held(world, hold, release_reservation)
         )
         assert released == [(200, {"migration_id": migration_id, "state": "released"})]
         assert state == "aborted", seen
@@ -605,24 +586,36 @@ async def test_target_refusing_the_restore_aborts_and_the_job_resumes_at_the_sou
 
 
 SHORT_LIMITS = DispatchParams(StepTimeouts(margin=3.0, floor_s=1.0))
-"""Step limits of about a second for this small checkpoint (the transfer's, about eight)."""
+"""A checkpoint's limit of about a second."""
+SHORT_RESTORE_LIMITS = DispatchParams(
+    StepTimeouts(margin=40.0, floor_s=1.0, checkpoint_write_gb_per_s=1e-5)
+)
+"""A restore's limit of about a second; the checkpoint's and the transfer's, with this slow
+disk rate and a wide margin, over ten seconds."""
 SILENCE_S = 3.0
-"""How long an agent stops answering: past every limit of :data:`SHORT_LIMITS` [s]."""
+"""An agent stops answering at least this long: past the limits of :data:`SHORT_LIMITS` and
+of a restore in :data:`SHORT_RESTORE_LIMITS` [s]."""
 
 
 async def test_source_that_stops_answering_at_the_checkpoint_aborts_then_resumes_the_job(
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
-    """alpha stops answering (SIGSTOP) before the gateway asks it for the checkpoint: the
-    checkpoint step overruns its limit, the migration aborts and releases beta's reservation;
-    once alpha answers again the clean-up resumes the job there. (Whether alpha, once it
-    runs again, still acts on the checkpoint call it never answered is up to the kernel's
-    buffers: the job then resumes from that checkpoint, else it just trained on.)"""
+    """alpha stops answering (SIGSTOP) before the gateway asks it for the checkpoint, until
+    the migration has aborted: the checkpoint step overruns its limit, the migration aborts and
+    releases beta's reservation; once alpha answers again the clean-up resumes the job there.
+    (Whether alpha, once it runs again, still acts on the checkpoint call it never answered is
+    up to the kernel's buffers: the job then resumes from that checkpoint, else it just trains
+    on.)"""
     async with agent_world(session_factory, tmp_path) as world:
+
+        async def answer_once_aborted(_migration_id: str, state: str) -> None:
+            if state == "aborted":
+                world.alpha.unpause()
+
         world.alpha.pause()
-        loop = asyncio.get_running_loop()
-        loop.call_later(SILENCE_S, world.alpha.unpause)
-        migration_id, state, seen = await world.migrate(params=SHORT_LIMITS)
+        migration_id, state, seen = await world.migrate(
+            during=answer_once_aborted, params=SHORT_LIMITS
+        )
         assert state == "aborted", seen
         migration = world.migration(migration_id)
         assert migration.checkpointing_at is not None and migration.transferring_at is None
@@ -633,37 +626,47 @@ async def test_source_that_stops_answering_at_the_checkpoint_aborts_then_resumes
         await world.assert_settled_at(
             world.alpha, reference_model, checkpointed=False, min_samples=5
         )
-        assert "finished 700 steps" in job_log(world.alpha)
+        assert f"finished {STEPS} steps" in job_log(world.alpha)
 
 
 async def test_target_that_stops_answering_while_restoring_is_waited_for_bit_for_bit(
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
-    """beta stops answering (SIGSTOP) while the job loads its checkpoint there: the gateway
-    cannot know whether the job runs at beta, so it waits past every limit instead of resuming
-    it at alpha, and completes once beta answers again."""
-    async with agent_world(session_factory, tmp_path, load_delay_s=1.0) as world:
+    """beta stops answering (SIGSTOP) while the job, started there, waits at its resume gate
+    before confirming that it loaded its checkpoint: the gateway cannot know whether the job
+    runs at beta, so it waits past the restore's limit instead of resuming it at alpha, and
+    completes once beta answers again and the job confirms."""
+    async with agent_world(session_factory, tmp_path, hold_resume=True) as world:
         silenced: list[float] = []
+        overran: list[float] = []
 
         async def silence_target(_migration_id: str, state: str) -> None:
             if state == "restoring" and not silenced:
-                world.beta.pause()
+                world.beta.pause()  # the restore cannot be done: the job waits at its gate
                 silenced.append(time.monotonic())
-                asyncio.get_running_loop().call_later(SILENCE_S, world.beta.unpause)
+            elif silenced and not overran and time.monotonic() - silenced[0] >= SILENCE_S:
+                overran.append(time.monotonic())  # a whole round runs past the limit ...
+            elif overran and world.beta.paused:
+                world.beta.unpause()  # ... before beta answers and the job confirms
+                assert world.gates.resume is not None
+                world.gates.resume.touch()
 
-        migration_id, state, seen = await world.migrate(during=silence_target, params=SHORT_LIMITS)
-        assert silenced, f"the fault never struck: {seen}"
+        migration_id, state, seen = await world.migrate(
+            during=silence_target, params=SHORT_RESTORE_LIMITS
+        )
+        assert silenced and overran, f"the fault never struck: {seen}"
         assert state == "completed", (seen, world.migration(migration_id).error)
         completed_at = world.migration(migration_id).completed_at
         restoring_at = world.migration(migration_id).restoring_at
         assert completed_at is not None and restoring_at is not None
-        assert (completed_at - restoring_at).total_seconds() >= SILENCE_S - 0.5
+        assert (completed_at - restoring_at).total_seconds() >= SILENCE_S
         await world.assert_settled_at(world.beta, reference_model)
 
 
 class AgentDaemon(DaemonProcess):
     """``dr-gateway run`` against the two agents: static policy (it plans nothing; it only
-    advances the migration the test plans), slow WAN links, beta reached via the proxy."""
+    advances the migration the test plans), slow WAN links, beta reached via the proxy. Its
+    limits outlast any hold: a held step is never aborted for being late."""
 
     site_values: ClassVar[dict[str, float]] = {
         "gpus_total": 4,
@@ -671,7 +674,7 @@ class AgentDaemon(DaemonProcess):
         "wan_bandwidth_gbps": WAN_BANDWIDTH_GBPS,
     }
     planner_extra = ""
-    timeout_floor_s = 10.0
+    timeout_floor_s = HANG_GUARD_S
     tokens: ClassVar[Mapping[str, str]] = TOKENS
 
 
@@ -679,72 +682,141 @@ def migration_state(sessions: sessionmaker[Session], migration_id: str) -> str:
     return World.migration_in(sessions, migration_id).state
 
 
+Hold = Literal["reserve", "checkpoint", "transfer", "resume"]
+"""What holds the migration for the kill: the reservation call at the proxy, the job's
+checkpoint gate at alpha, the checkpoint stream at the proxy, the job's resume gate at beta."""
+
+
 @dataclass(frozen=True)
 class KillCase:
-    """The state the daemon is killed in, how the migration is held there, and what the
-    restarted daemon's reconciliation may find (each finding with the site the job ends at)."""
+    """The state the daemon is killed in, what holds the migration there, when the test lets
+    it go on, and what the restarted daemon's reconciliation finds (the job always ends at
+    beta)."""
 
+    label: str
     state: str
-    found: Mapping[str, str]
-    """Each reconciliation finding the restarted daemon may log, with the site the job ends
-    at; empty: no reconciliation (nothing was sent to a site)."""
-    silent_target: bool = False
-    """beta stops answering (SIGSTOP) before the migration starts, until the daemon is dead:
-    the reservation call hangs in ``target_reserved``."""
-    load_delay_s: float = 0.0
-    """The job takes this long at beta to confirm its resume: the restore is held [s]."""
+    hold: Hold | None
+    """None: the daemon is killed first, then the test commits the planned migration."""
+    found: str | None
+    """The reconciliation's finding in the restarted daemon's log; None: nothing to
+    reconcile."""
+    release_after_restart: bool = False
+    """Let the held step go on once the restarted daemon has reconciled (False: while the
+    daemon is dead, and once its effect is seen at the site)."""
+    cut: bool = False
+    """Cut the held call instead of letting it go on: it never reaches beta."""
 
 
 KILL_CASES = (
-    # Planned: the daemon is killed, then the test commits the planned migration: the state a
-    # kill leaves between the planner's commit and the first call (SIGSTOP of the daemon to
-    # hold it there deadlocks: the stopped daemon may hold row locks the planning needs).
-    KillCase("planned", {}),
+    # The daemon is killed, then the test commits the planned migration: the state a kill
+    # leaves between the planner's commit and the first call (SIGSTOP of the daemon to hold it
+    # there deadlocks: the stopped daemon may hold row locks the planning needs).
+    KillCase("planned", "planned", None, None),
+    # The reservation call reaches beta only once the daemon is dead ...
     KillCase(
+        "target_reserved-late",
         "target_reserved",
-        {
-            # beta took the reservation call from its buffers when it ran again ...
-            "the job runs at the source, its checkpoint not yet started, continuing from "
-            "target_reserved": "beta",
-            # ... or never saw it: nothing happened, the job runs on at alpha.
-            "abort, the target holds no reservation for the job": "alpha",
-        },
-        silent_target=True,
+        "reserve",
+        "the job runs at the source, its checkpoint not yet started, continuing from "
+        "target_reserved",
     ),
+    # ... or never: the restarted daemon's repeat makes the reservation.
     KillCase(
+        "target_reserved-lost",
+        "target_reserved",
+        "reserve",
+        "the job runs at the source, its checkpoint not yet started, continuing from "
+        "target_reserved",
+        cut=True,
+    ),
+    # The checkpoint is written while the daemon is dead ...
+    KillCase(
+        "checkpointing-written",
         "checkpointing",
-        {
-            # The kill lands after the stored state and before, during or after the source's
-            # checkpoint: the store is written before the call is sent, so each is a state
-            # the kill can leave, and each continues to beta.
-            "the job runs at the source, its checkpoint not yet started, continuing from "
-            "checkpointing": "beta",
-            "the source is writing the checkpoint, continuing from checkpointing": "beta",
-            "the source holds the job's checkpoint, continuing from checkpointing": "beta",
-        },
+        "checkpoint",
+        "the source holds the job's checkpoint, continuing from checkpointing",
+    ),
+    # ... or still being written when the restarted daemon asks.
+    KillCase(
+        "checkpointing-writing",
+        "checkpointing",
+        "checkpoint",
+        "the source is writing the checkpoint, continuing from checkpointing",
+        release_after_restart=True,
     ),
     KillCase(
         "transferring",
-        {
-            "the source has sent or is sending the checkpoint, continuing from transferring": (
-                "beta"
-            )
-        },
+        "transferring",
+        "transfer",
+        "the source has sent or is sending the checkpoint, continuing from transferring",
+        release_after_restart=True,
     ),
     KillCase(
         "restoring",
-        {
-            "the target has restored or is restoring the job, continuing from restoring": "beta",
-            # The kill landed after the stored state, before the restore call reached beta:
-            # the migration continues from the stored state, the later of the two.
-            "the source has sent or is sending the checkpoint, continuing from restoring": "beta",
-        },
-        load_delay_s=1.5,
+        "restoring",
+        "resume",
+        "the target has restored or is restoring the job, continuing from restoring",
+        release_after_restart=True,
     ),
 )
 
 
-@pytest.mark.parametrize("case", KILL_CASES, ids=[case.state for case in KILL_CASES])
+class HeldMigration:
+    """Holds one migration of the kill test in its case's state and lets it go on."""
+
+    def __init__(self, world: World, case: KillCase) -> None:
+        self.world = world
+        self.case = case
+        self.stream: StreamHold | None = None
+        if case.hold == "reserve":
+            self.stream = world.hold(b"POST /v1/reservations")
+        elif case.hold == "transfer":
+            self.stream = world.hold_transfer()
+
+    def held(self) -> bool:
+        """Whether the held step is waiting at its gate now."""
+        if self.stream is not None:
+            return self.stream.waiting > 0
+        if self.case.hold == "checkpoint":
+            return "holding the checkpoint" in job_log(self.world.alpha)
+        if self.case.hold == "resume":
+            return "holding the resume" in job_log(self.world.beta)
+        return True
+
+    async def release(self, migration_id: str) -> None:
+        """Let the held step go on (or cut the held call); unless the restarted daemon is to
+        find it in progress, wait until the site shows its effect."""
+        world, case = self.world, self.case
+        if self.stream is not None:
+            self.stream.release(cut=case.cut)
+        for gate in (world.gates.checkpoint, world.gates.resume):
+            if gate is not None:
+                gate.touch()
+        if case.release_after_restart:
+            return
+        if case.hold == "reserve":
+            reserved = 0 if case.cut else 1
+            await wait_until_async(
+                lambda: world.gpus_reserved(world.beta), reserved, "beta's reservation"
+            )
+        elif case.hold == "checkpoint":
+            await wait_until_async(
+                lambda: world.operation_state(world.alpha, migration_id, "checkpoint"),
+                "done",
+                "the checkpoint",
+            )
+
+
+async def wait_until_async(
+    read: Callable[[], Awaitable[object]], expected: object, what: str
+) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while (now := await read()) != expected:
+        assert time.monotonic() < deadline, f"{what}: {now}, not {expected}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("case", KILL_CASES, ids=[case.label for case in KILL_CASES])
 async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restart(
     session_factory: sessionmaker[Session],
     database_url: str,
@@ -752,9 +824,12 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
     reference_model: bytes,
     case: KillCase,
 ) -> None:
-    # The job holds before its last step until the test lets it finish: it outlives the
-    # daemon's start, its kill and its restart however loaded the machine.
-    async with agent_world(session_factory, tmp_path, load_delay_s=case.load_delay_s) as world:
+    async with agent_world(
+        session_factory,
+        tmp_path,
+        hold_checkpoint=case.hold == "checkpoint",
+        hold_resume=case.hold == "resume",
+    ) as world:
         daemon = AgentDaemon(
             tmp_path, database_url, {"alpha": world.alpha.url, "beta": world.proxy.url}
         )
@@ -763,10 +838,8 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
             await daemon.until(
                 lambda: "site beta is online" in daemon.log_path.read_text(), "daemon polls"
             )
-            assert await world.job_state(world.alpha) == "running", "still training"
-            if case.silent_target:
-                world.beta.pause()
-            if case.state == "planned":
+            held = HeldMigration(world, case)
+            if case.hold is None:
                 await daemon.kill()
             dispatcher = Dispatcher(session_factory, world.clients, SystemClock())
             migration_id = dispatcher.create(
@@ -775,11 +848,14 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
                 )
             )
             assert migration_id is not None
-            # The daemon advances the migration on its polls; it dies in the chosen state.
-            if case.state != "planned":
+            # The daemon advances the migration on its polls until the hold stops it in the
+            # case's state; it dies there.
+            if case.hold is not None:
                 await daemon.until(
-                    lambda: migration_state(session_factory, migration_id) == case.state,
-                    case.state,
+                    lambda: (
+                        migration_state(session_factory, migration_id) == case.state and held.held()
+                    ),
+                    f"{case.state}, held",
                 )
                 await daemon.kill()
             sent_at_kill_bytes = world.proxy.sent_bytes
@@ -787,29 +863,33 @@ async def test_gateway_killed_in_each_state_with_real_agents_completes_on_restar
             if case.state == "transferring":
                 size = await world.checkpoint_size_bytes(migration_id)
                 assert sent_at_kill_bytes < size, "killed mid-transfer"
-            world.beta.unpause()
-            await asyncio.sleep(0.3)  # the sites go on without the gateway meanwhile
+            if not case.release_after_restart:
+                await held.release(migration_id)  # the sites go on without the gateway
             await world.monitor.sample()
 
             await daemon.launch("static")
+            if case.release_after_restart:
+                await daemon.until(
+                    lambda: f"reconciled {migration_id}" in daemon.log_path.read_text(),
+                    "the reconciliation",
+                )
+                await held.release(migration_id)
             await daemon.until(
                 lambda: monitor_ended(session_factory, migration_id), "the migration ended"
             )
             await daemon.stop()
         finally:
-            world.beta.unpause()
             await daemon.close()
         log_text = daemon.log_path.read_text()
         reconciled = [
             line for line in log_text.splitlines() if f"reconciled {migration_id}" in line
         ]
-        assert len(reconciled) == (1 if case.found else 0), log_text[-3000:]
-        found = [finding for finding in case.found if finding in "".join(reconciled)]
-        assert len(found) == (1 if case.found else 0), log_text[-3000:]
-        ends_at = world.alpha if found and case.found[found[0]] == "alpha" else world.beta
-        outcome = "completed" if ends_at is world.beta else "aborted"
-        assert migration_state(session_factory, migration_id) == outcome, log_text[-3000:]
-        await world.assert_settled_at(ends_at, reference_model, checkpointed=ends_at is world.beta)
+        if case.found is None:
+            assert not reconciled, log_text[-3000:]
+        else:
+            assert len(reconciled) == 1 and case.found in reconciled[0], log_text[-3000:]
+        assert migration_state(session_factory, migration_id) == "completed", log_text[-3000:]
+        await world.assert_settled_at(world.beta, reference_model)
 
 
 async def test_gateway_records_the_real_checkpoint_size(

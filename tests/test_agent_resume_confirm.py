@@ -18,20 +18,22 @@ from gateway.agent.jobs import RESUME_OPTION
 from gateway.db import unit_of_work
 from models import Migration
 from tests.test_site_agent import (
+    HANG_GUARD_S,
     JOB_ID,
     agent_settings,
     drive,
     example_command,
+    held_at_gate,
     job_table,
     live_processes,
     running_agents,
     seed_database,
-    training_started,
+    step_gate,
     wait_until,
 )
 from tests.test_site_agent import reference_model as reference_model  # the fixture
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
 LOAD_DELAY_S = 0.8
 """How long the example job takes to load its checkpoint at the target [s]."""
@@ -71,7 +73,7 @@ async def test_restore_completes_only_once_the_job_confirms_and_stays_bit_for_bi
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
     command = [
-        *example_command(),
+        *example_command(gate=step_gate(tmp_path)),  # held mid-training until the gate opens
         "--resumed-file",
         "{resumed_path}",
         "--load-delay-s",
@@ -83,7 +85,7 @@ async def test_restore_completes_only_once_the_job_confirms_and_stays_bit_for_bi
     ) as agents:
         alpha, beta = agents
         seed_database(session_factory, {"alpha": alpha.url, "beta": beta.url})
-        await training_started(alpha)
+        await held_at_gate(alpha)
 
         state, seen, _ = await drive(session_factory, agents)
         assert state == "completed", seen
@@ -94,6 +96,7 @@ async def test_restore_completes_only_once_the_job_confirms_and_stays_bit_for_bi
         marker = beta.agent.job_paths(JOB_ID).resumed_marker
         assert marker.exists(), "the job confirmed its resume"
 
+        step_gate(tmp_path).touch()
         await wait_until(lambda: beta.agent.job_state(JOB_ID) == "finished", "job finished")
         assert "resumed from" in beta.log_text()
         assert beta.model_bytes() == reference_model

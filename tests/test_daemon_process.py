@@ -19,6 +19,7 @@ from gateway.sites.records import JobSpec
 from models import Job, SiteSample
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
+from tests.test_site_agent import HANG_GUARD_S
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +75,13 @@ controller_token = "token-of-only-site"
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S  # a hang guard
         while _rows(empty_database_url, SiteSample) < 3:
             assert process.returncode is None, (await process.communicate())[1].decode()
             assert time.monotonic() < deadline, "the daemon wrote no samples"
             await asyncio.sleep(0.1)
         process.send_signal(signum)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=HANG_GUARD_S)
     finally:
         if process.returncode is None:
             process.kill()

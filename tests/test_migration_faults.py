@@ -40,6 +40,7 @@ from models import Job, Migration
 from simulators.site_controller import SimulatedSite, build_app
 from simulators.traces import RenewableTrace
 from tests.invariants import InvariantMonitor, SimulatorProbe
+from tests.test_site_agent import HANG_GUARD_S
 from tests.test_ven_integration import wait_for
 
 pytestmark = pytest.mark.integration
@@ -331,12 +332,16 @@ async def test_plan_and_poll_rounds_never_advance_one_migration_at_once(world: W
     await _transfer_done(world, migration_id)
     sunny.hold("restore")  # a slow restore: the call waits at the target before it acts
     plan_round = asyncio.create_task(world.gateway.dispatcher.advance(migration_id))
-    await wait_for(lambda: sunny.held("restore") == 1, "the plan round's restore call")
+    await wait_for(
+        lambda: sunny.held("restore") == 1, "the plan round's restore call", HANG_GUARD_S
+    )
     assert world.gateway.dispatcher.advancing(migration_id)
     _record_remaining_work(world, 99.0)
     poll_round = asyncio.create_task(world.gateway.poll_once())
     await wait_for(
-        lambda: poll_round.done() or sunny.held("restore") > 1, "the poll round to settle"
+        lambda: poll_round.done() or sunny.held("restore") > 1,
+        "the poll round to settle",
+        HANG_GUARD_S,
     )
     assert sunny.held("restore") == 1, "the poll round sent a second restore call"
     await poll_round
@@ -590,9 +595,11 @@ retry_max_s = 0.2
             )  # fmt: skip
 
     async def until(self, condition: Callable[[], object], what: str) -> None:
+        """Wait until ``condition`` holds; a hang guard, not a figure of a quiet machine (a
+        daemon starting on a loaded 2-core machine took over 30 s to poll its sites)."""
         process = self.process
         assert process is not None
-        await wait_for(lambda: condition() or process.returncode is not None, what, 30.0)
+        await wait_for(lambda: condition() or process.returncode is not None, what, HANG_GUARD_S)
         assert process.returncode is None, (
             f"the daemon exited while waiting for {what}:\n{self.log_path.read_text()[-3000:]}"
         )
@@ -601,13 +608,13 @@ retry_max_s = 0.2
         """SIGKILL: no clean shutdown, nothing flushed."""
         assert self.process is not None
         self.process.kill()
-        await asyncio.wait_for(self.process.wait(), timeout=10)
+        await asyncio.wait_for(self.process.wait(), timeout=HANG_GUARD_S)
 
     async def stop(self) -> None:
         """SIGTERM: a clean stop, exit code 0."""
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.process.wait(), timeout=10)
+        code = await asyncio.wait_for(self.process.wait(), timeout=HANG_GUARD_S)
         log = self.log_path.read_text()
         assert code == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
@@ -724,7 +731,11 @@ async def test_gateway_killed_in_each_state_recovers_on_restart(
             assert m is not None and m.state == case.state
             case.while_down(sites, m.id)
             if case.state == "restoring":  # the held restore call acts while the gateway is dead
-                await wait_for(lambda: (m.id, "restore") in sites["sunny"].operations, "restore")
+                await wait_for(
+                    lambda: (m.id, "restore") in sites["sunny"].operations,
+                    "restore",
+                    HANG_GUARD_S,
+                )
 
             await daemon.launch("static")  # no new migration: only the killed one moves
             await daemon.until(lambda: monitor_ended(session_factory, m.id), "the migration ended")

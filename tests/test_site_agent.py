@@ -6,6 +6,10 @@ Two agents serve on loopback (OS-assigned ports) and run the example training jo
 equal, bit for bit, that of a run that was never interrupted. The other tests check the API's
 rules against the agent (idempotency, 409s, 401s, 400s) and its life cycle: a restart, a
 SIGKILL, the command line.
+
+A test that needs the job mid-training holds it there (:func:`gated_job`: the example job's
+test-only ``--step-gate`` keeps it at step :data:`HOLD_AT_STEP` until the test creates the
+gate file), so that no case depends on how fast the machine trains.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from gateway.sites.records import Checkpoint, JobSpec, Operation
 from models import FINAL_STATES, Migration
 from simulators import agent_fleet
 from simulators.agent_fleet import SiteSize
+from simulators.cutting_proxy import CuttingProxy, StreamHold
 
 HANG_GUARD_S = 120.0
 """How long a wait for real training (a job's steps, its restart from a checkpoint) may take
@@ -67,8 +72,10 @@ several times slower; a passing test never waits for it [s]."""
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 1500
+STEPS = 300
 """Steps of the example job: about 0.4 ms each, plus the sleep below."""
+HOLD_AT_STEP = 150
+"""A gated job (:func:`gated_job`) waits after this many steps until its gate file exists."""
 STEP_SLEEP_S = 0.001
 TOKENS = {"alpha": "token-of-the-alpha-agent", "beta": "token-of-the-beta-agent"}
 JOB_ID = "train-1"
@@ -79,8 +86,24 @@ SITE = SiteSize(gpus_total=4, it_power_max_kw=4.0, wan_bandwidth_gbps=10.0)
 JOB = JobSpec(JOB_ID, gpus=1, power_kw=0.6, checkpoint_gb=0.001, work_remaining_gpu_h=2.0)
 
 
-def example_command(steps: int = STEPS) -> list[str]:
-    return agent_fleet.example_command(steps, step_sleep_s=STEP_SLEEP_S)
+def example_command(steps: int = STEPS, gate: Path | None = None) -> list[str]:
+    """The example job; with a ``gate`` it waits at step :data:`HOLD_AT_STEP` until that file
+    exists."""
+    command = agent_fleet.example_command(steps, step_sleep_s=STEP_SLEEP_S)
+    if gate is None:
+        return command
+    return [*command, "--step-gate", str(gate), "--hold-at-step", str(HOLD_AT_STEP)]
+
+
+def step_gate(root: Path) -> Path:
+    """The gate file of the jobs of :func:`gated_job` under ``root``."""
+    return root / "step-gate"
+
+
+def gated_job(root: Path, job_id: str = JOB_ID) -> dict[str, Any]:
+    """The example job, held mid-training at step :data:`HOLD_AT_STEP` until
+    ``step_gate(root)`` exists (a SIGTERM meanwhile checkpoints at that step)."""
+    return job_table(job_id, example_command(gate=step_gate(root)))
 
 
 def job_table(job_id: str = JOB_ID, command: Sequence[str] | None = None) -> dict[str, Any]:
@@ -195,6 +218,12 @@ async def training_started(agent: RunningAgent, job_id: str = JOB_ID) -> None:
     await asyncio.sleep(0.2)
 
 
+async def held_at_gate(agent: RunningAgent, job_id: str = JOB_ID) -> None:
+    """Wait until a job of :func:`gated_job` waits at step :data:`HOLD_AT_STEP`."""
+    holding = f"holding at step {HOLD_AT_STEP}"
+    await wait_until(lambda: holding in agent.log_text(job_id), "the job held mid-training")
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -224,20 +253,19 @@ def test_rule_example_job_checkpoints_on_sigterm_and_resumes_bit_for_bit(
 ) -> None:
     checkpoint = tmp_path / "state.bin"
     base = [*EXAMPLE_JOB, "--steps", str(STEPS), "--out", str(tmp_path / "out")]
+    gate = ["--step-gate", str(tmp_path / "gate"), "--hold-at-step", str(HOLD_AT_STEP)]
     job = subprocess.Popen(
-        [*base, "--checkpoint", str(checkpoint), "--step-sleep-s", str(STEP_SLEEP_S)],
-        stderr=subprocess.PIPE,
-        text=True,
+        [*base, "--checkpoint", str(checkpoint), *gate], stderr=subprocess.PIPE, text=True
     )
     assert job.stderr is not None
     assert "started at step 0" in job.stderr.readline()
-    time.sleep(0.3)
+    assert f"holding at step {HOLD_AT_STEP}" in job.stderr.readline()
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=HANG_GUARD_S) == 0
     log_line = job.stderr.read()
     job.stderr.close()
     step = checkpoint_step(checkpoint)
-    assert 0 < step < STEPS, "checkpointed mid-training"
+    assert step == HOLD_AT_STEP, "checkpointed mid-training"
     assert f"checkpoint at step {step}" in log_line
     assert not (tmp_path / "out" / MODEL_FILE).exists()
 
@@ -256,12 +284,13 @@ def test_example_job_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None
     checkpoint = tmp_path / "state.bin"
     base = [*EXAMPLE_JOB, "--steps", "50", "--out", str(tmp_path)]
     job = subprocess.Popen(
-        [*base, "--checkpoint", str(checkpoint), "--step-sleep-s", "0.01"],
+        [*base, "--checkpoint", str(checkpoint), "--step-gate", str(tmp_path / "gate")],
         stderr=subprocess.PIPE,
         text=True,
     )
     assert job.stderr is not None
     assert "started at step 0" in job.stderr.readline(), "SIGTERM only once it is handled"
+    assert "holding at step 49" in job.stderr.readline(), "it waits before its last step"
     job.send_signal(signal.SIGTERM)
     assert job.wait(timeout=HANG_GUARD_S) == 0
     job.stderr.close()
@@ -340,13 +369,14 @@ async def drive(
 async def training_at_alpha(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> AsyncIterator[list[RunningAgent]]:
-    """Agents alpha and beta, the database seeded with both, and the job training at alpha."""
+    """Agents alpha and beta, the database seeded with both, and the job at alpha held
+    mid-training (:func:`gated_job`)."""
     async with running_agents(
-        agent_settings(tmp_path, "alpha", [job_table()]), agent_settings(tmp_path, "beta")
+        agent_settings(tmp_path, "alpha", [gated_job(tmp_path)]), agent_settings(tmp_path, "beta")
     ) as agents:
         alpha, beta = agents
         seed_database(sessions, {"alpha": alpha.url, "beta": beta.url})
-        await training_started(alpha)
+        await held_at_gate(alpha)
         yield agents
 
 
@@ -356,12 +386,11 @@ async def test_migration_mid_training_between_two_agents_is_bit_for_bit(
     async with training_at_alpha(session_factory, tmp_path) as agents:
         alpha, beta = agents
 
-        state, seen, migration_s = await drive(session_factory, agents)
+        state, seen, _ = await drive(session_factory, agents)
         assert state == "completed", seen
         assert "transferring" in seen and "restoring" in seen
-        assert migration_s < 5.0
         assert alpha.agent.job_state(JOB_ID) is None, "released at the source"
-        assert beta.agent.job_state(JOB_ID) in ("running", "finished")
+        assert beta.agent.job_state(JOB_ID) == "running"
         assert not alpha.agent.job_paths(JOB_ID).checkpoints_dir.exists()
 
         # The checkpoint the gateway recorded is the real file, and was taken mid-training.
@@ -371,8 +400,9 @@ async def test_migration_mid_training_between_two_agents_is_bit_for_bit(
         [restored] = beta.agent.job_paths(JOB_ID).checkpoints_dir.iterdir()
         assert file_sha256(restored) == recorded_sha256
         assert list(beta.agent.received_dir.iterdir()) == [], "the received copy was let go"
-        assert 0 < checkpoint_step(restored) < STEPS
+        assert checkpoint_step(restored) == HOLD_AT_STEP
 
+        step_gate(tmp_path).touch()
         await wait_until(lambda: beta.agent.job_state(JOB_ID) == "finished", "job finished")
         assert f"resumed from {restored}" in beta.log_text()
         assert beta.model_bytes() == reference_model
@@ -412,8 +442,9 @@ async def test_aborted_migration_resumes_the_job_from_its_checkpoint_bit_for_bit
         process = alpha.agent.job_process(JOB_ID)
         assert process is not None and RESUME_OPTION in process.argv
         [written] = alpha.agent.job_paths(JOB_ID).checkpoints_dir.iterdir()
-        assert process.argv[-1] == str(written) and 0 < checkpoint_step(written) < STEPS
+        assert process.argv[-1] == str(written) and checkpoint_step(written) == HOLD_AT_STEP
 
+        step_gate(tmp_path).touch()
         await wait_until(lambda: alpha.agent.job_state(JOB_ID) == "finished", "job finished")
         assert alpha.model_bytes() == reference_model
         assert beta.agent.job_state(JOB_ID) is None
@@ -566,14 +597,14 @@ async def test_rule_checkpoint_is_idempotent_and_reports_the_real_file(tmp_path:
 async def test_rule_resume_after_an_aborted_migration_restarts_from_the_checkpoint(
     tmp_path: Path, reference_model: bytes
 ) -> None:
-    async with running_agents(agent_settings(tmp_path, "alpha", [job_table()])) as [alpha]:
+    async with running_agents(agent_settings(tmp_path, "alpha", [gated_job(tmp_path)])) as [alpha]:
         api = alpha.api
-        await training_started(alpha)
+        await held_at_gate(alpha)
         await api.call("POST", f"/v1/jobs/{JOB_ID}/checkpoint", {"migration_id": "m1"})
         done = await api.operation_done("m1", "checkpoint")
         [written] = alpha.agent.job_paths(JOB_ID).checkpoints_dir.iterdir()
         step = checkpoint_step(written)
-        assert 0 < step < STEPS
+        assert step == HOLD_AT_STEP
 
         resume = f"/v1/jobs/{JOB_ID}/resume"
         status, job = await api.call("POST", resume, {"migration_id": "m1"})
@@ -585,6 +616,7 @@ async def test_rule_resume_after_an_aborted_migration_restarts_from_the_checkpoi
         assert alpha.agent.job_process(JOB_ID) is process, "a repeat changes nothing"
         assert (await api.operation_done("m1", "checkpoint")) == done
 
+        step_gate(tmp_path).touch()
         await wait_until(lambda: alpha.agent.job_state(JOB_ID) == "finished", "finished")
         assert f"resumed from {written} at step {step}" in alpha.log_text()
         assert alpha.model_bytes() == reference_model
@@ -648,15 +680,25 @@ async def test_rule_release_only_after_a_done_transfer(tmp_path: Path) -> None:
 async def test_rule_resume_while_checkpointing_fails_the_checkpoint_and_runs_on_from_it(
     tmp_path: Path,
 ) -> None:
-    slow = job_table(command=[*example_command(steps=10_000_000)[:-1], "0.3"])
-    async with running_agents(agent_settings(tmp_path, "alpha", [slow])) as [alpha]:
+    checkpoint_gate = tmp_path / "checkpoint-gate"
+    command = [
+        *example_command(gate=step_gate(tmp_path)),
+        "--checkpoint-gate",
+        str(checkpoint_gate),
+    ]
+    async with running_agents(agent_settings(tmp_path, "alpha", [job_table(command=command)])) as [
+        alpha
+    ]:
         api = alpha.api
-        await wait_until(lambda: "started at step 0" in alpha.log_text(), "the job started")
+        await held_at_gate(alpha)
         first = alpha.agent.job_process(JOB_ID)
         status, _ = await api.call("POST", f"/v1/jobs/{JOB_ID}/checkpoint", {"migration_id": "m1"})
         assert status == 202
+        # The job waits on its SIGTERM, before writing: the checkpoint is in progress.
+        await wait_until(lambda: "holding the checkpoint" in alpha.log_text(), "checkpointing")
         status, job = await api.call("POST", f"/v1/jobs/{JOB_ID}/resume", {"migration_id": "m1"})
         assert (status, job["state"]) == (200, "running")
+        checkpoint_gate.touch()
         op = await api.operation_done("m1", "checkpoint")
         assert op["state"] == "failed" and "resumed" in op["error"]
 
@@ -672,47 +714,75 @@ async def test_rule_resume_while_checkpointing_fails_the_checkpoint_and_runs_on_
         assert live_processes([alpha]) == ["alpha"]
 
 
+HELD_BYTES = 300_000
+"""The proxy holds the throttled transfer this many bytes in."""
+
+
 async def test_transfer_is_throttled_and_resumes_after_an_agent_restart(tmp_path: Path) -> None:
     """Throttled to the call's bandwidth, a transfer outlasts a restart of the source agent
-    and continues where the target's copy stopped."""
-    wide = job_table(command=[*example_command(steps=10_000_000), "--width", "2048"])
+    and continues where the target's copy stopped. The source is stopped while a proxy holds
+    its stream :data:`HELD_BYTES` in."""
+    wide = job_table(command=[*example_command(gate=step_gate(tmp_path)), "--width", "2048"])
     alpha_settings = agent_settings(tmp_path, "alpha", [wide])
     async with running_agents(agent_settings(tmp_path, "beta")) as [beta]:
-        async with running_agents(alpha_settings) as [alpha]:
-            await wait_until(lambda: "started at step 0" in alpha.log_text(), "job started")
-            await alpha.api.call("POST", f"/v1/jobs/{JOB_ID}/checkpoint", {"migration_id": "m1"})
-            checkpoint = await alpha.api.operation_done("m1", "checkpoint")
-            size_bytes = round(checkpoint["checkpoint"]["size_gb"] * 1e9)
-            rate_bytes_per_s = size_bytes / 1.5
-            bandwidth_gbps = rate_bytes_per_s * 8 / 1e9
-            transfer = {
-                "migration_id": "m1",
-                "target_site_id": "beta",
-                "target_url": beta.url,
-                "bandwidth_gbps": bandwidth_gbps,
-            }
-            status, started = await alpha.api.call("POST", f"/v1/jobs/{JOB_ID}/transfer", transfer)
-            assert status == 202
-            assert started["expected_s"] == pytest.approx(1.5 / 0.9)
-            await asyncio.sleep(0.5)
-        # alpha stopped mid-transfer: beta holds part of the checkpoint.
-        async with beta.api.session.head(
-            beta.url + "/v1/checkpoints/m1", headers={"Authorization": f"Bearer {beta.api.token}"}
-        ) as head:
-            held_bytes = int(head.headers["X-Received-Bytes"])
-            assert head.headers["X-Checkpoint-Complete"] == "false"
-        assert 0 < held_bytes < size_bytes
+        proxy = CuttingProxy(upstream_port=int(beta.url.rsplit(":", 1)[1]))
+        proxy.hold = hold = StreamHold(b"PUT /v1/checkpoints/", HELD_BYTES)
+        await proxy.start()
+        try:
+            async with running_agents(alpha_settings) as [alpha]:
+                await held_at_gate(alpha)
+                await alpha.api.call(
+                    "POST", f"/v1/jobs/{JOB_ID}/checkpoint", {"migration_id": "m1"}
+                )
+                checkpoint = await alpha.api.operation_done("m1", "checkpoint")
+                size_bytes = round(checkpoint["checkpoint"]["size_gb"] * 1e9)
+                assert size_bytes > 2 * HELD_BYTES
+                rate_bytes_per_s = size_bytes / 1.5
+                bandwidth_gbps = rate_bytes_per_s * 8 / 1e9
+                transfer = {
+                    "migration_id": "m1",
+                    "target_site_id": "beta",
+                    "target_url": proxy.url,
+                    "bandwidth_gbps": bandwidth_gbps,
+                }
+                status, started = await alpha.api.call(
+                    "POST", f"/v1/jobs/{JOB_ID}/transfer", transfer
+                )
+                assert status == 202
+                assert started["expected_s"] == pytest.approx(1.5 / 0.9)
+                await wait_until(lambda: hold.waiting > 0, "the stream held mid-way")
+            hold.release(cut=True)  # alpha stopped mid-transfer: beta holds part of it
 
-        async with running_agents(alpha_settings) as [alpha]:
-            sent = await alpha.api.operation_done("m1", "transfer")
-            assert sent["state"] == "done", sent
-            elapsed_s = (
-                datetime.fromisoformat(sent["done_at"]) - datetime.fromisoformat(sent["started_at"])
-            ).total_seconds()
-            assert elapsed_s >= 0.9 * size_bytes / rate_bytes_per_s, "throttled"
-            received = beta.agent.received_dir / "m1.ckpt"
-            assert file_sha256(received) == sent["checkpoint"]["sha256"]
-            assert alpha.agent.job_state(JOB_ID) == "checkpointed"
+            async def held_bytes() -> tuple[int, str]:
+                async with beta.api.session.head(
+                    beta.url + "/v1/checkpoints/m1",
+                    headers={"Authorization": f"Bearer {beta.api.token}"},
+                ) as head:
+                    if head.status == 404:
+                        return 0, "false"
+                    return int(head.headers["X-Received-Bytes"]), head.headers[
+                        "X-Checkpoint-Complete"
+                    ]
+
+            deadline = time.monotonic() + HANG_GUARD_S
+            while (held := await held_bytes())[0] == 0:
+                assert time.monotonic() < deadline, "beta kept nothing of the cut stream"
+                await asyncio.sleep(0.02)
+            assert 0 < held[0] <= HELD_BYTES and held[1] == "false"
+
+            async with running_agents(alpha_settings) as [alpha]:
+                sent = await alpha.api.operation_done("m1", "transfer")
+                assert sent["state"] == "done", sent
+                elapsed_s = (
+                    datetime.fromisoformat(sent["done_at"])
+                    - datetime.fromisoformat(sent["started_at"])
+                ).total_seconds()
+                assert elapsed_s >= 0.9 * size_bytes / rate_bytes_per_s, "throttled"
+                received = beta.agent.received_dir / "m1.ckpt"
+                assert file_sha256(received) == sent["checkpoint"]["sha256"]
+                assert alpha.agent.job_state(JOB_ID) == "checkpointed"
+        finally:
+            await proxy.close()
 
 
 async def test_rule_restore_needs_the_reservation_and_the_verified_checkpoint(
@@ -751,17 +821,18 @@ async def test_rule_restore_needs_the_reservation_and_the_verified_checkpoint(
 async def test_agent_restart_resumes_its_jobs_from_their_shutdown_checkpoints(
     tmp_path: Path, reference_model: bytes
 ) -> None:
-    settings = agent_settings(tmp_path, "alpha", [job_table()])
+    settings = agent_settings(tmp_path, "alpha", [gated_job(tmp_path)])
     async with running_agents(settings) as [alpha]:
-        await training_started(alpha)
+        await held_at_gate(alpha)
     # Stopped: the job checkpointed and exited; its state says it is to run again.
     [written] = alpha.agent.job_paths(JOB_ID).checkpoints_dir.iterdir()
     step = checkpoint_step(written)
-    assert 0 < step < STEPS
+    assert step == HOLD_AT_STEP
     assert live_processes([alpha]) == []
 
     async with running_agents(settings) as [again]:
         assert again.agent.job_state(JOB_ID) == "running"
+        step_gate(tmp_path).touch()
         await wait_until(lambda: again.agent.job_state(JOB_ID) == "finished", "finished")
         assert f"resumed from {written} at step {step}" in again.log_text()
         assert again.log_text().count("started at step 0") == 1, "the job started once"
@@ -917,7 +988,7 @@ async def start_cli_agent(config: Path) -> tuple[asyncio.subprocess.Process, str
     )
     assert process.stderr is not None
     while True:
-        line = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+        line = (await asyncio.wait_for(process.stderr.readline(), HANG_GUARD_S)).decode()
         assert line, "the agent exited before serving"
         match = re.search(r"serving at (http://\S+)", line)
         if match:
@@ -927,22 +998,22 @@ async def start_cli_agent(config: Path) -> tuple[asyncio.subprocess.Process, str
 async def test_cli_agent_survives_sigkill_without_leaving_its_job_running(
     tmp_path: Path, reference_model: bytes
 ) -> None:
-    data = agent_data(tmp_path, "alpha", [job_table()]) | {"listen_port": 0}
+    data = agent_data(tmp_path, "alpha", [gated_job(tmp_path)]) | {"listen_port": 0}
     config = write_config(tmp_path / "agent.toml", data)
     settings = load_agent_settings(config)
     log_path = tmp_path / "alpha" / "jobs" / JOB_ID / "job.log"
     state_path = tmp_path / "alpha" / "agent-state.json"
 
     agent, url = await start_cli_agent(config)
-    await wait_until(lambda: "started at step 0" in _text(log_path), "the job started")
-    await asyncio.sleep(0.2)
+    holding = f"holding at step {HOLD_AT_STEP}"
+    await wait_until(lambda: holding in _text(log_path), "the job held mid-training")
     job_pid = json.loads(state_path.read_text())["jobs"][0]["pgid"]
     assert pid_alive(job_pid)
     agent.kill()
     await agent.wait()
     # The kernel tells the orphaned job (PR_SET_PDEATHSIG): it checkpoints and exits.
     await wait_until(lambda: not pid_alive(job_pid), "the orphaned job exited")
-    assert "SIGTERM: checkpoint at step" in _text(log_path)
+    assert f"SIGTERM: checkpoint at step {HOLD_AT_STEP}" in _text(log_path)
     assert (settings.data_dir / "jobs" / JOB_ID / "checkpoint.pending").exists()
 
     agent, url = await start_cli_agent(config)
@@ -954,6 +1025,7 @@ async def test_cli_agent_survives_sigkill_without_leaving_its_job_running(
                 async with http.get(url + "/v1/status", headers=headers) as response:
                     return str((await response.json())["jobs"][0]["state"])
 
+            step_gate(tmp_path).touch()
             deadline = time.monotonic() + HANG_GUARD_S
             while await job_state() != "finished":
                 assert time.monotonic() < deadline, "the resumed job did not finish"
@@ -963,7 +1035,7 @@ async def test_cli_agent_survives_sigkill_without_leaving_its_job_running(
         assert output.read_bytes() == reference_model
     finally:
         agent.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(agent.wait(), 20) == 0
+        assert await asyncio.wait_for(agent.wait(), HANG_GUARD_S) == 0
 
 
 def test_cli_help_explains_the_site_agent(capsys: pytest.CaptureFixture[str]) -> None:

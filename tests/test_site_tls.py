@@ -43,9 +43,9 @@ from models import FINAL_STATES, Migration
 from tests.pki import Issuer, ca_certificate, leaf_certificate, new_key, write_cert, write_key
 from tests.test_site_agent import (
     HANG_GUARD_S,
+    HOLD_AT_STEP,
     JOB_ID,
     SITE,
-    STEPS,
     TOKENS,
     Api,
     RunningAgent,
@@ -53,12 +53,13 @@ from tests.test_site_agent import (
     agent_settings,
     checkpoint_step,
     cleaned_up,
+    gated_job,
+    held_at_gate,
     idle_job,
-    job_table,
     live_processes,
     running_agents,
     seed_database,
-    training_started,
+    step_gate,
     wait_until,
     write_config,
 )
@@ -180,24 +181,21 @@ async def test_migration_between_two_agents_over_mutual_tls_is_bit_for_bit(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.agent.server")
     async with running_agents(
-        tls_agent(tmp_path, pki, "alpha", [job_table()]), tls_agent(tmp_path, pki, "beta")
+        tls_agent(tmp_path, pki, "alpha", [gated_job(tmp_path)]), tls_agent(tmp_path, pki, "beta")
     ) as agents:
         alpha, beta = agents
         assert alpha.url.startswith("https://127.0.0.1:") and beta.url.startswith("https://")
         assert f"serving at {alpha.url} (mutual TLS)" in caplog.text
         seed_database(session_factory, {"alpha": alpha.url, "beta": beta.url})
-        await training_started(alpha)
+        await held_at_gate(alpha)
 
-        state, seen, migration_s = await drive_over_tls(
-            session_factory, agents, gateway_context(pki)
-        )
+        state, seen, _ = await drive_over_tls(session_factory, agents, gateway_context(pki))
         assert state == "completed", seen
-        assert migration_s < 5.0
         assert "transferring" in seen and "restoring" in seen
         with session_factory() as session:
             recorded_sha256 = session.query(Migration).one().checkpoint_sha256
         [restored] = beta.agent.job_paths(JOB_ID).checkpoints_dir.iterdir()
-        assert 0 < checkpoint_step(restored) < STEPS, "moved mid-training"
+        assert checkpoint_step(restored) == HOLD_AT_STEP, "moved mid-training"
         assert beta.agent.status().jobs[0].job_id == JOB_ID
         async with gateway_session(gateway_context(pki)) as http:
             api = Api(http, alpha.url, TOKENS["alpha"])
@@ -208,6 +206,7 @@ async def test_migration_between_two_agents_over_mutual_tls_is_bit_for_bit(
         assert status == 200 and transfer["state"] == "done", transfer
         assert transfer["checkpoint"]["sha256"] == recorded_sha256
 
+        step_gate(tmp_path).touch()
         await wait_until(lambda: beta.agent.job_state(JOB_ID) == "finished", "job finished")
         assert beta.model_bytes() == reference_model
 

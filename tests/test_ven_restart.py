@@ -107,7 +107,7 @@ async def test_rule_62_new_connection_registers_as_the_same_ven_and_answers_from
         ven_id = first.ven_id
         assert ven_id is not None
         event_id = vtn.add_event_now(event_spec(clock, intervals=(1.0,)))
-        await wait_for(lambda: vtn.opts_for(event_id), "the answer to the event")
+        await wait_for(lambda: vtn.opts_for(event_id), "the answer to the event", HANG_GUARD_S)
     row = stored(session_factory)
     assert row is not None
     assert (row.ven_id, row.registration_id) == (ven_id, first.registration_id)
@@ -211,7 +211,7 @@ vtn = "{VTN_ID}"
         """SIGKILL: no clean shutdown."""
         assert self.process is not None
         self.process.kill()
-        await asyncio.wait_for(self.process.wait(), timeout=10)
+        await asyncio.wait_for(self.process.wait(), timeout=HANG_GUARD_S)
 
     async def until(self, condition: Callable[[], object], what: str) -> None:
         process = self.process

@@ -3,6 +3,7 @@
     python -m gateway.agent.example_job --steps N --out DIR [--resume CHECKPOINT]
         [--checkpoint PATH] [--seed S] [--width W] [--step-sleep-s S]
         [--resumed-file PATH] [--load-delay-s S]
+        [--step-gate PATH [--hold-at-step K]] [--checkpoint-gate PATH] [--resume-gate PATH]
 
 A two-layer perceptron (tanh hidden layer, ``--width`` units) learns a synthetic regression task
 by minibatch SGD with momentum. The data set is drawn from a generator seeded with ``--seed``;
@@ -16,6 +17,23 @@ the minibatches are drawn from a second generator whose state is part of the tra
   that file once the checkpoint is loaded (after ``--load-delay-s``, which stands for the time a
   large model takes to load): the agent's restore completes only then.
 - After ``--steps`` steps it writes the final model to ``DIR/model.bin`` (atomically) and exits 0.
+
+Gates, for tests only (each is off unless its option is given; a real job has none): a test
+holds the job in a named state for as long as it needs, injects its fault there, then lets
+the job go on by creating the gate file. The job logs one line when it starts to wait at a
+gate; while it waits it polls for the file every 10 ms.
+
+- ``--step-gate PATH``: after ``--hold-at-step K`` steps (default: all but the last) the job
+  waits until PATH exists ("holding at step K until PATH exists"). It is running, mid-training,
+  for as long as the test likes. A SIGTERM meanwhile checkpoints at once (at step K); a job
+  resumed from step K waits there again.
+- ``--checkpoint-gate PATH``: on SIGTERM the job waits until PATH exists before it writes the
+  checkpoint ("SIGTERM: holding the checkpoint at step K until PATH exists"): the agent's
+  checkpoint operation stays in progress.
+- ``--resume-gate PATH``: after loading a ``--resume`` checkpoint (and ``--load-delay-s``) the
+  job waits until PATH exists before it confirms the resume ("holding the resume at step K
+  until PATH exists"): the agent's restore stays in progress. A SIGTERM meanwhile ends the
+  wait unconfirmed and checkpoints.
 
 Exit codes: 0 finished or checkpointed, 2 bad arguments or an unusable checkpoint.
 
@@ -259,18 +277,24 @@ def train(args: argparse.Namespace) -> int:
             return _EXIT_BAD_INPUT
         if args.load_delay_s > 0:
             time.sleep(args.load_delay_s)  # stands for a large model's load onto its GPUs
-        if args.resumed_file is not None:
+        _hold(args.resume_gate, stop, f"holding the resume at step {step}")
+        if args.resumed_file is not None and stop.signal_name is None:
             _confirm_resume(args.resumed_file)
         log.info("resumed from %s at step %d of %d", args.resume, step, args.steps)
     else:
         state, rng, step = initial_state(hyper), np.random.default_rng([hyper.seed, 2]), 0
         log.info("started at step 0 of %d (seed %d, width %d)", args.steps, hyper.seed, hyper.width)
 
+    hold_at_step = args.steps - 1 if args.hold_at_step is None else args.hold_at_step
     while step < args.steps:
-        if step + 1 == args.steps and not _gate_open(args.finish_gate, stop):
-            time.sleep(_GATE_POLL_S)
-            continue
+        if step == hold_at_step:
+            _hold(args.step_gate, stop, f"holding at step {step}")
         if stop.signal_name is not None:
+            _hold(
+                args.checkpoint_gate,
+                None,
+                f"{stop.signal_name}: holding the checkpoint at step {step}",
+            )
             started = time.perf_counter()
             _save_checkpoint(checkpoint_path, state, rng, step, hyper)
             log.info(
@@ -297,13 +321,20 @@ def train(args: argparse.Namespace) -> int:
 
 
 _GATE_POLL_S = 0.01
-"""How often a job held before its last step looks for its finish gate [s]."""
+"""How often a job held at a gate looks for the gate's file [s]."""
 
 
-def _gate_open(gate: Path | None, stop: _StopFlag) -> bool:
-    """Whether the last step may run: no gate, the gate file exists, or a signal asks for the
-    checkpoint (which is written at once, gate or not)."""
-    return gate is None or stop.signal_name is not None or gate.exists()
+def _hold(gate: Path | None, stop: _StopFlag | None, holding: str) -> None:
+    """Wait until ``gate`` exists (at once without a gate), or until a signal sets ``stop``
+    (never, when ``stop`` is None); log ``holding`` once if the job has to wait."""
+    announced = False
+    while gate is not None and not gate.exists():
+        if stop is not None and stop.signal_name is not None:
+            return
+        if not announced:
+            log.info("%s until %s exists", holding, gate)
+            announced = True
+        time.sleep(_GATE_POLL_S)
 
 
 def _non_negative_float(text: str) -> float:
@@ -317,6 +348,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -354,17 +392,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="pause after loading a --resume checkpoint, before confirming it [s] (0)",
     )
-    parser.add_argument(
-        "--finish-gate",
+    gates = parser.add_argument_group(
+        "test-only gates", "hold the job in a named state until a file exists (none by default)"
+    )
+    gates.add_argument(
+        "--step-gate",
         type=Path,
         metavar="PATH",
-        help="hold before the last step until PATH exists; a test keeps the job running this way",
+        help="after --hold-at-step steps, wait until PATH exists (SIGTERM still checkpoints)",
+    )
+    gates.add_argument(
+        "--hold-at-step",
+        type=_non_negative_int,
+        metavar="K",
+        help="the step the --step-gate holds at (default: all steps but the last)",
+    )
+    gates.add_argument(
+        "--checkpoint-gate",
+        type=Path,
+        metavar="PATH",
+        help="on SIGTERM, wait until PATH exists before writing the checkpoint",
+    )
+    gates.add_argument(
+        "--resume-gate",
+        type=Path,
+        metavar="PATH",
+        help="after loading a --resume checkpoint, wait until PATH exists before confirming it",
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.hold_at_step is not None and not args.hold_at_step < args.steps:
+        parser.error(
+            f"--hold-at-step must be below --steps ({args.steps}), got {args.hold_at_step}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s example_job: %(message)s")
     return train(args)
 
