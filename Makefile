@@ -1,5 +1,6 @@
 # make demo  - set up .venv on first use, then run the 24-hour simulated demo
-# make test  - set up .venv on first use, then run the test suite
+# make test  - set up .venv on first use, then run the test suite (all three layers)
+# make test-fast - the unit layer only (tests/unit: pure, no I/O; seconds)
 # make check - ruff format check, ruff lint, mypy and the tests
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 # more workers than cores pays off; TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 4
 
-.PHONY: demo test check format clean
+.PHONY: demo test test-fast check format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dr-gateway needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -25,6 +26,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q tests/unit
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

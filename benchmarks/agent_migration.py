@@ -38,7 +38,13 @@ from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
 from gateway.sites.records import JobSpec, OperationKind
 from models import FINAL_STATES, Migration
-from simulators.agent_fleet import SiteSize, agent_data, example_command, job_table, seed_database
+from simulators.loopback_agents import (
+    SiteSize,
+    agent_data,
+    example_command,
+    job_table,
+    seed_database,
+)
 
 TOKENS = {"alpha": "benchmark-token-alpha", "beta": "benchmark-token-beta"}
 JOB = JobSpec("bench-job", gpus=1, power_kw=0.6, checkpoint_gb=0.001, work_remaining_gpu_h=100.0)

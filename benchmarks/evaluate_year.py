@@ -10,7 +10,7 @@ import argparse
 import resource
 import time
 
-from benchmarks.fleet import synthetic_fleet
+from benchmarks.synthetic_fleet import synthetic_fleet
 from gateway.evaluation.engine import EvaluationParams, simulate
 from gateway.evaluation.input_traces import resample
 from gateway.evaluation.workload import WorkloadParams, generate_workload

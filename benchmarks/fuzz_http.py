@@ -11,7 +11,7 @@ simulator as ``simulators.site_controller.start_site_server``, the dashboard as 
 ``WebServer`` over a database holding sites, jobs, migrations and events. Requests are drawn from
 the OpenAPI documents (``docs/site-api.openapi.yaml``, ``docs/web-api.openapi.yaml``) in
 schemathesis' positive and negative modes, with the right token, none, a wrong one, a non-ASCII
-one, a malformed header and (dashboard) cookie and query tokens (``tests/http_fuzz.py``).
+one, a malformed header and (dashboard) cookie and query tokens (``simulators/http_fuzz.py``).
 
 Prints, per server: requests sent, 5xx answers, answers the document does not allow (schema
 violations), tracebacks and ERROR records in the process's log (at DEBUG level, so a traceback
@@ -27,7 +27,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from tests.http_fuzz import (
+from simulators.http_fuzz import (
     FuzzResult,
     LogWatch,
     ServerThread,

@@ -1,8 +1,8 @@
 """Benchmark: one planning decision for 1,000 sites and 100,000 running jobs.
 
 Run: .venv/bin/python -m benchmarks.plan_decision [--policy NAME] [--sites N] [--jobs N]
-The fleet is built from the bundled traces (benchmarks/fleet.py) at an hour when part of it
-runs short of renewable power and part has plenty; the jobs fill most of the GPUs.
+The fleet is built from the bundled traces (benchmarks/synthetic_fleet.py) at an hour when part
+of it runs short of renewable power and part has plenty; the jobs fill most of the GPUs.
 Prints the median and the slowest of repeated decisions, and how many moves they chose.
 """
 
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from benchmarks.fleet import synthetic_fleet
+from benchmarks.synthetic_fleet import synthetic_fleet
 from gateway.evaluation.workload import WorkloadParams, generate_workload
 from gateway.feasibility import FeasibilityParams
 from gateway.planner.arrays import FleetArrays

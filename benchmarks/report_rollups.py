@@ -1,12 +1,11 @@
 """Energy reports at a year of data: rollups against a plain GROUP BY over the ledger.
 
-Builds a ledger of ``--sites`` sites x ``--days`` days of 5-minute rows (100 x 365: 10.5
-million rows) in an empty database, bulk-loaded in one transaction (multi-row ``executemany``
-on SQLite, ``COPY`` on PostgreSQL), with a year of hourly grid carbon intensity, then builds
-the rollups with the statement of revision 0005's backfill (``rebuild_rollups``, the sums of
-the ``ledger_accounted`` view that the per-row upsert also reads). Renewable power comes from
-the bundled traces (``benchmarks/fleet.py``), the load is random around half of each site's
-maximum.
+Builds a ledger of ``--sites`` sites x ``--days`` days of 5-minute rows (100 x 365: 10.5 million
+rows) in an empty database, bulk-loaded in one transaction (multi-row ``executemany`` on SQLite,
+``COPY`` on PostgreSQL), with a year of hourly grid carbon intensity, then builds the rollups with
+the statement of revision 0005's backfill (``rebuild_rollups``, the sums of the ``ledger_accounted``
+view that the per-row upsert also reads). Renewable power comes from the bundled traces
+(``benchmarks/synthetic_fleet.py``), the load is random around half of each site's maximum.
 
 It then times ``energy_report`` (``gateway/reports/queries.py``, what ``dr-gateway report
 energy`` runs) by site and day over the whole span, by site, and by site and hour over the
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
-from benchmarks.fleet import synthetic_fleet
+from benchmarks.synthetic_fleet import synthetic_fleet
 from gateway.db import make_engine, upgrade
 from gateway.reports.carbon import IntensityInterval, store_intensity
 from gateway.reports.queries import energy_report

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh database per test on SQLite and on PostgreSQL.
+"""Fixtures of the integration and system layers: a fresh database per test on SQLite and on
+PostgreSQL.
 
 PostgreSQL comes from ``DR_GATEWAY_TEST_PG_URL`` (default: the local server's ``postgres``
 database). Each test gets a database of its own, created and dropped around it. Where the

@@ -29,7 +29,7 @@ only with ``&``; a document without a DTD declares no entity (parameter entities
 exist only inside a DTD). What passes therefore holds no DTD and no reference other than the
 predefined ones and character references, which libxml2 resolves without an entity table.
 The scan can refuse a harmless message (``<!DOCTYPE`` inside a comment); it cannot let a DTD
-or an entity through. ``tests/test_ven_inbound.py`` runs each form through the edge and then
+or an entity through. ``tests/system/test_ven_inbound.py`` runs each form through the edge and then
 openleadr's parser in a subprocess, so a gap would show as a crash there, not in the suite.
 
 A refusal is logged at WARNING the first time a VTN gets one and at DEBUG after that, and is

@@ -1,0 +1,43 @@
+"""Waiting on the wall clock in the integration and system tests.
+
+A test that waits for what a server, a process or a background task does polls a condition
+with :func:`wait_for`. Its bound only turns a hang into a failure that names what was awaited;
+it is never reached when things work. Waits on real processes and servers are bounded by
+:data:`simulators.hang_guard.HANG_GUARD_S` instead of the default :data:`WAIT_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+
+WAIT_S = 10.0
+"""The default bound of :func:`wait_for`: what in-process servers on loopback do within a
+second or two [wall s]."""
+POLL_S = 0.05
+"""Pause between two looks at a condition [wall s]."""
+
+
+async def wait_for(
+    condition: Callable[[], object],
+    what: str | Callable[[], str],
+    timeout_s: float = WAIT_S,
+    poll_s: float = POLL_S,
+) -> object:
+    """Look at ``condition`` every ``poll_s`` [s] until it gives something truthy, and return
+    that. ``condition`` is a function or a coroutine function (its result is awaited). After
+    ``timeout_s`` [wall s] fail with an AssertionError naming ``what`` (a text, or a function
+    that gives it at the failure, e.g. with the last state seen)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return met
+        if time.monotonic() > deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout_s} s: {described}")
+        await asyncio.sleep(poll_s)
