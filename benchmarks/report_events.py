@@ -30,7 +30,7 @@ from gateway import fleet
 from gateway.baselines import BaselineParams
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
-from gateway.reports.queries import event_interval_report, event_report
+from gateway.reports.frames import event_interval_report, event_report
 from gateway.reports.rollups import rebuild_rollups
 from gateway.settings import Settings, parse_settings
 from gateway.ven import store as event_store

@@ -7,7 +7,7 @@ the statement of revision 0005's backfill (``rebuild_rollups``, the sums of the 
 view that the per-row upsert also reads). Renewable power comes from the bundled traces
 (``benchmarks/synthetic_fleet.py``), the load is random around half of each site's maximum.
 
-It then times ``energy_report`` (``gateway/reports/queries.py``, what ``dr-gateway report
+It then times ``energy_table`` (``gateway/reports/queries.py``, what ``dr-gateway report
 energy`` runs) by site and day over the whole span, by site, and by site and hour over the
 last 30 days, and for comparison the plain GROUP BY over the ledger by site and day, and
 prints the figures. The target: every report under 100 ms.
@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, text
 from benchmarks.synthetic_fleet import synthetic_fleet
 from gateway.db import make_engine, upgrade
 from gateway.reports.carbon import IntensityInterval, store_intensity
-from gateway.reports.queries import energy_report
+from gateway.reports.queries import energy_table
 from models import EnergyRollupHour, LedgerRow, Site
 
 STEP_S = 300.0
@@ -249,14 +249,14 @@ def measure(conn: Connection, runs: int, group_by_runs: int) -> list[tuple[str, 
     month_until = last.replace(hour=0) + timedelta(days=1)
     month_since = month_until - timedelta(days=30)
     reports: list[tuple[str, Callable[[], Any], int]] = [
-        ("energy_report(by=site,day), all days", lambda: energy_report(conn), runs),
-        ("energy_report(by=site), all days", lambda: energy_report(conn, by=("site",)), runs),
+        ("energy_table(by=site,day), all days", lambda: energy_table(conn), runs),
+        ("energy_table(by=site), all days", lambda: energy_table(conn, by=("site",)), runs),
         (
-            "energy_report(by=site,hour), last 30 days",
-            lambda: energy_report(conn, since=month_since, until=month_until, by=("site", "hour")),
+            "energy_table(by=site,hour), last 30 days",
+            lambda: energy_table(conn, since=month_since, until=month_until, by=("site", "hour")),
             runs,
         ),
-        ("energy_report(by=()), fleet total", lambda: energy_report(conn, by=()), runs),
+        ("energy_table(by=()), fleet total", lambda: energy_table(conn, by=()), runs),
         (
             "plain GROUP BY site, day over the ledger",
             lambda: conn.execute(text(PLAIN_GROUP_BY[conn.dialect.name])).all(),

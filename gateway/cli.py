@@ -20,7 +20,7 @@ from gateway.commands import report_kinds
 from gateway.commands.console import configure_logging, one_line
 from gateway.commands.options import ISO_INSTANT_EXAMPLE, add_config
 from gateway.errors import ConfigError, GatewayError, InputError
-from gateway.planner.policies import POLICIES
+from gateway.planner.policy_names import POLICY_NAMES
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Command = Callable[[argparse.Namespace], int]
@@ -279,8 +279,8 @@ def _add_evaluate(commands: Subcommands) -> None:
     )
     parser.add_argument(
         "--policies",
-        default=",".join(POLICIES),
-        help=f"comma-separated, from {', '.join(POLICIES)} (default: all)",
+        default=",".join(POLICY_NAMES),
+        help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)",
     )
     parser.add_argument("--step-min", type=float, default=15.0, help="simulation step [min] (15)")
     parser.add_argument("--start", metavar="YYYY-MM-DD", help="evaluate from this day of the trace")

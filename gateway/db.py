@@ -1,8 +1,8 @@
 """Engines, sessions and schema upgrades for the state store.
 
 Alembic (and the template engine it brings) is imported by the functions that work on the
-schema, not at the top: a command that only reads, such as ``dr-gateway report``, starts
-without it.
+schema, and the ORM by the one that makes sessions, not at the top: a command that only
+reads, such as ``dr-gateway report``, starts without them.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from urllib.parse import quote
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from gateway.errors import GatewayError, InputError
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 CONNECT_TIMEOUT_S = 10
@@ -53,6 +53,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    from sqlalchemy.orm import sessionmaker  # the ORM loads for the commands that use it
+
     return sessionmaker(engine, expire_on_commit=False)
 
 

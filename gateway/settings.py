@@ -19,13 +19,12 @@ import tomllib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from gateway.baselines import BaselineParams
 from gateway.errors import ConfigError, GatewayError
-from gateway.feasibility import FeasibilityParams
 from gateway.planner.signals import ANY_MARKET_CONTEXT, Programme, SignalPolicy, default_rules
 from gateway.settings_base import (
     COUNT_MAX,
@@ -39,6 +38,9 @@ from gateway.settings_programmes import DEFAULT_BASELINE, ProgrammeSettings, Sig
 from gateway.settings_sites import MaintenanceSettings, SiteControllerSettings, SiteSettings
 from gateway.settings_vtn import VtnSettings
 from gateway.settings_web import WebSettings
+
+if TYPE_CHECKING:
+    from gateway.feasibility import FeasibilityParams
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -117,6 +119,8 @@ class FeasibilitySettings(Section):
     """Added to every step's limit: round trips, retries, a controller's start-up [s]."""
 
     def params(self, gpus: int = 1) -> FeasibilityParams:
+        from gateway.feasibility import FeasibilityParams  # numpy: not for every command
+
         return FeasibilityParams(
             alpha=self.alpha,
             efficiency=self.efficiency,

@@ -7,6 +7,10 @@ The kinds and their options are in :mod:`gateway.commands.report_kinds` and
 site's totals over all time from the ``site_report`` view (``gateway/reports/summary.py``), as
 it always has; ``dr-gateway demo`` ends with it. Every bad option ends in
 :class:`InputError` with one line that names the option (exit code 2).
+
+A table, CSV or JSON report is read and written without pandas, numpy or the ORM
+(``tests/test_report_tables.py`` checks what the command loads); pandas loads for Parquet and
+the plot only (``gateway/reports/frames.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TextIO
 
-import pandas as pd
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -26,24 +30,25 @@ from gateway.commands.report_kinds import KINDS_BY_NAME, LEVEL_KINDS, PERIODS, R
 from gateway.commands.report_options import ReportRequest, on_boundary, request_from_args
 from gateway.db import current_revision, head_revision, make_engine
 from gateway.errors import GatewayError, InputError
-from gateway.reports.formats import TEXT_FORMATS, Ratio, Totals, render_text, write_parquet
+from gateway.reports.formats import TEXT_FORMATS, Ratio, Totals, render_text
 from gateway.reports.queries import (
     REPORT_BY_KEYS,
-    energy_report,
-    event_interval_report,
-    event_report,
-    migration_report,
+    energy_table,
+    event_interval_table,
+    event_table,
+    migration_table,
+    unknown_site_ids,
 )
 from gateway.reports.summary import format_report, site_report
+from gateway.reports.table import ReportTable
 from gateway.settings import Settings
 from gateway.startup import load_checked_settings
-from models import Site
 
-Query = Callable[[Connection, ReportRequest], pd.DataFrame]
+Query = Callable[[Connection, ReportRequest], ReportTable]
 
 
-def _energy(connection: Connection, request: ReportRequest) -> pd.DataFrame:
-    return energy_report(
+def _energy(connection: Connection, request: ReportRequest) -> ReportTable:
+    return energy_table(
         connection,
         since=request.since,
         until=request.until,
@@ -52,20 +57,20 @@ def _energy(connection: Connection, request: ReportRequest) -> pd.DataFrame:
     )
 
 
-def _migrations(connection: Connection, request: ReportRequest) -> pd.DataFrame:
-    return migration_report(
+def _migrations(connection: Connection, request: ReportRequest) -> ReportTable:
+    return migration_table(
         connection, since=request.since, until=request.until, site_ids=request.site_ids
     )
 
 
-def _events(connection: Connection, request: ReportRequest) -> pd.DataFrame:
-    return event_report(
+def _events(connection: Connection, request: ReportRequest) -> ReportTable:
+    return event_table(
         connection, since=request.since, until=request.until, site_ids=request.site_ids
     )
 
 
-def _event_intervals(connection: Connection, request: ReportRequest) -> pd.DataFrame:
-    return event_interval_report(
+def _event_intervals(connection: Connection, request: ReportRequest) -> ReportTable:
+    return event_interval_table(
         connection, since=request.since, until=request.until, site_ids=request.site_ids
     )
 
@@ -141,43 +146,51 @@ def run_request(request: ReportRequest, settings: Settings, out: TextIO, err: Te
         with engine.connect() as connection:
             _check_sites(connection, request.site_ids, settings.database.url)
             try:
-                frame = QUERIES[kind.query](connection, request)
-                plot_frame = _plot_frame(connection, request, frame)
+                table = QUERIES[kind.query](connection, request)
+                plot_table = _plot_table(connection, request, table)
             except InputError as exc:
                 raise InputError(f"report {request.kind}: {exc}") from exc
     except DBAPIError as exc:
         raise _database_problem(engine, settings.database.url, exc) from exc
     finally:
         engine.dispose()
-    _write(frame, request, kind, out, err)
-    if request.plot is not None and plot_frame is not None:
-        from gateway.reports.plot import plot_energy
-
-        try:
-            summary = plot_energy(plot_frame, request.plot, period=PERIODS[_plot_period(request)])
-        except OSError as exc:
-            raise InputError(f"--plot {request.plot}: cannot write: {exc}") from exc
-        print(summary.note(), file=err)
+    _write(table, request, kind, out, err)
+    if request.plot is not None and plot_table is not None:
+        _plot(plot_table, request.plot, _plot_period(request), err)
     return 0
 
 
-def table_view(frame: pd.DataFrame, kind: ReportKind) -> pd.DataFrame:
-    """The columns of ``frame`` that the kind's table shows, in the table's order."""
+def _plot(table: ReportTable, path: Path, period: str, err: TextIO) -> None:
+    """Draw the ``--plot`` PNG at ``path``; pandas and matplotlib load only now."""
+    from gateway.reports.frames import to_frame
+    from gateway.reports.plot import plot_energy
+
+    try:
+        summary = plot_energy(to_frame(table), path, period=PERIODS[period])
+    except OSError as exc:
+        raise InputError(f"--plot {path}: cannot write: {exc}") from exc
+    print(summary.note(), file=err)
+
+
+def table_view(table: ReportTable, kind: ReportKind) -> ReportTable:
+    """The columns of ``table`` that the kind's table shows, in the table's order."""
     if kind.table_columns is None:
-        return frame
-    return frame[[name for name in kind.table_columns if name in frame.columns]]
+        return table
+    return table.select(name for name in kind.table_columns if name in table)
 
 
 def _write(
-    frame: pd.DataFrame, request: ReportRequest, kind: ReportKind, out: TextIO, err: TextIO
+    table: ReportTable, request: ReportRequest, kind: ReportKind, out: TextIO, err: TextIO
 ) -> None:
     path = request.output
-    shown = table_view(frame, kind) if request.fmt == "table" else frame
+    shown = table_view(table, kind) if request.fmt == "table" else table
     try:
         if request.fmt not in TEXT_FORMATS:
             if path is None:
                 raise InputError(f"--format {request.fmt}: give --output FILE")
-            write_parquet(frame, path)
+            from gateway.reports.frames import write_parquet  # pandas loads only for Parquet
+
+            write_parquet(table, path)
         elif path is None:
             out.write(render_text(shown, request.fmt, totals(kind)))
             return
@@ -185,7 +198,7 @@ def _write(
             path.write_text(render_text(shown, request.fmt, totals(kind)), encoding="utf-8")
     except OSError as exc:
         raise InputError(f"--output {path}: cannot write: {exc}") from exc
-    print(f"report {request.kind}: wrote {len(frame)} rows to {path} ({request.fmt})", file=err)
+    print(f"report {request.kind}: wrote {len(table)} rows to {path} ({request.fmt})", file=err)
 
 
 def _plot_period(request: ReportRequest) -> str:
@@ -198,23 +211,22 @@ def _plot_period(request: ReportRequest) -> str:
     return "day" if all(on_boundary(at, "day") for at in bounds) else "hour"
 
 
-def _plot_frame(
-    connection: Connection, request: ReportRequest, frame: pd.DataFrame
-) -> pd.DataFrame | None:
+def _plot_table(
+    connection: Connection, request: ReportRequest, table: ReportTable
+) -> ReportTable | None:
     """Energy per site and period for ``--plot``: the report itself when it is grouped so."""
     if request.plot is None:
         return None
     by = ("site", _plot_period(request))
     if set(request.by) == set(by):
-        return frame
+        return table
     return _energy(connection, replace(request, by=by))
 
 
 def _check_sites(connection: Connection, site_ids: Sequence[str] | None, url: str) -> None:
     if not site_ids:
         return
-    known = set(connection.scalars(select(Site.id).where(Site.id.in_(site_ids))))
-    unknown = [site_id for site_id in site_ids if site_id not in known]
+    unknown = unknown_site_ids(connection, site_ids)
     if unknown:
         raise InputError(f"--site {','.join(unknown)}: no such site in {_safe_url(url)}")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Connection
 
-from gateway.reports.queries import event_report
+from gateway.reports.frames import event_report
 
 THRESHOLD = 0.9
 """A promise is kept when at least this share of the requested energy is delivered [-]."""

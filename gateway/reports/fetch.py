@@ -1,4 +1,4 @@
-"""Fetching tens of thousands of report rows into numpy columns, fast, per dialect.
+"""Fetching tens of thousands of report rows, fast, per dialect.
 
 A report by site and day over a year is 36,500 rows; through SQLAlchemy's rows the Python
 objects cost more than the query. Here the rows come from a DB-API cursor of the caller's
@@ -8,24 +8,25 @@ literals, and the driver's errors are raised as SQLAlchemy's, as from ``conn.exe
 - :func:`rows` gives plain tuples (SQLite: about a third faster than SQLAlchemy's rows).
 - :func:`site_period_columns` gives a rollup's rows by site and period as columns. On
   PostgreSQL it asks for one row per site holding an array per column and reads each binary
-  ``float8[]`` straight into numpy (half the time of row by row, ``pg_arrays.py``); elsewhere
-  it reads rows.
+  ``float8[]`` at once (half the time of row by row, ``pg_arrays.py``); elsewhere it reads
+  rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Float,
     Select,
-    Table,
+    TableClause,
     cast,
     extract,
     func,
@@ -35,7 +36,19 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import NullType
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+from gateway.reports.table import utc_datetime
+
+
+@dataclass(frozen=True)
+class SitePeriodColumns:
+    """A rollup's rows ordered by site and period, as columns of equal length."""
+
+    site_ids: list[str]
+    period_starts: list[datetime]
+    """The periods' starts [aware UTC]."""
+    values: list[list[float]]
+    """One list per value column asked for, in the order asked (a count column's integers
+    as SQLite returns them)."""
 
 
 @contextmanager
@@ -63,12 +76,12 @@ def rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
 
 def site_period_columns(
     conn: Connection,
-    rollup: Table,
+    rollup: TableClause,
     conditions: Sequence[ColumnElement[bool]],
     value_names: Sequence[str],
-) -> tuple[np.ndarray[Any, Any], pd.Series, FloatArray]:
+) -> SitePeriodColumns:
     """The rows of ``rollup`` that meet ``conditions``, ordered by site and period, as
-    (site ids, period starts as aware UTC, values of ``value_names`` with shape (rows, k)).
+    columns: site ids, period starts and the values of ``value_names`` as reals.
 
     The value columns must hold no NULLs.
     """
@@ -83,22 +96,23 @@ def site_period_columns(
         .where(*conditions)
         .order_by(rollup.c.site_id, rollup.c.period_start_at)
     )
-    table = np.array(rows(conn, query), dtype=object).reshape(-1, 2 + len(value_names))
-    periods = pd.Series(table[:, 1], dtype=object)
-    if not periods.empty:
-        periods = pd.Series(pd.to_datetime(periods, utc=True, format="ISO8601"))
-    else:
-        periods = pd.Series(pd.to_datetime(periods, utc=True))
-    return table[:, 0], periods, table[:, 2:].astype(np.float64)
+    fetched = rows(conn, query)
+    texts = list(map(itemgetter(1), fetched))
+    instants = {text: utc_datetime(text) for text in set(texts)}  # a period repeats per site
+    return SitePeriodColumns(
+        list(map(itemgetter(0), fetched)),
+        [instants[text] for text in texts],
+        [list(map(itemgetter(2 + k), fetched)) for k in range(len(value_names))],
+    )
 
 
 def _site_period_arrays(
     conn: Connection,
-    rollup: Table,
+    rollup: TableClause,
     conditions: Sequence[ColumnElement[bool]],
     value_names: Sequence[str],
-) -> tuple[np.ndarray[Any, Any], pd.Series, FloatArray]:
-    """PostgreSQL: one row per site with an array per column, read into numpy.
+) -> SitePeriodColumns:
+    """PostgreSQL: one row per site with an array per column.
 
     The arrays of one site are aligned (every aggregate sees the site's rows in the same
     order); the rows are fed in period order, and sorted again here, so that the result does
@@ -129,15 +143,17 @@ def _site_period_arrays(
 
     with _as_sqlalchemy_errors(conn, sql):
         per_site = fetch_binary(conn.connection.driver_connection, sql)
-    if not per_site:
-        empty = np.empty((0, len(value_names)), dtype=np.float64)
-        return np.empty(0, dtype=object), pd.Series(pd.to_datetime([], utc=True)), empty
-    counts = [len(row[1]) for row in per_site]
-    sites = np.repeat(np.array([row[0] for row in per_site], dtype=object), counts)
-    epochs = np.concatenate([row[1] for row in per_site])
-    values = np.column_stack(
-        [np.concatenate([row[2 + k] for row in per_site]) for k in range(len(value_names))]
-    )
-    order = np.lexsort((epochs, np.repeat(np.arange(len(per_site)), counts)))
-    periods = pd.Series(pd.to_datetime(epochs[order], unit="s", utc=True))
-    return sites, periods, values[order]
+    columns = SitePeriodColumns([], [], [[] for _ in value_names])
+    instants: dict[float, datetime] = {}
+    for site_id, epochs, *arrays in per_site:
+        if tuple(sorted(epochs)) != epochs:
+            order = sorted(range(len(epochs)), key=epochs.__getitem__)
+            epochs = tuple(epochs[i] for i in order)
+            arrays = [tuple(array[i] for i in order) for array in arrays]
+        for epoch in set(epochs).difference(instants):
+            instants[epoch] = datetime.fromtimestamp(epoch, UTC)
+        columns.site_ids.extend([site_id] * len(epochs))
+        columns.period_starts.extend(map(instants.__getitem__, epochs))
+        for column, array in zip(columns.values, arrays, strict=True):
+            column.extend(array)
+    return columns

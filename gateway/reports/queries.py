@@ -1,28 +1,27 @@
-"""Reports as DataFrames: energy from the rollup tables, migrations and events from the views.
+"""The reports as tables: energy from the rollup tables, migrations and events from the views.
 
-Every function takes an open SQLAlchemy ``Connection`` and returns a ``pandas.DataFrame``
-whose columns are documented, with their units, in ``docs/views.md``. Timestamps come back
-timezone-aware (UTC) on SQLite and PostgreSQL alike. Bad arguments raise
+Every function takes an open SQLAlchemy ``Connection`` and returns a
+:class:`~gateway.reports.table.ReportTable` whose columns are documented, with their units,
+in ``docs/views.md``; ``frames.py`` gives the same reports as ``pandas.DataFrame``.
+Timestamps come back timezone-aware (UTC) on SQLite and PostgreSQL alike. Bad arguments raise
 :class:`gateway.errors.InputError` naming the argument.
 
-``energy_report`` reads ``energy_rollup_hour`` or ``energy_rollup_day`` (never the raw ledger),
+``energy_table`` reads ``energy_rollup_hour`` or ``energy_rollup_day`` (never the raw ledger),
 so a year of 5-minute ledger rows for 100 sites answers in milliseconds.
 """
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    DateTime,
     Select,
-    Table,
+    TableClause,
     and_,
     bindparam,
     column,
@@ -35,7 +34,7 @@ from sqlalchemy import (
 
 from gateway.errors import InputError
 from gateway.reports import fetch
-from models import EnergyRollupDay, EnergyRollupHour, Site, UTCDateTime
+from gateway.reports.table import Column, ReportTable, table_of_rows, utc_instant
 
 REPORT_BY_KEYS = ("site", "hour", "day")
 """The keys an energy report can be grouped by (``--by``)."""
@@ -71,7 +70,7 @@ ENERGY_COLUMNS = (
     "emissions_kg",
     "migration_kwh",
 )
-"""The value columns of :func:`energy_report`, in order, after its key columns."""
+"""The value columns of :func:`energy_table`, in order, after its key columns."""
 
 MIGRATION_TIME_COLUMNS = (
     "planned_at",
@@ -85,24 +84,48 @@ MIGRATION_TIME_COLUMNS = (
 )
 EVENT_TIME_COLUMNS = ("start_at", "end_at")
 
-_ROLLUPS = {"hour": EnergyRollupHour, "day": EnergyRollupDay}
+UTC_TIME = DateTime(timezone=True)
+"""How a report binds an instant, converted to UTC first: PostgreSQL gets a ``timestamptz``,
+SQLite the UTC wall time as ``models.UTCDateTime`` stores it (SQLite's DATETIME text has no
+zone)."""
+
+
+def _rollup(name: str) -> TableClause:
+    return table(
+        name,
+        column("site_id"),
+        column("period_start_at", UTC_TIME),
+        *(column(value) for value in ROLLUP_SUMS),
+    )
+
+
+ROLLUP_TABLES: dict[Granularity, TableClause] = {
+    "hour": _rollup("energy_rollup_hour"),
+    "day": _rollup("energy_rollup_day"),
+}
+"""The rollups' columns that the reports read, by name: ``models.EnergyRollupHour`` and
+``models.EnergyRollupDay`` define the tables. A report names them instead of importing the
+models, which would load the ORM and every model (0.15 s of a command's start-up);
+``tests/test_report_tables.py`` checks that each name is the models'."""
+SITES_TABLE = table("sites", column("id"))
+"""The site ids, by name (``models.Site`` defines the table)."""
 _KEY_COLUMNS = {"site": "site_id", "hour": "period_start_at", "day": "period_start_at"}
 """The column each ``by`` key reads."""
 
 
-def energy_report(
+def energy_table(
     conn: Connection,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     site_ids: Sequence[str] | None = None,
     by: Sequence[str] = ("site", "day"),
-) -> pd.DataFrame:
+) -> ReportTable:
     """Energy per site and/or period from the rollups.
 
     Columns: the ``by`` keys present, as ``site_id`` and ``period_start_at`` (start of the
     hour or day, aware UTC), then :data:`ENERGY_COLUMNS`: energies [kWh], ``renewable_share``
-    [0-1] (NaN where the load is 0) and ``emissions_kg`` [kg CO2] (NaN where no carbon
+    [0-1] (unknown where the load is 0) and ``emissions_kg`` [kg CO2] (unknown where no carbon
     intensity covers any of the rows summed). ``by=()`` gives one fleet-total row.
 
     since, until: only periods starting in [since, until) [aware UTC]; with ``hour`` in
@@ -114,45 +137,70 @@ def energy_report(
     keys = _by_keys(by)
     _check_range(since, until)
     granularity = _granularity(keys, since, until)
-    rollup = typing.cast(Table, _ROLLUPS[granularity].__table__)
+    rollup = ROLLUP_TABLES[granularity]
     names = [_KEY_COLUMNS[key] for key in ("site", granularity) if key in keys]
     conditions = _period_filter(rollup.c, since, until, site_ids)
-    data: dict[str, Any]
+    key_columns: list[Column]
     if len(names) == 2:  # the rollup's own key: one stored row per result row
-        sites, periods, sums = fetch.site_period_columns(conn, rollup, conditions, ROLLUP_SUMS)
-        data = {"site_id": sites, "period_start_at": periods}
+        fetched = fetch.site_period_columns(conn, rollup, conditions, ROLLUP_SUMS)
+        key_columns = [
+            Column("site_id", "text", fetched.site_ids),
+            Column("period_start_at", "time", fetched.period_starts),
+        ]
+        sums = dict(zip(ROLLUP_SUMS, fetched.values, strict=True))
     else:
-        group = [rollup.c[name] for name in names]
-        # SUM over no rows is NULL: the fleet total of an empty range is 0
-        values = [func.coalesce(func.sum(rollup.c[name]), 0) for name in ROLLUP_SUMS]
-        query = select(*group, *values).where(*conditions)
-        if group:
-            query = query.group_by(*group).order_by(*group)
-        rows = conn.execute(query).all()
-        table = np.array(rows, dtype=object).reshape(-1, len(group) + len(values))
-        data = {name: table[:, i] for i, name in enumerate(names)}
-        if "period_start_at" in data:
-            data["period_start_at"] = _utc(pd.Series(data["period_start_at"], dtype=object))
-        sums = table[:, len(group) :].astype(np.float64)
-    for i, name in enumerate(ROLLUP_SUMS):
-        data[name] = sums[:, i]
-    load = data["load_kwh"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        data["renewable_share"] = np.where(
-            load > 0, data["renewable_used_kwh"] / np.where(load > 0, load, 1.0), np.nan
-        )
-    # emissions are unknown (NaN), not 0, where no ledger row summed had an intensity
-    data["emissions_kg"] = np.where(data["emissions_rows"] > 0, data["emissions_kg"], np.nan)
-    return pd.DataFrame({name: data[name] for name in (*names, *ENERGY_COLUMNS)})
+        key_columns, sums = _grouped_sums(conn, rollup, names, conditions)
+    load = sums["load_kwh"]
+    used = sums["renewable_used_kwh"]
+    values: dict[str, list[float | None]] = {name: list(sums[name]) for name in ENERGY_SUMS}
+    values["renewable_share"] = [
+        used_kwh / load_kwh if load_kwh > 0 else None
+        for used_kwh, load_kwh in zip(used, load, strict=True)
+    ]
+    # emissions are unknown, not 0, where no ledger row summed had an intensity
+    values["emissions_kg"] = [
+        emissions if rows > 0 else None
+        for emissions, rows in zip(sums["emissions_kg"], sums["emissions_rows"], strict=True)
+    ]
+    return ReportTable(
+        (*key_columns, *(Column(name, "float", values[name]) for name in ENERGY_COLUMNS))
+    )
 
 
-def migration_report(
+def _grouped_sums(
+    conn: Connection,
+    rollup: TableClause,
+    names: Sequence[str],
+    conditions: Sequence[ColumnElement[bool]],
+) -> tuple[list[Column], dict[str, list[float]]]:
+    """The rollup's sums grouped by the columns ``names`` (none: one fleet-total row), as
+    the key columns and the sums by name."""
+    group = [rollup.c[name] for name in names]
+    # SUM over no rows is NULL: the fleet total of an empty range is 0
+    totals = [func.coalesce(func.sum(rollup.c[name]), 0) for name in ROLLUP_SUMS]
+    query = select(*group, *totals).where(*conditions)
+    if group:
+        query = query.group_by(*group).order_by(*group)
+    fetched = conn.execute(query).all()
+    key_columns = [
+        Column(name, "time", [utc_instant(row[i]) for row in fetched])
+        if name == "period_start_at"
+        else Column(name, "text", [row[i] for row in fetched])
+        for i, name in enumerate(names)
+    ]
+    sums = {
+        name: [float(row[len(group) + k]) for row in fetched] for k, name in enumerate(ROLLUP_SUMS)
+    }
+    return key_columns, sums
+
+
+def migration_table(
     conn: Connection,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     site_ids: Sequence[str] | None = None,
-) -> pd.DataFrame:
+) -> ReportTable:
     """One row per migration from the ``migration_timeline`` view, by ``planned_at``.
 
     since, until: only migrations planned in [since, until) [aware UTC].
@@ -161,7 +209,7 @@ def migration_report(
     _check_range(since, until)
     view = table(
         "migration_timeline",
-        column("planned_at", UTCDateTime()),
+        column("planned_at", UTC_TIME),
         column("source_site_id"),
         column("target_site_id"),
         column("migration_id"),
@@ -177,16 +225,16 @@ def migration_report(
         .where(*conditions)
         .order_by(view.c.planned_at, view.c.migration_id)
     )
-    return _frame(conn, query, MIGRATION_TIME_COLUMNS)
+    return _view_rows(conn, query, MIGRATION_TIME_COLUMNS)
 
 
-def event_report(
+def event_table(
     conn: Connection,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     site_ids: Sequence[str] | None = None,
-) -> pd.DataFrame:
+) -> ReportTable:
     """One row per (event, site) from the ``event_delivery`` view: requested against
     delivered energy with the baseline it was measured against.
 
@@ -196,13 +244,13 @@ def event_report(
     return _delivery_rows(conn, "event_delivery", (), since, until, site_ids)
 
 
-def event_interval_report(
+def event_interval_table(
     conn: Connection,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     site_ids: Sequence[str] | None = None,
-) -> pd.DataFrame:
+) -> ReportTable:
     """One row per (event, site, interval) from the ``event_interval_delivery`` view:
     requested against delivered energy per interval, with the programme's baseline.
 
@@ -221,12 +269,12 @@ def _delivery_rows(
     since: datetime | None,
     until: datetime | None,
     site_ids: Sequence[str] | None,
-) -> pd.DataFrame:
+) -> ReportTable:
     """The rows of a delivery view in [since, until) at ``site_ids``, by start, VTN, event,
     site and then the ``finer`` columns."""
     _check_range(since, until)
     keys = ("vtn_id", "event_id", "site_id", *finer)
-    view = table(view_name, column("start_at", UTCDateTime()), *(column(k) for k in keys))
+    view = table(view_name, column("start_at", UTC_TIME), *(column(k) for k in keys))
     conditions = _in_range(view.c.start_at, since, until)
     if site_ids is not None:
         conditions.append(view.c.site_id.in_(list(site_ids)))
@@ -236,13 +284,20 @@ def _delivery_rows(
         .where(*conditions)
         .order_by(view.c.start_at, *(view.c[k] for k in keys))
     )
-    return _frame(conn, query, EVENT_TIME_COLUMNS)
+    return _view_rows(conn, query, EVENT_TIME_COLUMNS)
+
+
+def unknown_site_ids(conn: Connection, site_ids: Sequence[str]) -> list[str]:
+    """The ids among ``site_ids`` that name no site, in the order given."""
+    ids = SITES_TABLE.c.id
+    known = set(conn.scalars(select(ids).where(ids.in_(list(site_ids)))))
+    return [site_id for site_id in site_ids if site_id not in known]
 
 
 def energy_captured_kwh(conn: Connection) -> float:
     """The fleet's captured surplus over all time, from the daily rollup [kWh]."""
     total = conn.execute(
-        select(func.coalesce(func.sum(EnergyRollupDay.captured_surplus_kwh), 0.0))
+        select(func.coalesce(func.sum(ROLLUP_TABLES["day"].c.captured_surplus_kwh), 0.0))
     ).scalar_one()
     return float(total)
 
@@ -267,9 +322,9 @@ def _in_range(
     """Conditions that keep rows whose ``at`` lies in [since, until) (None: unbounded)."""
     conditions: list[ColumnElement[bool]] = []
     if since is not None:
-        conditions.append(at >= bindparam("since", since, UTCDateTime()))
+        conditions.append(at >= bindparam("since", since.astimezone(UTC), UTC_TIME))
     if until is not None:
-        conditions.append(at < bindparam("until", until, UTCDateTime()))
+        conditions.append(at < bindparam("until", until.astimezone(UTC), UTC_TIME))
     return conditions
 
 
@@ -327,33 +382,20 @@ def _period_filter(
     """
     conditions: list[ColumnElement[bool]] = []
     if since is not None:
-        conditions.append(columns.period_start_at >= since)
+        conditions.append(columns.period_start_at >= since.astimezone(UTC))
     if until is not None:
-        conditions.append(columns.period_start_at < until)
+        conditions.append(columns.period_start_at < until.astimezone(UTC))
     if site_ids is not None:
         conditions.append(columns.site_id.in_(list(site_ids)))
     elif conditions:
-        conditions.append(columns.site_id.in_(select(Site.id)))
+        conditions.append(columns.site_id.in_(select(SITES_TABLE.c.id)))
     return [and_(*conditions)] if conditions else []
 
 
-def _frame(conn: Connection, query: Select[Any], time_columns: Sequence[str]) -> pd.DataFrame:
-    """The rows of a view as a DataFrame, its timestamp columns aware UTC.
+def _view_rows(conn: Connection, query: Select[Any], time_columns: Sequence[str]) -> ReportTable:
+    """The rows of a view as a table, its timestamp columns aware UTC.
 
     On SQLite the views' timestamps come back as text; both backends end up the same.
     """
     result = conn.execute(query)
-    frame = pd.DataFrame.from_records(result.all(), columns=list(result.keys()))
-    for name in time_columns:
-        if name in frame:
-            frame[name] = _utc(frame[name])
-    return frame
-
-
-def _utc(values: pd.Series) -> pd.Series:
-    """Datetimes or SQLite timestamp text (``YYYY-MM-DD HH:MM:SS[.fff...]``) as aware UTC."""
-    if values.empty:
-        return pd.Series(pd.to_datetime(values, utc=True), index=values.index)
-    if isinstance(values.dropna().iloc[0] if values.notna().any() else None, str):
-        return pd.Series(pd.to_datetime(values, utc=True, format="ISO8601"), index=values.index)
-    return pd.Series(pd.to_datetime(values, utc=True), index=values.index)
+    return table_of_rows(list(result.keys()), result.all(), time_columns)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import pandas as pd
 from sqlalchemy import Connection, RowMapping, column, select, table
-from sqlalchemy.orm import Session
 
 from gateway.errors import InputError
 from gateway.reports.formats import format_csv, format_json, format_table_with_total
+from gateway.reports.table import Column, ColumnKind, ReportTable
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SummaryFormat = Literal["table", "csv", "json"]
 SUMMARY_FORMATS: tuple[SummaryFormat, ...] = get_args(SummaryFormat)
@@ -154,36 +156,36 @@ COUNT_COLUMNS = frozenset(
     ("migrations_out", "migrations_in", "completed_migrations", "events", "opted_in", "opted_out")
 )
 """The columns that count [count] (integers); the others but the site id are real numbers,
-an unknown share NaN."""
+an unknown share ``None``."""
 
 
-def _dtype(name: str) -> str:
+def _kind(name: str) -> ColumnKind:
     if name == "site_id":
-        return "object"
-    return "int64" if name in COUNT_COLUMNS else "float64"
+        return "text"
+    return "int" if name in COUNT_COLUMNS else "float"
 
 
-def _frame(rows: Sequence[SiteReportRow]) -> pd.DataFrame:
-    """``rows`` as a frame in the view's column order, each column typed as its field."""
-    return pd.DataFrame(
-        {
-            name: pd.Series([getattr(row, name) for row in rows], dtype=_dtype(name))
+def _table(rows: Sequence[SiteReportRow]) -> ReportTable:
+    """``rows`` as a table in the view's column order, each column of its field's kind."""
+    return ReportTable(
+        tuple(
+            Column(name, _kind(name), [getattr(row, name) for row in rows])
             for name in REPORT_COLUMNS
-        }
+        )
     )
 
 
 def _format_table(rows: Sequence[SiteReportRow]) -> str:
     total = asdict(fleet_totals(rows))
-    return format_table_with_total(_frame(rows)[list(TABLE_COLUMNS)], total, TABLE_HEADERS)
+    return format_table_with_total(_table(rows).select(TABLE_COLUMNS), total, TABLE_HEADERS)
 
 
 def _format_csv(rows: Sequence[SiteReportRow]) -> str:
-    return format_csv(_frame(rows))
+    return format_csv(_table(rows))
 
 
 def _format_json(rows: Sequence[SiteReportRow]) -> str:
-    return format_json(_frame(rows), indent=2, ascii_only=True)
+    return format_json(_table(rows), indent=2, ascii_only=True)
 
 
 _FORMATTERS: dict[SummaryFormat, Callable[[Sequence[SiteReportRow]], str]] = {

@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any, NoReturn
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
@@ -127,6 +126,8 @@ def _read(key: str, path: Path) -> bytes:
 
 
 def _first_certificate(key: str, path: Path) -> x509.Certificate:
+    from cryptography import x509  # only where a certificate is read: settings load without it
+
     pem = _read(key, path)
     try:
         return x509.load_pem_x509_certificates(pem)[0]
@@ -135,6 +136,9 @@ def _first_certificate(key: str, path: Path) -> x509.Certificate:
 
 
 def _private_key(key: str, path: Path) -> Any:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     pem = _read(key, path)
     try:
         return serialization.load_pem_private_key(pem, password=None)
@@ -149,6 +153,8 @@ def _private_key(key: str, path: Path) -> Any:
 
 
 def _public_der(public_key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return bytes(
         public_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

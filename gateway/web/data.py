@@ -18,7 +18,8 @@ from sqlalchemy import Connection, and_, distinct, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.events import shifted
-from gateway.reports.queries import ENERGY_COLUMNS, energy_report
+from gateway.reports.frames import energy_report
+from gateway.reports.queries import ENERGY_COLUMNS
 from models import (
     FINAL_STATES,
     MIGRATION_STATES,

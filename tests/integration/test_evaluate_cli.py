@@ -9,6 +9,12 @@ import pytest
 
 from gateway.cli import main
 from gateway.planner.policies import POLICIES
+from gateway.planner.policy_names import POLICY_NAMES
+
+
+def test_the_parser_names_every_policy_in_order() -> None:
+    assert tuple(POLICIES) == POLICY_NAMES
+
 
 METRICS = {
     "grid_kwh",

@@ -34,10 +34,9 @@ from gateway.reports.formats import (
     format_json,
     format_table,
     render_text,
-    write_parquet,
 )
+from gateway.reports.frames import energy_report, table_of_frame, write_parquet
 from gateway.reports.plot import MAX_NAMED_SITES, PLOT_SIZE_PX, plot_energy
-from gateway.reports.queries import energy_report
 from gateway.reports.rollups import add_to_rollups
 
 BY_KEYS = ("site", "hour", "day")
@@ -155,7 +154,7 @@ ENERGY_TOTALS = Totals(
 
 def test_table_has_units_in_headers_and_a_total_row_with_recomputed_share() -> None:
     frame = energy_frame()
-    lines = format_table(frame, ENERGY_TOTALS).splitlines()
+    lines = format_table(table_of_frame(frame), ENERGY_TOTALS).splitlines()
     header = lines[0]
     for text in (
         "site",
@@ -183,26 +182,26 @@ def test_table_has_units_in_headers_and_a_total_row_with_recomputed_share() -> N
 def test_total_is_unknown_only_when_no_row_is_known() -> None:
     frame = energy_frame()
     frame["emissions_kg"] = np.nan
-    total = format_table(frame, ENERGY_TOTALS).splitlines()[-1].split()
+    total = format_table(table_of_frame(frame), ENERGY_TOTALS).splitlines()[-1].split()
     assert total[0] == "TOTAL" and total.count("-") == 1
 
 
 def test_table_of_one_row_has_no_total_and_an_empty_frame_says_so() -> None:
-    one = format_table(energy_frame(sites=1, days=1), ENERGY_TOTALS)
+    one = format_table(table_of_frame(energy_frame(sites=1, days=1)), ENERGY_TOTALS)
     assert "TOTAL" not in one and len(one.splitlines()) == 3
-    empty = format_table(energy_frame().iloc[0:0], ENERGY_TOTALS)
+    empty = format_table(table_of_frame(energy_frame().iloc[0:0]), ENERGY_TOTALS)
     assert "load [kWh]" in empty and "(no rows)" in empty
 
 
 def test_table_shows_times_of_day_when_not_midnight() -> None:
     frame = energy_frame(sites=1, days=2)
     frame["period_start_at"] = frame["period_start_at"] + pd.Timedelta(hours=13)
-    assert "2026-06-01 13:00" in format_table(frame)
+    assert "2026-06-01 13:00" in format_table(table_of_frame(frame))
 
 
 def test_csv_has_header_full_precision_iso_times_and_empty_unknowns() -> None:
     frame = energy_frame()
-    text = format_csv(frame)
+    text = format_csv(table_of_frame(frame))
     back = pd.read_csv(io.StringIO(text))
     assert list(back.columns) == list(frame.columns)
     assert back["period_start_at"].iloc[0] == "2026-06-01T00:00:00+00:00"
@@ -212,7 +211,7 @@ def test_csv_has_header_full_precision_iso_times_and_empty_unknowns() -> None:
 
 def test_json_records_with_iso_times_and_nulls() -> None:
     frame = energy_frame()
-    records = json.loads(format_json(frame))
+    records = json.loads(format_json(table_of_frame(frame)))
     assert len(records) == len(frame)
     first = records[0]
     assert list(first) == list(frame.columns)
@@ -224,13 +223,13 @@ def test_json_records_with_iso_times_and_nulls() -> None:
 
 def test_render_text_refuses_parquet() -> None:
     with pytest.raises(InputError, match=r"^--format parquet"):
-        render_text(energy_frame(), "parquet")
+        render_text(table_of_frame(energy_frame()), "parquet")
 
 
 def test_parquet_round_trip_keeps_types_and_aware_times(tmp_path: Path) -> None:
     frame = energy_frame()
     path = tmp_path / "energy.parquet"
-    write_parquet(frame, path)
+    write_parquet(table_of_frame(frame), path)
     back = pd.read_parquet(path)
     assert list(back.columns) == list(frame.columns)
     assert str(back["period_start_at"].dt.tz) == "UTC"

@@ -22,13 +22,8 @@ from gateway.db import make_engine, unit_of_work, upgrade
 from gateway.errors import InputError
 from gateway.events import OptDecision
 from gateway.reports.carbon import IntensityInterval, store_intensity
-from gateway.reports.queries import (
-    ENERGY_COLUMNS,
-    energy_captured_kwh,
-    energy_report,
-    event_report,
-    migration_report,
-)
+from gateway.reports.frames import energy_report, event_report, migration_report
+from gateway.reports.queries import ENERGY_COLUMNS, energy_captured_kwh
 from gateway.reports.rollups import rebuild_rollups
 from gateway.ven import store as event_store
 from models import Job, LedgerRow, Migration

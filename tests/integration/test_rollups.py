@@ -19,7 +19,7 @@ from gateway import fleet
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
 from gateway.events import DrEvent
 from gateway.reports.carbon import IntensityInterval, store_intensity
-from gateway.reports.queries import energy_report
+from gateway.reports.frames import energy_report
 from gateway.reports.rollups import rebuild_rollups
 from gateway.settings import Settings
 from gateway.ven import store as event_store
