@@ -22,6 +22,7 @@ from gateway.db import make_engine
 from gateway.sites.records import JobSpec
 from models import Job, SiteSample
 from simulators.dashboard_data import WEB_TOKEN
+from simulators.hang_guard import HANG_GUARD_S
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from tests.support.daemon import DaemonProcess, controller_site, gateway_settings
@@ -30,10 +31,6 @@ from tests.support.settings_files import write_toml
 pytestmark = pytest.mark.integration
 
 SITE_TOKEN = "token-of-only-site"
-WAIT_S = 30.0
-"""Bound of each wait on the daemon [wall s]."""
-WEB_WAIT_S = 60.0
-"""Bound of the wait for the dashboard's URL in the log [wall s]."""
 
 
 def _rows(url: str, model: type) -> int:
@@ -80,7 +77,7 @@ def settings(database_url: str, site_url: str, **tables: Any) -> dict[str, Any]:
 async def test_run_stops_cleanly_on_signal(
     tmp_path: Path, empty_database_url: str, signum: signal.Signals
 ) -> None:
-    daemon = DaemonProcess(tmp_path / "daemon.log", wait_s=WAIT_S)
+    daemon = DaemonProcess(tmp_path / "daemon.log")
     async with only_site() as url:
         config = write_toml(tmp_path / "gateway.toml", settings(empty_database_url, url))
         try:
@@ -100,7 +97,7 @@ async def test_dr_gateway_run_logs_the_url_and_serves_metrics(
 ) -> None:
     token_file = tmp_path / "web.token"
     token_file.write_text(WEB_TOKEN + "\n")
-    daemon = DaemonProcess(tmp_path / "daemon.log", wait_s=WEB_WAIT_S)
+    daemon = DaemonProcess(tmp_path / "daemon.log")
     served = re.compile(r"dashboard, API and metrics at (http://\S+)/ ")
     async with only_site() as url:
         web = {"enabled": True, "port": 0, "token_file": str(token_file)}
@@ -115,7 +112,7 @@ async def test_dr_gateway_run_logs_the_url_and_serves_metrics(
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{web_url}/metrics") as response:
                     assert response.status == 401
-                async with asyncio.timeout(WAIT_S):
+                async with asyncio.timeout(HANG_GUARD_S):
                     while True:  # until the first ledger row is in
                         async with http.get(f"{web_url}/metrics", headers=bearer) as response:
                             assert response.status == 200

@@ -527,7 +527,7 @@ class SitesDaemon(DaemonProcess):
     """``dr-gateway run`` as a process against the two simulated sites, under a policy."""
 
     def __init__(self, tmp_path: Path, database_url: str, urls: dict[str, str]) -> None:
-        super().__init__(tmp_path / "daemon.log", wait_s=30.0)
+        super().__init__(tmp_path / "daemon.log")
         self._tmp_path = tmp_path
         self._database_url = database_url
         self._urls = urls

@@ -21,7 +21,7 @@ from gateway.reports.frames import to_frame
 from gateway.reports.queries import ROLLUP_TABLES, SITES_TABLE
 from gateway.reports.table import Column, ReportTable, table_of_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "sqlalchemy.orm", "models", "cryptography")

@@ -169,7 +169,7 @@ class Daemon(DaemonProcess):
     def __init__(self, tmp_path: Path, database_url: str, vtn: SimulatedVtn, site_url: str) -> None:
         # A real process: the shared hang guard, not a figure from a quiet machine (a daemon
         # starting beside a full suite on two cores took over 15 s to register).
-        super().__init__(tmp_path / "daemon.log", wait_s=HANG_GUARD_S)
+        super().__init__(tmp_path / "daemon.log")
         self.vtn = vtn
         only = controller_site(
             "only",
