@@ -12,9 +12,10 @@ and keeps its traceback (exit 1).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from gateway.commands import report_kinds
 from gateway.commands.console import configure_logging, one_line
@@ -410,53 +411,30 @@ def _add_site_agent(commands: Subcommands) -> None:
     )
 
 
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run"),
+    "db": ("db", "run"),
+    "feasibility": ("feasibility", "run"),
+    "report": ("report", "run"),
+    "demo": ("demo", "run"),
+    "campaign": ("demo", "run_campaign"),
+    "figures": ("figures", "run"),
+    "traces": ("traces", "run"),
+    "evaluate": ("evaluate", "run"),
+    "maintenance": ("maintenance", "run"),
+    "carbon": ("carbon", "run"),
+    "site-agent": ("site_agent", "run"),
+}
+"""Each command: the module of ``gateway/commands/`` that runs it, and the function."""
+
+
 def _command(name: str) -> Command | None:
     """The function that runs command ``name``; its module is imported now, not before."""
-    if name == "run":
-        from gateway.commands import run
-
-        return run.run
-    if name == "db":
-        from gateway.commands import db
-
-        return db.run
-    if name == "feasibility":
-        from gateway.commands import feasibility
-
-        return feasibility.run
-    if name == "report":
-        from gateway.commands import report
-
-        return report.run
-    if name in ("demo", "campaign"):
-        from gateway.commands import demo
-
-        return demo.run if name == "demo" else demo.run_campaign
-    if name == "figures":
-        from gateway.commands import figures
-
-        return figures.run
-    if name == "traces":
-        from gateway.commands import traces
-
-        return traces.run
-    if name == "evaluate":
-        from gateway.commands import evaluate
-
-        return evaluate.run
-    if name == "maintenance":
-        from gateway.commands import maintenance
-
-        return maintenance.run
-    if name == "carbon":
-        from gateway.commands import carbon
-
-        return carbon.run
-    if name == "site-agent":
-        from gateway.commands import site_agent
-
-        return site_agent.run
-    return None
+    if name not in COMMANDS:
+        return None
+    module_name, function_name = COMMANDS[name]
+    module = importlib.import_module(f"gateway.commands.{module_name}")
+    return cast(Command, getattr(module, function_name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
