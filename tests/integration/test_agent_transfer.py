@@ -36,6 +36,7 @@ from gateway.agent.transfer import (
     send_checkpoint,
     verified_checkpoint,
 )
+from simulators.hang_guard import HANG_GUARD_S
 
 pytestmark = pytest.mark.integration
 
@@ -734,8 +735,12 @@ async def test_rule_a_throttled_transfer_keeps_the_configured_rate(
     )
     elapsed_s = time.monotonic() - started
 
+    # Never faster than the rate: the bucket starts empty, so the body takes at least
+    # size / rate. How close it comes to the rate depends on the machine's load; the bucket's
+    # pacing itself is checked on an injected clock below.
     achieved = size_bytes / elapsed_s
-    assert 0.90 * rate_bytes_per_s <= achieved <= 1.10 * rate_bytes_per_s, achieved
+    assert achieved <= 1.10 * rate_bytes_per_s, achieved
+    assert result.rate_bytes_per_s <= 1.10 * rate_bytes_per_s
     assert verified_checkpoint(target.store_dir, "mig-slow") is not None
     assert result.duration_s <= elapsed_s
 
@@ -758,25 +763,26 @@ async def test_rule_a_target_that_stops_answering_is_given_up_after_the_limit(
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    started = time.monotonic()
     try:
+        # The server never answers: only the stall limit ends the call (the hang guard turns
+        # a missing limit into a failure instead of a hang).
         with pytest.raises(CheckpointRetriesExhaustedError):
-            await send_checkpoint(
-                session,
-                source,
-                url,
-                TOKEN,
-                "mig-silent",
-                rate_bytes_per_s=None,
-                max_attempts=1,
-                stall_timeout_s=0.5,
-            )
+            async with asyncio.timeout(HANG_GUARD_S):
+                await send_checkpoint(
+                    session,
+                    source,
+                    url,
+                    TOKEN,
+                    "mig-silent",
+                    rate_bytes_per_s=None,
+                    max_attempts=1,
+                    stall_timeout_s=0.5,
+                )
     finally:
         server.close()
         for writer in connections:
             writer.transport.abort()
         await server.wait_closed()
-    assert time.monotonic() - started < 5.0
 
 
 async def test_rule_an_unreachable_target_is_retried_with_back_off_then_given_up(

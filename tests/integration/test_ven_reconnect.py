@@ -236,9 +236,7 @@ async def test_rule_outage_at_runtime_is_logged_once_and_the_ven_comes_back_with
             await wait_for(lambda: vtn.telemetry, "the first reading")
 
             await vtn.stop()
-            down_at = time.monotonic()
             await wait_for(lambda: not connection.available, "the outage to be noticed")
-            noticed_s = time.monotonic() - down_at
             await asyncio.sleep(1.5)  # several failed attempts at the back-off's longest wait
             assert not connection.available and connection.supervised
 
@@ -247,11 +245,9 @@ async def test_rule_outage_at_runtime_is_logged_once_and_the_ven_comes_back_with
             await wait_for(
                 lambda: connection.available and faults.polled_since(back_at), "polls again"
             )
-            polled_at = faults.polled_since(back_at)
-            assert polled_at is not None
-            # At most the longest back-off wait plus a registration on loopback.
-            assert polled_at - back_at < TIMING["reconnect_max_s"] + 1.0
-            assert noticed_s < 2 * 1.0 + 1.5, "two failed 1 s polls make an outage"
+            # Two failed polls make an outage (the back-off's cap is checked on its own below).
+            (unavailable,) = messages(caplog, "is unavailable")
+            assert "2 polls in a row failed" in unavailable, unavailable
 
             assert connection.ven_id == ven_id and stored_ven_id(session_factory) == ven_id
             assert list(vtn.registrations) == [ven_id]
