@@ -122,7 +122,7 @@ def ensure_schema(url: str, *, auto_upgrade: bool) -> None:
         engine.dispose()
     if current != head:
         raise InputError(
-            f"the database at {url} is at schema revision {current or '(empty)'}, not "
+            f"the database at {safe_url(url)} is at schema revision {current or '(empty)'}, not "
             f"{head}: run dr-gateway db upgrade"
         )
 

@@ -15,7 +15,9 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 import models
+from gateway import db
 from gateway.db import alembic_config, current_revision, head_revision, make_engine, upgrade
+from gateway.errors import InputError
 
 REPORTING_VIEWS = {"site_energy", "site_migrations", "site_events", "site_report"}
 
@@ -184,3 +186,26 @@ def test_revision_0009_turns_interval_uids_into_text_and_back(empty_database_url
             assert list(uids) == [7, None, None]
     finally:
         engine.dispose()
+
+
+def test_a_command_on_a_database_behind_the_head_is_told_what_to_run(
+    empty_database_url: str,
+) -> None:
+    with pytest.raises(InputError) as behind:
+        db.ensure_schema(empty_database_url, auto_upgrade=False)
+    assert str(behind.value) == (
+        f"the database at {db.safe_url(empty_database_url)} is at schema revision (empty), "
+        f"not {head_revision()}: run dr-gateway db upgrade"
+    )
+    db.ensure_schema(empty_database_url, auto_upgrade=True)
+    db.ensure_schema(empty_database_url, auto_upgrade=False)  # at the head now: no error
+
+
+def test_the_schema_message_hides_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "current_revision", lambda engine: "0001")
+    url = "postgresql+psycopg://gateway:s3cret-password@127.0.0.1:5432/gateway"
+    with pytest.raises(InputError) as behind:
+        db.ensure_schema(url, auto_upgrade=False)
+    message = str(behind.value)
+    assert "s3cret-password" not in message
+    assert "postgresql+psycopg://gateway:***@127.0.0.1:5432/gateway" in message

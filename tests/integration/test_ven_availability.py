@@ -53,10 +53,10 @@ from simulators.vtn import Registration, SimulatedVtn
 from tests.integration.test_ven_tls import Pki, build_pki, connection_to, ven_settings
 from tests.integration.test_ven_tls import tls_vtn as running_tls_vtn
 from tests.support.daemon import controller_site, gateway_settings
+from tests.support.planning import NOW, PARAMS, SIGNALS, event, fleet_for_opt, job, site
 from tests.support.settings_files import write_toml
 from tests.support.ven import VTN_ID
 from tests.support.waiting import wait_for
-from tests.unit.test_planner import NOW, PARAMS, SIGNALS, event, fleet_for_opt, job, site
 
 pytestmark = pytest.mark.integration
 

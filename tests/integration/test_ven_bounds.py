@@ -36,8 +36,8 @@ from simulators.scripted_vtn import ScriptedVtn, event_dict, render_distribution
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from tests.integration.test_ven_conformance import connected, running
+from tests.support.openleadr_events import raw_event
 from tests.support.ven import Planner
-from tests.unit.test_ven_adapter import raw_event
 
 HOUR = timedelta(hours=1)
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)

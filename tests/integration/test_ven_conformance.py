@@ -31,8 +31,8 @@ from gateway.ven import store
 from gateway.ven.client import VenConnection
 from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict
+from tests.support.planning import site_view
 from tests.support.ven import VTN_ID, Planner, answers, site
-from tests.unit.test_event_rules import site as site_view
 
 pytestmark = pytest.mark.integration
 

@@ -41,3 +41,25 @@ async def wait_for(
             described = what() if callable(what) else what
             raise AssertionError(f"not within {timeout_s} s: {described}")
         await asyncio.sleep(poll_s)
+
+
+async def wait_for_value(
+    read: Callable[[], object],
+    expected: object,
+    what: str,
+    timeout_s: float = WAIT_S,
+    poll_s: float = POLL_S,
+) -> None:
+    """Look at ``read()`` (a function or a coroutine function) every ``poll_s`` [s] until it
+    gives ``expected``; after ``timeout_s`` [wall s] fail naming ``what`` and the last value."""
+    last: list[object] = []
+
+    async def reached() -> bool:
+        value = read()
+        if inspect.isawaitable(value):
+            value = await value
+        last[:] = [value]
+        return value == expected
+
+    await wait_for(reached, lambda: f"{what}: {last[0] if last else None!r}, not {expected!r}",
+                   timeout_s, poll_s)  # fmt: skip

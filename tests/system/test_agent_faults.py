@@ -59,7 +59,7 @@ from simulators.cutting_proxy import CuttingProxy, StreamHold
 from simulators.hang_guard import HANG_GUARD_S
 from tests.support.invariants import HttpProbe, InvariantMonitor, SiteView, _MigrationRow
 from tests.support.settings_files import write_toml
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_value
 from tests.system.test_migration_faults import SitesDaemon, monitor_ended
 from tests.system.test_site_agent import (
     EXAMPLE_JOB,
@@ -190,13 +190,14 @@ class AgentProcess:
                 stderr=log,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + HANG_GUARD_S  # a loaded machine starts slowly
-        while not (
-            match := re.search(r"serving at http://[\d.]+:(\d+)", self.log_path.read_text())
-        ):
-            assert self.process.returncode is None, f"agent {self.site_id} exited: {self.logs()}"
-            assert time.monotonic() < deadline, f"agent {self.site_id} did not serve"
-            await asyncio.sleep(0.02)
+        process = self.process
+
+        def served() -> re.Match[str] | None:
+            assert process.returncode is None, f"agent {self.site_id} exited: {self.logs()}"
+            return re.search(r"serving at http://[\d.]+:(\d+)", self.log_path.read_text())
+
+        match = await wait_for(served, f"agent {self.site_id} to serve", HANG_GUARD_S)
+        assert isinstance(match, re.Match)
         self.port = int(match.group(1))
 
     def pause(self) -> None:
@@ -366,10 +367,9 @@ class World:
     async def wait_for_state(
         self, agent: AgentProcess, state: str, timeout_s: float = HANG_GUARD_S
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (now := await self.job_state(agent)) != state:
-            assert time.monotonic() < deadline, f"job at {agent.site_id} is {now}, not {state}"
-            await asyncio.sleep(0.05)
+        await wait_for_value(
+            lambda: self.job_state(agent), state, f"the job at {agent.site_id}", timeout_s
+        )
 
     async def assert_settled_at(
         self,
@@ -468,10 +468,9 @@ def job_log(agent: AgentProcess) -> str:
 
 
 async def wait_log(agent: AgentProcess, text: str, timeout_s: float = HANG_GUARD_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in job_log(agent):
-        assert time.monotonic() < deadline, f"not in the job log at {agent.site_id}: {text}"
-        await asyncio.sleep(0.02)
+    await wait_for(
+        lambda: text in job_log(agent), f"{text!r} in the job log at {agent.site_id}", timeout_s
+    )
 
 
 def when_held(
@@ -799,24 +798,16 @@ class HeldMigration:
             return
         if case.hold == "reserve":
             reserved = 0 if case.cut else 1
-            await wait_until_async(
+            await wait_for_value(
                 lambda: world.gpus_reserved(world.beta), reserved, "beta's reservation"
             )
         elif case.hold == "checkpoint":
-            await wait_until_async(
+            await wait_for_value(
                 lambda: world.operation_state(world.alpha, migration_id, "checkpoint"),
                 "done",
                 "the checkpoint",
+                HANG_GUARD_S,
             )
-
-
-async def wait_until_async(
-    read: Callable[[], Awaitable[object]], expected: object, what: str
-) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S
-    while (now := await read()) != expected:
-        assert time.monotonic() < deadline, f"{what}: {now}, not {expected}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("case", KILL_CASES, ids=[case.label for case in KILL_CASES])

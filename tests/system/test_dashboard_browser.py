@@ -34,6 +34,7 @@ from gateway.db import unit_of_work
 from gateway.settings import parse_settings
 from gateway.sites.records import JobSpec
 from models import Migration
+from simulators.hang_guard import HANG_GUARD_S
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from tests.support.daemon import controller_site, gateway_settings
@@ -55,7 +56,8 @@ CHROMIUM_FLAGS = (
 )
 WEB_TOKEN = "browser-test-token-0123456789"
 SITE_TOKENS = {"dark": "token-of-dark-site", "sunny": "token-of-sunny-site"}
-WAIT_S = 8.0
+WAIT_S = HANG_GUARD_S
+"""Bound of a wait on the browser or the page: a hang guard, never reached when things work."""
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ def chromium(tmp_path: Path) -> Iterator[str]:
     try:
         # Chromium writes "PORT\n/devtools/browser/ID" once it listens.
         active_port = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + HANG_GUARD_S
         while not (active_port.exists() and len(active_port.read_text().splitlines()) >= 2):
             assert process.poll() is None, f"chromium exited with {process.returncode}"
             assert time.monotonic() < deadline, "chromium wrote no DevToolsActivePort"
@@ -145,7 +147,7 @@ class DevTools:
         return result["result"].get("value")
 
     async def until(self, expression: str, what: str) -> Any:
-        """Evaluate ``expression`` until it is truthy (at most WAIT_S); returns its value. A
+        """Evaluate ``expression`` until it is truthy (at most WAIT_S [s]); returns its value. A
         failure shows the page's text."""
         try:
             return await wait_for(

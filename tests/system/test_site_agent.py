@@ -64,7 +64,7 @@ from simulators.cutting_proxy import CuttingProxy, StreamHold
 from simulators.hang_guard import HANG_GUARD_S
 from simulators.loopback_agents import SiteSize
 from tests.support.settings_files import write_toml
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
@@ -151,14 +151,13 @@ class Api:
         self, migration_id: str, kind: str, timeout_s: float = HANG_GUARD_S
     ) -> Any:
         """The operation once it is no longer in progress."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        async def ended() -> Any:
             status, op = await self.call("GET", f"/v1/operations/{migration_id}/{kind}")
             assert status == 200, op
-            if op["state"] != "in_progress":
-                return op
-            assert time.monotonic() < deadline, f"{kind} of {migration_id} still in progress"
-            await asyncio.sleep(0.01)
+            return op if op["state"] != "in_progress" else None
+
+        return await wait_for(ended, f"the {kind} of {migration_id} to end", timeout_s, 0.01)
 
 
 @dataclass
@@ -766,10 +765,12 @@ async def test_transfer_is_throttled_and_resumes_after_an_agent_restart(tmp_path
                         "X-Checkpoint-Complete"
                     ]
 
-            deadline = time.monotonic() + HANG_GUARD_S
-            while (held := await held_bytes())[0] == 0:
-                assert time.monotonic() < deadline, "beta kept nothing of the cut stream"
-                await asyncio.sleep(0.02)
+            async def kept() -> tuple[int, str] | None:
+                held = await held_bytes()
+                return held if held[0] > 0 else None
+
+            held = await wait_for(kept, "beta to keep part of the cut stream", HANG_GUARD_S)
+            assert isinstance(held, tuple)
             assert 0 < held[0] <= HELD_BYTES and held[1] == "false"
 
             async with running_agents(alpha_settings) as [alpha]:
@@ -1018,10 +1019,7 @@ async def test_cli_agent_survives_sigkill_without_leaving_its_job_running(
                     return str((await response.json())["jobs"][0]["state"])
 
             step_gate(tmp_path).touch()
-            deadline = time.monotonic() + HANG_GUARD_S
-            while await job_state() != "finished":
-                assert time.monotonic() < deadline, "the resumed job did not finish"
-                await asyncio.sleep(0.05)
+            await wait_for_value(job_state, "finished", "the resumed job", HANG_GUARD_S)
         assert "resumed from" in _text(log_path)
         output = settings.data_dir / "jobs" / JOB_ID / "output" / MODEL_FILE
         assert output.read_bytes() == reference_model

@@ -22,7 +22,6 @@ import os
 import re
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,13 +40,13 @@ from simulators.hang_guard import HANG_GUARD_S
 from tests.support.waiting import wait_for
 from tests.system.test_site_agent import JOB_ID, agent_data, job_table, running_agents
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(4 * HANG_GUARD_S)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = Path("config") / "site-agent.example.toml"
 EXAMPLE_JOB_ID = "resnet-demo"
 PORT_LINE = re.compile(r"(?m)^listen_port = 8470(?=\s)")
-WAIT_S = 30.0
+WAIT_S = HANG_GUARD_S
 """Longest wait for any condition of the system test [s]."""
 TRAINED_S = 0.3
 """Training time the agent must have counted before the test stops it [s]."""
@@ -94,11 +93,13 @@ async def start_agent(config: str, cwd: Path, log_path: Path) -> AgentRun:
             dr_gateway(), "site-agent", "--config", config, cwd=cwd, stderr=stderr
         )
     run = AgentRun(process, log_path)
-    deadline = time.monotonic() + WAIT_S
-    while not (served := re.search(r"serving at (http://\S+)", run.log_text())):
+
+    def serving() -> re.Match[str] | None:
         assert process.returncode is None, f"the agent exited: {run.log_text()}"
-        assert time.monotonic() < deadline, f"the agent did not serve: {run.log_text()}"
-        await asyncio.sleep(0.02)
+        return re.search(r"serving at (http://\S+)", run.log_text())
+
+    served = await wait_for(serving, lambda: f"the agent to serve: {run.log_text()}", HANG_GUARD_S)
+    assert isinstance(served, re.Match)
     run.url = served.group(1)
     started = re.search(r"started with \d+ jobs \(data_dir (.+)\)$", run.log_text(), re.M)
     assert started is not None, run.log_text()

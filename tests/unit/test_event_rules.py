@@ -17,8 +17,8 @@ from gateway import event_priority
 from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
 from gateway.planner.requests import event_requests
 from gateway.planner.signals import SignalPolicy
-from gateway.planner.snapshot import SiteView
 from gateway.ven import event_rules
+from tests.support.planning import site_view
 
 NOW = datetime(2030, 6, 1, 12, tzinfo=UTC)
 HOUR_S = 3600.0
@@ -56,23 +56,6 @@ def event(
         created_at=NOW + timedelta(hours=created_h),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
-
-
-def site(site_id: str) -> SiteView:
-    return SiteView(
-        site_id=site_id,
-        resource_id=site_id,
-        vtn_id="VTN",
-        gpus_total=8,
-        gpus_free=4,
-        it_power_max_kw=60.0,
-        it_power_kw=30.0,
-        pue=1.0,
-        wan_bandwidth_gbps=10.0,
-        renewable_kw=0.0,
-        forecast_step_s=900.0,
-        renewable_forecast_kw=(0.0,) * 8,
-    )
 
 
 # -- modification numbers -------------------------------------------------------------------
@@ -213,7 +196,7 @@ def test_rule_overlapping_events_resolved_by_priority(
 def requested(events: list[tuple[DrEvent, str | None]]) -> list[tuple[str, str, float]]:
     found = event_requests(
         events,  # type: ignore[arg-type]
-        [site("site-a")],
+        [site_view("site-a")],
         {"site-a": 30.0},
         NOW,
         horizon_s=6 * HOUR_S,

@@ -4,75 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
 
-from gateway.events import DrEvent, EventInterval, EventSignal, EventTarget
-from gateway.feasibility import FeasibilityParams
 from gateway.planner import opt
 from gateway.planner.arrays import prefix_min, windows_s
-from gateway.planner.params import PolicyParams
 from gateway.planner.plan import fleet_arrays, plan
 from gateway.planner.policies import choose_shed_jobs
-from gateway.planner.signals import SignalPolicy, peak_requests, requests_at
-from gateway.planner.snapshot import JobView, SiteRequest, SiteView, Snapshot
+from gateway.planner.signals import peak_requests, requests_at
+from gateway.planner.snapshot import SiteRequest, Snapshot
 from gateway.planner.timing import absorb_departures
-
-NOW = datetime(2026, 6, 21, 18, tzinfo=UTC)
-STEP_S = 900.0
-PARAMS = PolicyParams(
-    feasibility=FeasibilityParams(alpha=0.1, efficiency=0.9, network_kwh_per_gb=0.01, idle_kw=0.11),
-    min_residence_s=3600.0,
-    min_gain_s=1800.0,
-    max_migrations=4,
-    horizon_s=12 * 3600.0,
-    step_s=STEP_S,
-)
-SIGNALS = SignalPolicy()
-
-
-def site(
-    site_id: str,
-    forecast_kw: list[float] | float,
-    *,
-    it_power_kw: float = 0.0,
-    gpus_free: int = 16,
-    bandwidth_gbps: float = 10.0,
-) -> SiteView:
-    if isinstance(forecast_kw, float | int):
-        forecast = (float(forecast_kw),) * 48
-    else:
-        forecast = tuple(forecast_kw)
-    return SiteView(
-        site_id=site_id,
-        resource_id=site_id,
-        vtn_id="vtn",
-        gpus_total=16,
-        gpus_free=gpus_free,
-        it_power_max_kw=11.0,
-        it_power_kw=it_power_kw,
-        pue=1.0,
-        wan_bandwidth_gbps=bandwidth_gbps,
-        renewable_kw=forecast[0],
-        forecast_step_s=STEP_S,
-        renewable_forecast_kw=forecast,
-    )
-
-
-def job(job_id: str, site_id: str, *, gb: float = 5.0, power_kw: float = 1.3, age_h: float = 2.0,
-        gpus: int = 2, migratable: bool = True) -> JobView:  # fmt: skip
-    return JobView(
-        job_id=job_id,
-        site_id=site_id,
-        gpus=gpus,
-        power_kw=power_kw,
-        checkpoint_gb=gb,
-        migratable=migratable,
-        state="running",
-        arrived_at_site_at=NOW - timedelta(hours=age_h),
-    )
+from tests.support.planning import NOW, PARAMS, SIGNALS, event, fleet_for_opt, job, site
 
 
 def test_window_is_contiguous_cover_from_now() -> None:
@@ -96,35 +40,6 @@ SIGNAL_CASES = [
     ("LOAD_CONTROL capacity caps at a share", "LOAD_CONTROL", "x-loadControlCapacity", 0.5,
      "cap", 5.5),
 ]  # fmt: skip
-
-
-def event(
-    name: str = "LOAD_DISPATCH",
-    kind: str = "delta",
-    values: tuple[float, ...] = (-3.0,),
-    *,
-    start_in_h: float = 1.0,
-    duration_h: float = 2.0,
-    resources: tuple[str, ...] = ("a",),
-    test_event: bool = False,
-) -> DrEvent:
-    each_s = duration_h * 3600.0 / len(values)
-    return DrEvent(
-        vtn_id="vtn",
-        event_id="e1",
-        modification_number=0,
-        status="far",
-        market_context="oadr://ctx",
-        start_at=NOW + timedelta(hours=start_in_h),
-        duration_s=duration_h * 3600.0,
-        signals=(
-            EventSignal(
-                "s1", name, kind, tuple(EventInterval(i, each_s, v) for i, v in enumerate(values))
-            ),
-        ),
-        targets=tuple(EventTarget("resource_id", r) for r in resources),
-        test_event=test_event,
-    )
 
 
 @pytest.mark.parametrize(
@@ -292,14 +207,6 @@ def test_absorb_request_counts_as_green_supply() -> None:
     assert plan(snapshot, PARAMS) == []
     [decision] = plan(replace(snapshot, requests=(request,)), PARAMS)
     assert decision.target_site_id == "b"
-
-
-def fleet_for_opt(*, room_gpus: int = 16) -> Snapshot:
-    return Snapshot(
-        at=NOW,
-        sites=(site("a", 0.0, it_power_kw=5.2), site("b", 0.0, gpus_free=room_gpus)),
-        jobs=(job("j1", "a"), job("j2", "a"), job("j3", "a"), job("j4", "a")),
-    )
 
 
 def test_opt_in_when_the_shed_is_deliverable() -> None:

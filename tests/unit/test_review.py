@@ -9,7 +9,7 @@ import pytest
 from gateway.events import DrEvent
 from gateway.planner.review import review
 from gateway.planner.snapshot import Snapshot
-from tests.unit.test_planner import NOW, PARAMS, SIGNALS, event, fleet_for_opt
+from tests.support.planning import NOW, PARAMS, SIGNALS, event, fleet_for_opt
 
 
 def offline(snapshot: Snapshot, site_id: str) -> Snapshot:

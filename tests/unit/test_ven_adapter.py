@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,69 +13,9 @@ from openleadr.messaging import create_message, parse_message
 
 from gateway.events import DrEvent, EventTarget
 from gateway.ven.adapter import MalformedEventError, parse_event
+from tests.support.openleadr_events import DELETE, START, raw_event
 
-START = datetime(2030, 6, 21, 12, 0, tzinfo=UTC)
 VTN = "UTILITY-1"
-
-
-def raw_event(**changes: Any) -> dict[str, Any]:
-    """An event dict shaped like openleadr's parsed oadrDistributeEvent: two intervals of
-    10 and 5 minutes; per-interval dtstart and current_value carry decoys."""
-    raw: dict[str, Any] = {
-        "event_descriptor": {
-            "event_id": "evt-1",
-            "modification_number": 0,
-            "market_context": "http://utility.example/dr",
-            "event_status": "far",
-            "created_date_time": START - timedelta(hours=1),
-            "priority": 0,
-            "test_event": False,
-        },
-        "active_period": {"dtstart": START, "duration": timedelta(minutes=15)},
-        "event_signals": [
-            {
-                "signal_id": "sig-1",
-                "signal_name": "SIMPLE",
-                "signal_type": "level",
-                "current_value": 3.0,
-                "intervals": [
-                    {
-                        "dtstart": START + timedelta(days=1),
-                        "duration": timedelta(minutes=10),
-                        "uid": 0,
-                        "signal_payload": 1.0,
-                    },
-                    {
-                        "dtstart": START - timedelta(days=1),
-                        "duration": timedelta(minutes=5),
-                        "uid": 1,
-                        "signal_payload": 2,
-                    },
-                ],
-            }
-        ],
-        "targets": [{"ven_id": "VEN-1"}],
-        "targets_by_type": {"ven_id": ["VEN-1"]},
-        "response_required": "always",
-    }
-    for path, value in changes.items():
-        _set(raw, path.split("__"), value)
-    return raw
-
-
-def _set(tree: Any, keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        tree = tree[int(key)] if isinstance(tree, list) else tree[key]
-    last = keys[-1]
-    if value is _DELETE:
-        del tree[last]
-    elif isinstance(tree, list):
-        tree[int(last)] = value
-    else:
-        tree[last] = value
-
-
-_DELETE = object()
 
 
 def at(offset_s: float) -> datetime:
@@ -154,7 +94,7 @@ FIELD_CASES: list[Any] = [
         id="a VEN target addresses every site",
     ),
     pytest.param(
-        {"targets": _DELETE, "targets_by_type": {"resource_id": ["a", "b"], "group_id": "g"}},
+        {"targets": DELETE, "targets_by_type": {"resource_id": ["a", "b"], "group_id": "g"}},
         lambda e: e.targets,
         (
             EventTarget("resource_id", "a"),
@@ -164,7 +104,7 @@ FIELD_CASES: list[Any] = [
         id="targets_by_type alone",
     ),
     pytest.param(
-        {"targets": _DELETE, "targets_by_type": _DELETE},
+        {"targets": DELETE, "targets_by_type": DELETE},
         lambda e: (e.targets, e.targets_resource("x", None)),
         ((), True),
         id="no targets addresses the whole VEN",
@@ -187,7 +127,7 @@ FIELD_CASES: list[Any] = [
         id="test event",
     ),
     pytest.param(
-        {"event_descriptor__test_event": _DELETE},
+        {"event_descriptor__test_event": DELETE},
         lambda e: e.test_event,
         False,
         id="no test_event means a real event",
@@ -235,7 +175,7 @@ FIELD_CASES: list[Any] = [
         id="priority and response required",
     ),
     pytest.param(
-        {"event_descriptor__priority": _DELETE, "response_required": _DELETE},
+        {"event_descriptor__priority": DELETE, "response_required": DELETE},
         lambda e: (e.priority, e.response_required),
         (0, "always"),
         id="defaults for priority and response required",
@@ -253,7 +193,7 @@ FIELD_CASES: list[Any] = [
         id="signals nested one level deeper",
     ),
     pytest.param(
-        {"event_descriptor__created_date_time": _DELETE},
+        {"event_descriptor__created_date_time": DELETE},
         lambda e: e.created_at,
         None,
         id="no creation time",
@@ -271,14 +211,14 @@ def test_parse_event_fields(
 # -- malformed input -----------------------------------------------------------------------
 
 MALFORMED_CASES = [
-    pytest.param({"event_descriptor": _DELETE}, "event_descriptor: missing", id="no descriptor"),
+    pytest.param({"event_descriptor": DELETE}, "event_descriptor: missing", id="no descriptor"),
     pytest.param(
-        {"event_descriptor__event_id": _DELETE},
+        {"event_descriptor__event_id": DELETE},
         "event_descriptor.event_id: missing",
         id="no event id",
     ),
     pytest.param(
-        {"active_period__dtstart": _DELETE}, "active_period.dtstart: missing", id="no start"
+        {"active_period__dtstart": DELETE}, "active_period.dtstart: missing", id="no start"
     ),
     pytest.param(
         {"active_period__dtstart": datetime(2030, 1, 1)},
@@ -312,7 +252,7 @@ MALFORMED_CASES = [
         id="signal without intervals",
     ),
     pytest.param(
-        {"event_signals__0__intervals__1__duration": _DELETE},
+        {"event_signals__0__intervals__1__duration": DELETE},
         "event_signals[0].intervals[1].duration: missing",
         id="interval without duration",
     ),
@@ -347,7 +287,7 @@ def test_malformed_event_is_rejected_naming_the_field(
 
 def test_malformed_event_error_names_the_event() -> None:
     with pytest.raises(MalformedEventError) as caught:
-        parse_event(raw_event(active_period__duration=_DELETE), VTN)
+        parse_event(raw_event(active_period__duration=DELETE), VTN)
     assert caught.value.event_id == "evt-1"
     assert str(caught.value).startswith("event 'evt-1': active_period.duration")
 
