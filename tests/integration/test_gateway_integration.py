@@ -28,15 +28,11 @@ from models import Event, EventResponse, Job, LedgerRow, Migration, SiteSample
 from simulators.site_controller import SimulatedSite, start_site_server
 from simulators.traces import RenewableTrace
 from simulators.vtn import ScenarioEvent, SimulatedVtn
-from tests.support.waiting import wait_for
+from tests.support.waiting import WAIT_S, wait_for
 
 pytestmark = pytest.mark.integration
 
 TOKENS = {"dark": "token-of-dark-site", "sunny": "token-of-sunny-site"}
-
-
-WAIT_S = 15.0
-"""Bound of each wait on the daemon and the VTN over loopback [wall s]."""
 
 
 def settings_for(urls: dict[str, str], vtn_url: str, database_url: str) -> Settings:

@@ -33,10 +33,10 @@ from models import event as rows
 from simulators.scripted_vtn import ScriptedVtn, event_dict
 from tests.support.planning import site_view
 from tests.support.ven import VTN_ID, Planner, answers, site
+from tests.support.waiting import WAIT_S
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 10.0
 POLL_S = 3600
 """The VTN asks for an hourly poll: the tests poll themselves (``Rig.send``), one message each."""
 HOUR = timedelta(hours=1)

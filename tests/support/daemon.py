@@ -22,9 +22,9 @@ from typing import Any
 from simulators.hang_guard import HANG_GUARD_S
 from tests.support.waiting import wait_for
 
-KILL_WAIT_S = 10.0
+KILL_WAIT_S = HANG_GUARD_S
 """Longest wait for the process to go after SIGKILL [wall s]."""
-STOP_WAIT_S = 30.0
+STOP_WAIT_S = HANG_GUARD_S
 """Longest wait for a clean stop after SIGTERM or SIGINT [wall s]."""
 LOG_TAIL_CHARS = 3000
 """How much of the end of the daemon's log a failure shows."""
