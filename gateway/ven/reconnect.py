@@ -13,11 +13,16 @@ for :class:`gateway.ven.client.VenConnection`:
   not valid or not signed by the VTN) make an *outage*; as many polls in a row answered
   "not registered" (:data:`NOT_REGISTERED_CODES`) make a *lost registration*; a VTN asking
   for re-registration (``oadrRequestReregistration``) makes a *re-registration*. openleadr's
-  own re-registration (which duplicates the report jobs) is never run. A registration
-  refused with a "not registered" code is remembered (:attr:`ClientWatch.refusal`): the next
-  client asks for a new venID instead (an openleadr VTN with mutual TLS that restarted
-  without its registrations refuses the venID it no longer knows, then asks the VEN to
-  register again, for ever: the 463 loop);
+  own re-registration (which duplicates the report jobs) is never run. A registration of the
+  VEN's reports (``oadrRegisterReport``) without an ``oadrRegisteredReport`` answer (a timeout,
+  a refused answer) is sent again after the next normally answered poll, then after 2, 4, ...
+  up to :data:`REPORT_RETRY_MAX_POLLS` polls, until the VTN takes it: openleadr drops the
+  failure silently, and the VEN would never report (the VTN asks for reports in that answer).
+  The events go on meanwhile; the failure is logged once and the success after it once. A
+  registration refused with a "not registered" code is remembered
+  (:attr:`ClientWatch.refusal`): the next client asks for a new venID instead (an openleadr
+  VTN with mutual TLS that restarted without its registrations refuses the venID it no longer
+  knows, then asks the VEN to register again, for ever: the 463 loop);
 - :class:`Reconnector`: the loop. After a loss it stops the client completely and builds
   and registers a new one (the venID is kept), waiting a back-off delay
   (:class:`gateway.backoff.Backoff`) before each attempt until one succeeds. A
@@ -43,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 _CANCEL_WAIT_S = 0.5
 """How long stopping the loop waits for it to end before cancelling it again [wall s]."""
+REPORT_RETRY_MAX_POLLS = 64
+"""The longest spell, in polls, between two registrations of the VEN's reports that the VTN
+did not take."""
 NOT_REGISTERED_CODES = frozenset({452, 463})
 """OpenADR response codes meaning "you are not registered here": 463 Not Registered or
 Authorized; 452 Invalid ID (answered to a venID the VTN does not know). Only the answer to a
@@ -110,12 +118,19 @@ class ClientWatch:
         self._lost: asyncio.Future[Loss] = asyncio.get_running_loop().create_future()
         self.refusal: Refusal | None = None
         """The VTN's last "not registered" answer to a registration; None when there was none."""
+        self._reports_registered = False
+        self._unregistered_reports: Any = None
+        """The reports of a registration the VTN did not take; None when it took them."""
+        self._retry_every_polls = 1
+        self._polls_until_retry = 0
         self._perform = client._perform_request
         self._poll = client.poll
         self._register = client.create_party_registration
+        self._register_reports = client.register_reports
         client._perform_request = self._perform_request
         client.poll = self._poll_once
         client.create_party_registration = self._create_party_registration
+        client.register_reports = self._register_reports_once
         client.create_party_reregistration = self._reregistration_requested
 
     @property
@@ -142,8 +157,11 @@ class ClientWatch:
         except TimeoutError:
             self._last_failure = f"no answer within {self._timeout_s:g} s"
             return None, {}
-        if _message_type(result) is None and result is not None:
+        message_type = _message_type(result)
+        if message_type is None and result is not None:
             self._last_failure = "no usable answer (see openleadr's log)"
+        elif message_type == "oadrRegisteredReport":
+            self._reports_registered = True
         elif self._registering:
             # openleadr's VTN answers a refused registration with an oadrResponse, not an
             # oadrCreatedPartyRegistration: the request tells what the code is about.
@@ -173,6 +191,38 @@ class ClientWatch:
         finally:
             self._registering = False
 
+    async def _register_reports_once(self, reports: Any) -> None:
+        """openleadr's ``register_reports``; one the VTN does not take is sent again after
+        the next polls (see the module notes)."""
+        self._reports_registered = False
+        await self._register_reports(reports)
+        retrying = self._unregistered_reports is not None
+        if self._reports_registered:
+            if retrying:
+                logger.info("VTN %s took the VEN's reports", self._name)
+            self._unregistered_reports = None
+            self._retry_every_polls = 1
+            return
+        if retrying:
+            self._retry_every_polls = min(2 * self._retry_every_polls, REPORT_RETRY_MAX_POLLS)
+        else:
+            logger.warning(
+                "VTN %s: no oadrRegisteredReport answer to the VEN's oadrRegisterReport (%s); "
+                "registering the reports again after the next polls",
+                self._name,
+                self._last_failure,
+            )
+        self._unregistered_reports = reports
+        self._polls_until_retry = self._retry_every_polls
+
+    async def _retry_reports_if_due(self) -> None:
+        """After a normally answered poll: register the reports again when it is time."""
+        if self._unregistered_reports is None:
+            return
+        self._polls_until_retry -= 1
+        if self._polls_until_retry <= 0:
+            await self._register_reports_once(self._unregistered_reports)
+
     async def _poll_once(self) -> Any:
         """openleadr's ``poll``: count what the VTN answers."""
         result = await self._poll()
@@ -198,6 +248,7 @@ class ClientWatch:
         self._unregistered_polls = 0
         if message_type != "oadrRequestReregistration":
             self._healthy = True
+            await self._retry_reports_if_due()
         return result
 
     async def _reregistration_requested(self, registration_id: object = None) -> None:

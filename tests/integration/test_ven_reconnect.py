@@ -389,6 +389,63 @@ async def test_openleadrs_own_reregistration_duplicates_the_report_jobs(
         await vtn.stop()
 
 
+# -- (3b) a report registration without an answer -------------------------------------------
+
+
+class HeldReportRegistration:
+    """Holds the VEN's first ``oadrRegisterReport`` at the VTN until :meth:`release`, so the
+    VEN's request times out; counts every ``oadrRegisterReport`` the VTN receives. Install it
+    before the VTN's first start."""
+
+    def __init__(self, vtn: SimulatedVtn) -> None:
+        self.received = 0
+        self._release = asyncio.Event()
+        vtn.server.app.middlewares.append(self._middleware)
+
+    def release(self) -> None:
+        self._release.set()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.endswith("/EiReport") and b"oadrRegisterReport" in await request.read():
+            self.received += 1
+            if self.received == 1:
+                await self._release.wait()
+                return web.Response(status=503)
+        return await handler(request)
+
+
+async def test_rule_a_report_registration_left_unanswered_is_sent_again_after_a_poll(
+    clock: ManualClock, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """openleadr drops an ``oadrRegisterReport`` that got no answer: the VEN never reported
+    (seen under load, with a 0.5 s request timeout). The VEN sends it again after the next
+    poll; the connection stays up and is not rebuilt."""
+    caplog.set_level(logging.INFO, logger="gateway.ven")
+    vtn = SimulatedVtn(clock, poll_interval_s=1)
+    held = HeldReportRegistration(vtn)
+    await vtn.start()
+    connection = connection_to(vtn.url, clock, session_factory)
+    try:
+        await connection.start()
+        ven_id = connection.ven_id
+        assert ven_id is not None
+        await wait_for(lambda: vtn.telemetry, "readings once the reports are registered again")
+        assert held.received == 2, "sent again once, after a poll"
+        assert connection.available and vtn.registration_count(ven_id) == 1, "never rebuilt"
+        assert len(messages(caplog, "no oadrRegisteredReport answer")) == 1
+        assert len(messages(caplog, "took the VEN's reports")) == 1
+        assert messages(caplog, "is unavailable") == []
+        event_id = vtn.add_event_now(event_spec(clock))
+        await wait_for(lambda: vtn.opts_for(event_id), "an answer on the same connection")
+    finally:
+        held.release()
+        await connection.stop()
+        await vtn.stop()
+
+
 # -- (4) the endless 463 loop -------------------------------------------------------------------
 
 
