@@ -68,6 +68,8 @@ class Faults:
     mode: FaultMode = "none"
     polls_at: list[float] = field(default_factory=list)
     """``time.monotonic()`` of every poll the VTN answered itself."""
+    hung: int = 0
+    """Requests held by "hang" so far."""
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def install(self, vtn: SimulatedVtn) -> None:
@@ -91,6 +93,7 @@ class Faults:
         if self.mode == "garbage":
             return web.Response(text="<oadrPayload><oadrSignedObject>", content_type="text/xml")
         if self.mode == "hang":
+            self.hung += 1
             await self._release.wait()
             return web.Response(status=503)
         response = await handler(request)

@@ -63,5 +63,7 @@ async def wait_for_value(
         last[:] = [value]
         return value == expected
 
-    await wait_for(reached, lambda: f"{what}: {last[0] if last else None!r}, not {expected!r}",
-                   timeout_s, poll_s)  # fmt: skip
+    def described() -> str:
+        return f"{what}: {last[0] if last else None!r}, not {expected!r}"
+
+    await wait_for(reached, described, timeout_s, poll_s)
