@@ -219,8 +219,9 @@ class SiteAgent:
         return None if job is None else job.state
 
     def job_process(self, job_id: str) -> JobProcess | None:
-        """The job's running process, if any."""
-        return self._jobs.process(job_id)
+        """The job's running process, if any (and if it runs as a process of this machine)."""
+        run = self._jobs.process(job_id)
+        return run if isinstance(run, JobProcess) else None
 
     def job_paths(self, job_id: str) -> JobPaths:
         return self._jobs.paths(job_id)

@@ -237,6 +237,15 @@ class JobProcess:
     def returncode(self) -> int | None:
         return self._process.returncode
 
+    @property
+    def label(self) -> str:
+        return f"pid {self.pid}"
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once."""
+        self.stop_requested = True
+        kill_group(self.pid, signal.SIGKILL)
+
     async def wait(self) -> int:
         """Wait for the exit; the return code (negative: killed by that signal)."""
         code = await self._process.wait()

@@ -1,7 +1,8 @@
-"""The agent's jobs as processes: start them, and settle what each exit means.
+"""The agent's jobs: start them, and settle what each exit means.
 
-:class:`JobSupervisor` keeps one process per running job (:class:`~gateway.agent.jobs.JobProcess`)
-and watches it. When a process ends, its exit decides the job's next state under the checkpoint
+:class:`JobSupervisor` keeps one run per running job and watches it; a :class:`JobRunner`
+(:mod:`gateway.agent.runner`) says where a run happens: a process group on this machine, or a
+Slurm batch job. When a run ends, its exit decides the job's next state under the checkpoint
 contract (``docs/site-agent.md``):
 
 - exit 0 with a checkpoint file: the file becomes the job's newest checkpoint; a checkpoint
@@ -13,17 +14,16 @@ contract (``docs/site-agent.md``):
   job runs again from its newest checkpoint; a job that failed on its own is restarted at most
   ``max_restarts`` times.
 
-A job whose checkpoint a resume called off (it is ``running`` again while its process stops)
+A job whose checkpoint a resume called off (it is ``running`` again while its run stops)
 starts again from the checkpoint it just wrote. While the agent stops, nothing starts again: the
 state keeps such jobs ``running``, and :meth:`JobSupervisor.recover` runs them on at the next
-start.
+start, or watches their runs again where a workload manager kept them running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 
 from gateway.agent.config import AgentSettings
@@ -34,14 +34,12 @@ from gateway.agent.jobs import (
     RESUMED_ENV,
     CheckpointFile,
     JobPaths,
-    JobProcess,
     describe_exit,
     job_argv,
-    kill_group,
     promote_checkpoint,
-    reap_group,
 )
 from gateway.agent.operations import OperationBook
+from gateway.agent.runner import JobRun, JobRunner, ProcessRunner, RunDetached
 from gateway.agent.state import AgentJob, AgentState, OperationKey
 from gateway.clock import Clock
 from gateway.sites.records import JobState
@@ -52,7 +50,8 @@ _STOP_MARGIN_S = 5.0
 
 
 class JobSupervisor:
-    """Processes of the jobs in ``state``; ``save`` writes the state after each settled exit."""
+    """Runs of the jobs in ``state``; ``save`` writes the state after each settled exit.
+    ``runner`` starts them (default: processes of this machine)."""
 
     def __init__(
         self,
@@ -61,13 +60,15 @@ class JobSupervisor:
         operations: OperationBook,
         clock: Clock,
         save: Callable[[], None],
+        runner: JobRunner | None = None,
     ) -> None:
         self._settings = settings
         self._state = state
         self._operations = operations
         self._clock = clock
         self._save = save
-        self._processes: dict[str, JobProcess] = {}
+        self._runner: JobRunner = runner or ProcessRunner()
+        self._processes: dict[str, JobRun] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -75,8 +76,8 @@ class JobSupervisor:
     def _site_id(self) -> str:
         return self._settings.site_id
 
-    def process(self, job_id: str) -> JobProcess | None:
-        """The job's process while it has one."""
+    def process(self, job_id: str) -> JobRun | None:
+        """The job's run while it has one."""
         return self._processes.get(job_id)
 
     def paths(self, job_id: str) -> JobPaths:
@@ -106,27 +107,25 @@ class JobSupervisor:
             JOB_ID_ENV: job.job_id,
             RESUMED_ENV: str(paths.resumed_marker),
         }
-        process = await JobProcess.start(
-            job_argv(job.command, job.job_id, paths, resume_from),
-            cwd=paths.root,
-            log_path=paths.log_path,
-            env=env,
-        )
-        self._processes[job.job_id] = process
-        job.pgid = process.pid
+        argv = job_argv(job.command, job.job_id, paths, resume_from)
+        process = await self._runner.start(job, argv, paths, env)
         job.progressed_at = self._clock.now()
-        watcher = asyncio.create_task(self._watch(job.job_id, process), name=f"job {job.job_id}")
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._watch_run(job.job_id, process)
         log.info(
-            "site %s: job %s started (pid %d)%s",
+            "site %s: job %s started (%s)%s",
             self._site_id,
             job.job_id,
-            process.pid,
+            process.label,
             f" from {resume_from.name}" if resume_from else "",
         )
         if job.state == "checkpointing" or self.closing:
             process.request_stop(self._settings.checkpoint_timeout_s)
+
+    def _watch_run(self, job_id: str, process: JobRun) -> None:
+        self._processes[job_id] = process
+        watcher = asyncio.create_task(self._watch(job_id, process), name=f"job {job_id}")
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
 
     async def relaunch(self, job: AgentJob) -> None:
         """Run a job again from its newest checkpoint; give up on it if it cannot start."""
@@ -155,23 +154,22 @@ class JobSupervisor:
             process.request_stop(self._settings.checkpoint_timeout_s)
 
     def abandon(self, job: AgentJob) -> None:
-        """SIGKILL the job's process group, at once and without a checkpoint: the job is being
-        forgotten here (a restore that failed after its start)."""
+        """Kill the job's run, at once and without a checkpoint: the job is being forgotten
+        here (a restore that failed after its start)."""
         process = self._processes.pop(job.job_id, None)
         if process is not None:
-            kill_group(process.pid, signal.SIGKILL)
-        job.pgid = None
-
-    def running_process(self, job_id: str) -> bool:
-        """Whether a process of the job is running (started and not yet exited)."""
-        process = self._processes.get(job_id)
-        return process is not None and process.returncode is None
+            process.kill()
+        self._runner.forget(job)
 
     async def stop_all(self) -> None:
-        """The agent stops: every job checkpoints and exits (killed after ``stop_timeout_s``)."""
+        """The agent stops: every job checkpoints and exits (killed after ``stop_timeout_s``),
+        or, under a workload manager that keeps them, runs on while nobody watches."""
         self.closing = True
-        for process in self._processes.values():
-            process.request_stop(self._settings.stop_timeout_s)
+        if self._runner.keeps_jobs_on_close:
+            await self._runner.close()
+        else:
+            for process in self._processes.values():
+                process.request_stop(self._settings.stop_timeout_s)
         if self._watchers:
             await asyncio.wait(
                 set(self._watchers), timeout=self._settings.stop_timeout_s + _STOP_MARGIN_S
@@ -203,8 +201,9 @@ class JobSupervisor:
     def _end_checkpoint(
         self, job: AgentJob, promoted: CheckpointFile | None, code: int | None
     ) -> bool:
-        """Settle the checkpoint operation of a job whose process ended (``code`` None: in an
-        earlier run of the agent). True when it failed and the job must run again."""
+        """Settle the checkpoint operation of a job whose run ended (``code`` None: in an
+        earlier run of the agent, or unknown to the workload manager). True when it failed and
+        the job must run again."""
         key: OperationKey = (job.checkpoint_migration_id or "", "checkpoint")
         job.checkpoint_migration_id = None
         if promoted is not None:
@@ -216,7 +215,7 @@ class JobSupervisor:
             self._operations.finish(key, error="the job finished before its checkpoint")
             return False
         if code is None:
-            why = "the agent restarted before the job wrote a checkpoint"
+            why = "the job's run ended before it wrote a checkpoint (exit code unknown)"
         elif code == 0:
             why = "the job exited 0 with neither a checkpoint nor any output"
         else:
@@ -227,23 +226,27 @@ class JobSupervisor:
 
     # ---- exits ----------------------------------------------------------------------------
 
-    async def _watch(self, job_id: str, process: JobProcess) -> None:
+    async def _watch(self, job_id: str, process: JobRun) -> None:
         try:
             code = await process.wait()
             await self._on_exit(job_id, process, code)
+        except RunDetached:
+            return  # the agent stops; the job runs on and the next start watches it again
         except Exception:
             # Task boundary: log and keep the agent serving.
             log.exception("site %s: handling the exit of job %s failed", self._site_id, job_id)
 
-    async def _on_exit(self, job_id: str, process: JobProcess, code: int) -> None:
+    async def _on_exit(self, job_id: str, process: JobRun, code: int | None) -> None:
+        """Settle the end of a run; ``code`` None: its exit code is unknown (the workload
+        manager forgot the job), and the files it left decide."""
         if self._processes.get(job_id) is process:
             del self._processes[job_id]
         job = self._state.jobs.get(job_id)
         if job is None:
             return
-        job.pgid = None
+        self._runner.forget(job)
         promoted = None
-        if code == 0:
+        if code in (0, None):
             promoted = await self.promote(job)
         else:
             self.paths(job_id).pending_checkpoint.unlink(missing_ok=True)
@@ -251,7 +254,7 @@ class JobSupervisor:
             "site %s: job %s exited (%s)%s",
             self._site_id,
             job_id,
-            describe_exit(code),
+            "exit code unknown" if code is None else describe_exit(code),
             f", checkpoint {promoted.path.name} ({promoted.size_bytes} bytes)" if promoted else "",
         )
         if job.state == "checkpointing":
@@ -263,7 +266,8 @@ class JobSupervisor:
             elif process.stop_requested:
                 await self.relaunch(job)  # a resume called its checkpoint off, or shutdown
             else:
-                await self._after_failure(job, f"exited unexpectedly ({describe_exit(code)})")
+                how = "exit code unknown" if code is None else describe_exit(code)
+                await self._after_failure(job, f"exited unexpectedly ({how})")
         self._save()
 
     async def _exited_without_checkpoint(self, job: AgentJob) -> None:
@@ -297,13 +301,17 @@ class JobSupervisor:
     # ---- after a restart of the agent -------------------------------------------------------
 
     async def recover(self) -> None:
-        """Settle the jobs an earlier run of the agent left: make sure their old processes are
-        gone, take over checkpoints they wrote when it died, settle checkpoint operations and
-        run the running jobs on."""
+        """Settle the jobs an earlier run of the agent left: watch again the runs a workload
+        manager kept; else make sure their old processes are gone, take over checkpoints they
+        wrote when it died, settle checkpoint operations and run the running jobs on."""
         for job in list(self._state.jobs.values()):
-            if job.pgid is not None:
-                await reap_group(job.pgid, self._settings.stop_timeout_s)
-                job.pgid = None
+            run = await self._runner.reattach(job, self._settings.stop_timeout_s)
+            if run is not None:
+                log.info("site %s: job %s: watching %s again", self._site_id, job.job_id, run.label)
+                self._watch_run(job.job_id, run)
+                if job.state == "checkpointing":
+                    run.request_stop(self._settings.checkpoint_timeout_s)
+                continue
             if job.state not in ("running", "checkpointing"):
                 continue
             promoted = await self.promote(job)
