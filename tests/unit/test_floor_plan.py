@@ -56,7 +56,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "gateway.baseline_forecast",
     ),
     ("gateway.fleet", "gateway.migration"),  # 5 orchestration
-    ("gateway.daemon", "gateway.agent", "gateway.evaluation"),  # 6 programs
+    ("gateway.daemon", "gateway.agent", "gateway.evaluation", "gateway.training"),  # 6 programs
     ("simulators",),  # 7 simulated worlds
     ("gateway.commands", "gateway.cli"),  # 8 commands
 )
