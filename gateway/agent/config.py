@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.agent.slurm.settings import SlurmSettings
 from gateway.errors import ConfigError
 from gateway.settings import parse_model, read_toml
 from gateway.settings_base import COUNT_MAX, QUANTITY_MAX, KeyProblem
@@ -206,7 +207,8 @@ class AgentSettings(_Section):
     """The id the gateway knows this site by (its ``[[site]] id``)."""
     token: Token
     """The bearer token every request must carry (the gateway's ``controller_token``)."""
-    gpus_total: Count
+    gpus_total: Count | None = None
+    """GPUs of the site; required, except with ``[slurm]``, whose nodes tell."""
     it_power_max_kw: PositiveFloat
     """IT power cap: reservations and resumes must keep the committed power within it [kW]."""
     idle_kw_per_gpu: NonNegativeFloat = 0.11
@@ -244,12 +246,37 @@ class AgentSettings(_Section):
     tls: TlsSettings | None = None
     """HTTPS and mutual TLS; without it the agent serves plain HTTP."""
     renewable: RenewableSettings = RenewableSettings()
+    slurm: SlurmSettings | None = None
+    """Run the jobs as Slurm batch jobs on this cluster (``docs/slurm.md``); without it the
+    agent runs them as processes of its own machine."""
     job: list[JobSettings] = []
 
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, path: Path, info: ValidationInfo) -> Path:
         return absolute_path(path, _base_dir(info))
+
+    @field_validator("slurm")
+    @classmethod
+    def _absolute_slurm_paths(
+        cls, slurm: SlurmSettings | None, info: ValidationInfo
+    ) -> SlurmSettings | None:
+        if slurm is None:
+            return None
+        base = _base_dir(info)
+        conf = None if slurm.conf_path is None else absolute_path(slurm.conf_path, base)
+        bin_dir = None if slurm.bin_dir is None else absolute_path(slurm.bin_dir, base)
+        return slurm.model_copy(update={"conf_path": conf, "bin_dir": bin_dir})
+
+    @model_validator(mode="after")
+    def _gpus_known(self) -> AgentSettings:
+        if self.slurm is None and self.gpus_total is None:
+            raise KeyProblem(("gpus_total",), "required key is missing (or give [slurm])")
+        if self.slurm is not None and self.gpus_total is not None:
+            raise KeyProblem(
+                ("gpus_total",), "with [slurm] the GPUs are the cluster's (sinfo): remove it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _jobs_fit(self) -> AgentSettings:
@@ -259,7 +286,7 @@ class AgentSettings(_Section):
             if ids.index(job.id) != i:
                 raise KeyProblem(("job", i, "id"), f"duplicate job id {job.id!r}")
             gpus += job.gpus
-            if gpus > self.gpus_total:
+            if self.gpus_total is not None and gpus > self.gpus_total:
                 raise KeyProblem(
                     ("job", i, "gpus"),
                     f"the jobs up to this one need {gpus} GPUs; gpus_total is {self.gpus_total}",

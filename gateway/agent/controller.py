@@ -48,6 +48,7 @@ from gateway.agent.jobs import (
 )
 from gateway.agent.manifest import ManifestError, send_manifest
 from gateway.agent.operations import OperationBook
+from gateway.agent.runner import JobRunner, ProcessRunner
 from gateway.agent.state import (
     AgentJob,
     AgentState,
@@ -97,9 +98,7 @@ class SiteAgent:
         self.clock: Clock = clock or SystemClock()
         self.data_dir = settings.data_dir
         self.received_dir = settings.data_dir / RECEIVED_DIR
-        self.capacity = Capacity(
-            settings.gpus_total, settings.it_power_max_kw, settings.idle_kw_per_gpu
-        )
+        self._runner = job_runner(settings)
         self._use_state(AgentState())
         self._operation_tasks: dict[OperationKey, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -109,7 +108,9 @@ class SiteAgent:
     def _use_state(self, state: AgentState) -> None:
         self._state = state
         self._operations = OperationBook(state, self.clock, self.site_id)
-        self._jobs = JobSupervisor(self.settings, state, self._operations, self.clock, self._save)
+        self._jobs = JobSupervisor(
+            self.settings, state, self._operations, self.clock, self._save, self._runner
+        )
 
     def __repr__(self) -> str:
         return f"SiteAgent(site_id={self.site_id!r}, data_dir={str(self.data_dir)!r})"
@@ -136,6 +137,7 @@ class SiteAgent:
         self.received_dir.mkdir(exist_ok=True)
         peers_tls = aiohttp.TCPConnector(ssl=self.settings.peer_ssl())  # calls to other agents
         self._session = aiohttp.ClientSession(connector=peers_tls)
+        await self._runner.open()
         saved = load_state(self.data_dir)
         if saved is not None:
             self._use_state(saved)
@@ -228,6 +230,14 @@ class SiteAgent:
 
     # ---- capacity -------------------------------------------------------------------------
 
+    @property
+    def capacity(self) -> Capacity:
+        """The site's limits now: its GPUs (a Slurm cluster's usable ones) and power cap."""
+        gpus_total = self._runner.usable_gpus(self._state.jobs.values())
+        if gpus_total is None:
+            gpus_total = self.settings.gpus_total or 0
+        return Capacity(gpus_total, self.settings.it_power_max_kw, self.settings.idle_kw_per_gpu)
+
     def _fits(self, gpus: int, power_kw: float) -> bool:
         jobs, reservations = self._state.jobs.values(), self._state.reservations.values()
         return self.capacity.fits(jobs, reservations, gpus, power_kw)
@@ -244,13 +254,14 @@ class SiteAgent:
         jobs, reservations = self._state.jobs.values(), self._state.reservations.values()
         renewable = self.settings.renewable
         count = max(1, math.ceil(renewable.forecast_horizon_s / renewable.forecast_step_s - 1e-9))
+        capacity = self.capacity
         return SiteStatus(
             site_id=self.site_id,
             at=now,
-            gpus_total=self.settings.gpus_total,
-            gpus_free=max(0, self.capacity.gpus_free(jobs, reservations)),
-            gpus_reserved=self.capacity.gpus_reserved(reservations),
-            it_power_kw=self.capacity.it_power_kw(jobs),
+            gpus_total=capacity.gpus_total,
+            gpus_free=max(0, capacity.gpus_free(jobs, reservations)),
+            gpus_reserved=capacity.gpus_reserved(reservations),
+            it_power_kw=capacity.it_power_kw(jobs),
             renewable_kw=renewable.constant_kw,
             forecast_step_s=renewable.forecast_step_s,
             renewable_forecast_kw=(renewable.constant_kw,) * count,
@@ -636,3 +647,12 @@ def _link_or_copy(source: os.PathLike[str], target: os.PathLike[str]) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def job_runner(settings: AgentSettings) -> JobRunner:
+    """What runs the site's jobs: Slurm batch jobs with ``[slurm]``, else processes here."""
+    if settings.slurm is None:
+        return ProcessRunner()
+    from gateway.agent.slurm.runner import SlurmRunner  # only where the site runs Slurm
+
+    return SlurmRunner(settings.slurm)

@@ -17,7 +17,7 @@ the agent's state file keeps across restarts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from gateway.agent.jobs import JobPaths, JobProcess, reap_group
@@ -60,6 +60,15 @@ class JobRunner(Protocol):
     keeps_jobs_on_close: bool
     """True when the jobs run on while the agent is stopped (a workload manager runs them)."""
 
+    async def open(self) -> None:
+        """The agent starts: get ready to start and watch runs."""
+        ...
+
+    def usable_gpus(self, jobs: Iterable[AgentJob]) -> int | None:
+        """The GPUs the agent's ``jobs`` and reservations may use, when the runner knows them
+        (a workload manager's nodes, less what its other jobs hold); None: ``gpus_total``."""
+        ...
+
     async def start(
         self, job: AgentJob, argv: Sequence[str], paths: JobPaths, env: Mapping[str, str]
     ) -> JobRun:
@@ -85,6 +94,13 @@ class ProcessRunner:
     """Jobs as process groups of this machine, under the agent's death signal."""
 
     keeps_jobs_on_close = False
+
+    async def open(self) -> None:
+        return None
+
+    def usable_gpus(self, jobs: Iterable[AgentJob]) -> int | None:
+        del jobs
+        return None
 
     async def start(
         self, job: AgentJob, argv: Sequence[str], paths: JobPaths, env: Mapping[str, str]

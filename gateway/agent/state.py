@@ -55,7 +55,8 @@ class AgentJob:
     work_remaining_gpu_h: remaining work as of ``progressed_at`` [GPU h]; checkpoint: the
     latest complete checkpoint here; checkpoint_sequence: numbers the checkpoint files;
     checkpoint_migration_id: the checkpoint operation that owns the job's current stop;
-    restarts: unexpected exits so far; pgid: the process group of its running process.
+    restarts: unexpected exits so far; pgid: the process group of its running process;
+    slurm_job_id: the Slurm batch job of its run, under a Slurm cluster.
     """
 
     spec: JobSpec
@@ -68,6 +69,7 @@ class AgentJob:
     checkpoint_migration_id: str | None = None
     restarts: int = 0
     pgid: int | None = None
+    slurm_job_id: int | None = None
 
     @property
     def job_id(self) -> str:
@@ -164,6 +166,7 @@ def _job_to_json(job: AgentJob) -> dict[str, Any]:
         "checkpoint_migration_id": job.checkpoint_migration_id,
         "restarts": job.restarts,
         "pgid": job.pgid,
+        "slurm_job_id": job.slurm_job_id,
     }
 
 
@@ -179,6 +182,7 @@ def _job_from(fields: Fields) -> AgentJob:
         checkpoint_migration_id=fields.optional_text("checkpoint_migration_id"),
         restarts=fields.integer("restarts", minimum=0),
         pgid=fields.optional_integer("pgid"),
+        slurm_job_id=fields.optional_integer("slurm_job_id"),
     )
 
 

@@ -1,8 +1,7 @@
 """The checkpoint helper of PyTorch training loops (``gateway/training/checkpointing.py``), in
 process: a saved state continues exactly, every random generator included; the save is atomic;
-a second signal cannot abort it; foreign and damaged files are refused by name.
-
-These tests write small files under pytest's ``tmp_path`` (the helper's subject is a file)."""
+a second signal cannot abort it; foreign and damaged files are refused by name (in the
+integration layer: the helper's subject is a file, written under pytest's ``tmp_path``)."""
 
 from __future__ import annotations
 

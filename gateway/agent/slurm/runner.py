@@ -1,0 +1,270 @@
+"""Jobs as Slurm batch jobs: the site agent's runner for a Slurm cluster (``docs/slurm.md``).
+
+- A run is a batch job submitted with ``sbatch``: a script that sets the contract's environment
+  and ``exec``s the job's command, so that the command is the batch step's process. The job asks
+  for its GPUs as a GRES (``--gres=gpu:N``), CPUs and memory per GPU, and never requeues on its
+  own (``--no-requeue``): the agent decides where the job runs next.
+- Checkpoint: ``scancel --batch --signal=TERM``; if the job still runs after the grace period,
+  ``scancel --signal=KILL``.
+- The agent reads the cluster every ``poll_s`` with one ``squeue --json --states=all`` and one
+  ``sinfo --json``; every run's wait looks at that reading. A job that Slurm lists as ended has
+  its exit code; a job that Slurm no longer lists (after ``MinJobAge``) ended with its exit code
+  unknown, and the files it left decide (:mod:`gateway.agent.supervisor`).
+- While ``slurmctld`` does not answer, nothing is concluded: waits go on waiting and signals are
+  sent again until they are taken.
+- When the agent stops, the jobs run on; the next start watches them again (``slurm_job_id`` in
+  the agent's state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.agent.jobs import JobPaths
+from gateway.agent.runner import JobRun, RunDetached
+from gateway.agent.slurm.commands import SlurmCommandError, SlurmCommands
+from gateway.agent.slurm.settings import SlurmSettings
+from gateway.agent.slurm.view import SlurmOutputError, SlurmView, parse_sinfo, parse_squeue
+from gateway.agent.state import AgentJob
+
+log = logging.getLogger(__name__)
+
+BATCH_SCRIPT = "slurm-batch.sh"
+"""The batch script of a job's runs, in its directory under ``data_dir/jobs``."""
+_RETRY_MAX_S = 5.0
+
+
+def batch_script(argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """The script a run submits: the contract's environment, then ``exec`` of the command."""
+    lines = ["#!/bin/sh", "# Written by the dr-gateway site agent: one run of a job."]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    lines.append("exec " + " ".join(shlex.quote(argument) for argument in argv))
+    return "\n".join(lines) + "\n"
+
+
+def sbatch_args(settings: SlurmSettings, job: AgentJob, paths: JobPaths, script: Path) -> list[str]:
+    """``sbatch``'s arguments for a run of ``job``."""
+    gpus = job.spec.gpus
+    args = [
+        "--parsable",
+        f"--job-name={settings.job_name_prefix}{job.job_id}",
+        f"--chdir={paths.root}",
+        f"--output={paths.log_path}",
+        "--open-mode=append",
+        "--no-requeue",
+        "--ntasks=1",
+        f"--cpus-per-task={settings.cpus_per_gpu * gpus}",
+        f"--mem={settings.mem_per_gpu_mb * gpus}M",
+        f"--gres={settings.gres}:{gpus}",
+    ]
+    if settings.partition is not None:
+        args.append(f"--partition={settings.partition}")
+    if settings.account is not None:
+        args.append(f"--account={settings.account}")
+    return [*args, str(script)]
+
+
+def _write_script(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.chmod(temporary, 0o700)
+    os.replace(temporary, path)
+
+
+class SlurmRunner:
+    """Submits, signals and watches the agent's jobs on one Slurm cluster."""
+
+    keeps_jobs_on_close = True
+
+    def __init__(self, settings: SlurmSettings, commands: SlurmCommands | None = None) -> None:
+        self.settings = settings
+        self.commands = commands or SlurmCommands(settings)
+        self.view: SlurmView | None = None
+        self._view_started_at = -1.0
+        """Monotonic time the latest successful reading began [s]."""
+        self._changed = asyncio.Condition()
+        self._poller: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+        self._last_problem: str | None = None
+
+    # ---- reading the cluster -----------------------------------------------------------
+
+    async def refresh(self) -> SlurmView:
+        """Read ``squeue`` and ``sinfo`` now; SlurmCommandError or SlurmOutputError."""
+        started_at = time.monotonic()
+        squeue = await self.commands.run("squeue", ["--json", "--states=all"])
+        sinfo = await self.commands.run("sinfo", ["--json"])
+        view = SlurmView(
+            jobs=parse_squeue(squeue, self.settings.gres),
+            nodes=parse_sinfo(sinfo, self.settings.gres, self.settings.partition),
+        )
+        async with self._changed:
+            self.view = view
+            self._view_started_at = started_at
+            self._changed.notify_all()
+        if self._last_problem is not None:
+            log.info("Slurm answers again")
+            self._last_problem = None
+        return view
+
+    async def open(self) -> None:
+        """Read the cluster once (so that the first status has it) and keep reading it."""
+        with contextlib.suppress(SlurmCommandError, SlurmOutputError):
+            await self.refresh()
+        if self._poller is None:
+            self._poller = asyncio.create_task(self._poll(), name="slurm poll")
+
+    async def _poll(self) -> None:
+        while not self.closing:
+            try:
+                await self.refresh()
+            except (SlurmCommandError, SlurmOutputError) as exc:
+                if str(exc) != self._last_problem:
+                    log.warning("cannot read the Slurm cluster (trying again): %s", exc)
+                self._last_problem = str(exc)
+            await asyncio.sleep(self.settings.poll_s)
+
+    async def next_view(self, after: float) -> tuple[SlurmView, float]:
+        """The first reading that began after ``after`` (monotonic [s]), and when it began;
+        RunDetached when the agent stops first."""
+        async with self._changed:
+            while self.view is None or self._view_started_at <= after:
+                if self.closing:
+                    raise RunDetached
+                await self._changed.wait()
+            if self.closing:
+                raise RunDetached
+            return self.view, self._view_started_at
+
+    def usable_gpus(self, jobs: Iterable[AgentJob]) -> int | None:
+        """GPUs of the nodes that take jobs, less those held by Slurm jobs that are not runs
+        of ``jobs``; 0 before the first reading."""
+        view = self.view
+        if view is None:
+            return 0
+        ours = {job.slurm_job_id for job in jobs if job.slurm_job_id is not None}
+        return max(0, view.gpus_up - view.gpus_held_by_others(ours))
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    async def start(
+        self, job: AgentJob, argv: Sequence[str], paths: JobPaths, env: Mapping[str, str]
+    ) -> JobRun:
+        script = paths.root / BATCH_SCRIPT
+        await asyncio.to_thread(_write_script, script, batch_script(argv, env))
+        try:
+            out = await self.commands.run("sbatch", sbatch_args(self.settings, job, paths, script))
+        except SlurmCommandError as exc:
+            raise OSError(str(exc)) from exc
+        try:
+            slurm_job_id = int(out.strip().split(";")[0])
+        except ValueError as exc:
+            raise OSError(f"sbatch printed {out.strip()[:100]!r}, not a job id") from exc
+        job.slurm_job_id = slurm_job_id
+        return SlurmRun(self, slurm_job_id, time.monotonic())
+
+    async def reattach(self, job: AgentJob, stop_timeout_s: float) -> JobRun | None:
+        """The batch job an earlier agent submitted: watched again, running or ended."""
+        del stop_timeout_s  # Slurm keeps the job; nothing is left to stop
+        if job.slurm_job_id is None:
+            return None
+        return SlurmRun(self, job.slurm_job_id, -1.0)
+
+    def forget(self, job: AgentJob) -> None:
+        job.slurm_job_id = None
+
+    async def close(self) -> None:
+        self.closing = True
+        async with self._changed:
+            self._changed.notify_all()
+        tasks = [t for t in (self._poller, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the background until it ends or the agent stops."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def scancel(self, slurm_job_id: int, args: Sequence[str], ended: asyncio.Event) -> None:
+        """``scancel ARGS JOBID``, again after a transient failure, until taken or the job
+        ended; a permanent failure (the job is gone) is logged."""
+        delay_s = 0.1
+        while not ended.is_set() and not self.closing:
+            try:
+                await self.commands.run("scancel", [*args, str(slurm_job_id)])
+                return
+            except SlurmCommandError as exc:
+                if not exc.transient:
+                    log.info("Slurm job %d: %s", slurm_job_id, exc)
+                    return
+                log.warning("Slurm job %d: %s; trying again", slurm_job_id, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), delay_s)
+            delay_s = min(_RETRY_MAX_S, delay_s * 2)
+
+
+class SlurmRun:
+    """One batch job of a job; ``since`` [monotonic s]: when it was submitted (a reading that
+    began later and does not list it means Slurm forgot it), -1 for a job found after a
+    restart."""
+
+    def __init__(self, runner: SlurmRunner, slurm_job_id: int, since: float) -> None:
+        self._runner = runner
+        self.slurm_job_id = slurm_job_id
+        self._since = since
+        self.stop_requested = False
+        self._ended = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"SlurmRun({self.slurm_job_id})"
+
+    @property
+    def label(self) -> str:
+        return f"Slurm job {self.slurm_job_id}"
+
+    def request_stop(self, grace_s: float) -> None:
+        if self.stop_requested or self._ended.is_set():
+            self.stop_requested = True
+            return
+        self.stop_requested = True
+        self._runner.spawn(self._stop(grace_s), f"checkpoint {self.slurm_job_id}")
+
+    async def _stop(self, grace_s: float) -> None:
+        runner = self._runner
+        await runner.scancel(self.slurm_job_id, ["--batch", "--signal=TERM"], self._ended)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), grace_s)
+            return
+        log.warning("Slurm job %d did not end after SIGTERM; cancelling it", self.slurm_job_id)
+        await runner.scancel(self.slurm_job_id, ["--signal=KILL", "--full"], self._ended)
+        await runner.scancel(self.slurm_job_id, [], self._ended)
+
+    def kill(self) -> None:
+        self.stop_requested = True
+        self._runner.spawn(
+            self._runner.scancel(self.slurm_job_id, [], self._ended), f"kill {self.slurm_job_id}"
+        )
+
+    async def wait(self) -> int | None:
+        after = -1.0
+        while True:
+            view, after = await self._runner.next_view(after)
+            record = view.jobs.get(self.slurm_job_id)
+            if record is None and after > self._since:
+                self._ended.set()
+                return None  # Slurm forgot the job (MinJobAge passed): its files decide
+            if record is not None and record.ended:
+                self._ended.set()
+                return record.exit_code
