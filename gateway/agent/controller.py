@@ -37,7 +37,7 @@ import aiohttp
 from gateway.agent.capacity import Capacity
 from gateway.agent.checkpoint_store import discard, store_paths
 from gateway.agent.config import AgentSettings, command_problem
-from gateway.agent.errors import AgentRequestError, bad_request, conflict, not_found
+from gateway.agent.errors import AgentRequestError, bad_request, conflict, not_found, unavailable
 from gateway.agent.jobs import (
     CheckpointFile,
     JobPaths,
@@ -48,7 +48,7 @@ from gateway.agent.jobs import (
 )
 from gateway.agent.manifest import ManifestError, send_manifest
 from gateway.agent.operations import OperationBook
-from gateway.agent.runner import JobRunner, ProcessRunner
+from gateway.agent.runner import HoldRefused, JobRunner, ProcessRunner
 from gateway.agent.state import (
     AgentJob,
     AgentState,
@@ -99,6 +99,7 @@ class SiteAgent:
         self.data_dir = settings.data_dir
         self.received_dir = settings.data_dir / RECEIVED_DIR
         self._runner = job_runner(settings)
+        self._reservation_locks: dict[str, asyncio.Lock] = {}
         self._use_state(AgentState())
         self._operation_tasks: dict[OperationKey, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -189,6 +190,7 @@ class SiteAgent:
     async def _recover(self) -> None:
         """After a restart: settle the jobs, resume transfers and restores in flight."""
         await self._jobs.recover()
+        self._runner.settle_holds(self._state.holds.values())
         for key in self._operations.in_progress():
             if key[1] == "transfer":
                 self._spawn(key, self._run_transfer(key))
@@ -302,36 +304,65 @@ class SiteAgent:
         self._save()
         return job.status(self.clock.now())
 
-    def reserve(
+    def _reservation_lock(self, migration_id: str) -> asyncio.Lock:
+        """One reserve or release of a migration's reservation at a time (a hold takes a
+        while to be granted)."""
+        return self._reservation_locks.setdefault(migration_id, asyncio.Lock())
+
+    async def reserve(
         self, migration_id: str, job_id: str, gpus: int, power_kw: float
     ) -> ReservationState:
-        """``POST /v1/reservations``: the reservation's state after the call."""
-        asked = Reservation(migration_id, job_id, gpus, power_kw, "reserved")
-        repeated = repeated_reservation(
-            self._state.reservations.get(migration_id), asked, self._state.released_unknown
-        )
-        if repeated is not None:
-            return repeated
-        if not self._fits(gpus, power_kw):
-            raise conflict(self._why_not(gpus, power_kw))
-        self._state.reservations[migration_id] = asked
-        self._save()
+        """``POST /v1/reservations``: the reservation's state after the call. Under a workload
+        manager the resources are held there too (a hold), before ``reserved`` is answered."""
+        async with self._reservation_lock(migration_id):
+            asked = Reservation(migration_id, job_id, gpus, power_kw, "reserved")
+            repeated = repeated_reservation(
+                self._state.reservations.get(migration_id), asked, self._state.released_unknown
+            )
+            if repeated is not None:
+                return repeated
+            if not self._fits(gpus, power_kw):
+                raise conflict(self._why_not(gpus, power_kw))
+            self._state.reservations[migration_id] = asked  # counted while the hold is asked
+            try:
+                hold_id = await self._runner.hold(
+                    migration_id, job_id, gpus, self._jobs.paths(job_id)
+                )
+            except HoldRefused as exc:
+                del self._state.reservations[migration_id]
+                raise conflict(f"site {self.site_id}: {exc}") from exc
+            except OSError as exc:
+                del self._state.reservations[migration_id]
+                raise unavailable(f"site {self.site_id}: cannot hold the GPUs: {exc}") from exc
+            except BaseException:
+                del self._state.reservations[migration_id]
+                raise
+            if hold_id is not None:
+                self._state.holds[migration_id] = hold_id
+            self._save()
         log.info("site %s: reserved %d GPUs for %s", self.site_id, gpus, migration_id)
         return "reserved"
 
-    def release_reservation(self, migration_id: str) -> None:
+    async def release_reservation(self, migration_id: str) -> None:
         """``DELETE /v1/reservations/{migration_id}``; a no-op when consumed or released.
-        What another agent sent for the migration is deleted."""
-        existing = self._state.reservations.get(migration_id)
-        if existing is None:
-            self._state.released_unknown.add(migration_id)
-        elif existing.state == "reserved":
-            self._state.reservations[migration_id] = replace(existing, state="released")
-            log.info("site %s: released reservation %s", self.site_id, migration_id)
-        else:
-            return
-        self._save()
+        What another agent sent for the migration is deleted, and its hold let go."""
+        async with self._reservation_lock(migration_id):
+            existing = self._state.reservations.get(migration_id)
+            if existing is None:
+                self._state.released_unknown.add(migration_id)
+            elif existing.state == "reserved":
+                self._state.reservations[migration_id] = replace(existing, state="released")
+                log.info("site %s: released reservation %s", self.site_id, migration_id)
+            else:
+                return
+            self._release_hold(migration_id)
+            self._save()
         self._forget_received(migration_id)
+
+    def _release_hold(self, migration_id: str) -> None:
+        hold_id = self._state.holds.pop(migration_id, None)
+        if hold_id is not None:
+            self._runner.release_hold(hold_id)
 
     def operation(self, migration_id: str, kind: OperationKind) -> Operation:
         """``GET /v1/operations/{migration_id}/{kind}``."""
@@ -529,7 +560,7 @@ class SiteAgent:
         job.command = manifest.command
         self._jobs.set_state(job, "running")
         try:
-            await self._jobs.launch(job)
+            await self._jobs.launch(job, self._state.holds.pop(migration_id, None))
         except OSError as exc:
             self._fail_restore(key, job, f"the job cannot start here: {exc}")
             return
@@ -573,6 +604,7 @@ class SiteAgent:
         reservation = self._state.reservations.get(key[0])
         if reservation is not None and reservation.state == "consumed":
             self._state.reservations[key[0]] = replace(reservation, state="released")
+        self._release_hold(key[0])
         self._save()
         self._forget_received(key[0])
 

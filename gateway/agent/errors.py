@@ -9,8 +9,13 @@ from __future__ import annotations
 from gateway.sites.serving import RequestError as AgentRequestError
 from gateway.sites.serving import conflict, not_found
 
-__all__ = ["AgentRequestError", "bad_request", "conflict", "not_found"]
+__all__ = ["AgentRequestError", "bad_request", "conflict", "not_found", "unavailable"]
 
 
 def bad_request(detail: str) -> AgentRequestError:
     return AgentRequestError(400, "bad_request", detail)
+
+
+def unavailable(detail: str) -> AgentRequestError:
+    """A 503: what the agent needs (its workload manager) does not answer now; try again."""
+    return AgentRequestError(503, "unavailable", detail)

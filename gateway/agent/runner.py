@@ -28,6 +28,10 @@ class RunDetached(Exception):
     """A run's wait ended because the agent stops while a workload manager keeps the job."""
 
 
+class HoldRefused(Exception):
+    """The workload manager would not hold the resources of a reservation now (a 409)."""
+
+
 class JobRun(Protocol):
     """One run of a job's command."""
 
@@ -70,10 +74,33 @@ class JobRunner(Protocol):
         ...
 
     async def start(
-        self, job: AgentJob, argv: Sequence[str], paths: JobPaths, env: Mapping[str, str]
+        self,
+        job: AgentJob,
+        argv: Sequence[str],
+        paths: JobPaths,
+        env: Mapping[str, str],
+        hold_id: int | None = None,
     ) -> JobRun:
-        """Start ``argv`` for ``job`` in ``paths.root`` with ``env`` added; record the run in
-        ``job``. OSError when it cannot start."""
+        """Start ``argv`` for ``job`` in ``paths.root`` with ``env`` added, in the resources of
+        the hold ``hold_id`` if given; record the run in ``job``. OSError when it cannot
+        start."""
+        ...
+
+    async def hold(self, migration_id: str, job_id: str, gpus: int, paths: JobPaths) -> int | None:
+        """Hold, as the workload manager counts them, the resources a job of ``gpus`` GPUs
+        will need here when the migration ``migration_id`` restores ``job_id``; the hold's
+        id (None: nothing to hold, the agent's own books are the reservation). HoldRefused
+        when they cannot be held now, OSError when the manager cannot be asked."""
+        ...
+
+    def release_hold(self, hold_id: int) -> None:
+        """Let a hold go (its reservation was released, or its restore failed), in the
+        background until the manager takes it."""
+        ...
+
+    def settle_holds(self, known: Iterable[int]) -> None:
+        """After a restart: let go of holds the agent's state does not know (it died between
+        asking for one and saving it)."""
         ...
 
     async def reattach(self, job: AgentJob, stop_timeout_s: float) -> JobRun | None:
@@ -103,11 +130,27 @@ class ProcessRunner:
         return None
 
     async def start(
-        self, job: AgentJob, argv: Sequence[str], paths: JobPaths, env: Mapping[str, str]
+        self,
+        job: AgentJob,
+        argv: Sequence[str],
+        paths: JobPaths,
+        env: Mapping[str, str],
+        hold_id: int | None = None,
     ) -> JobRun:
+        del hold_id  # processes hold nothing: the agent's books are the reservation
         process = await JobProcess.start(argv, cwd=paths.root, log_path=paths.log_path, env=env)
         job.pgid = process.pid
         return process
+
+    async def hold(self, migration_id: str, job_id: str, gpus: int, paths: JobPaths) -> int | None:
+        del migration_id, job_id, gpus, paths
+        return None
+
+    def release_hold(self, hold_id: int) -> None:
+        del hold_id
+
+    def settle_holds(self, known: Iterable[int]) -> None:
+        del known
 
     async def reattach(self, job: AgentJob, stop_timeout_s: float) -> JobRun | None:
         """A process group left by an earlier agent is stopped (it is not this agent's child,

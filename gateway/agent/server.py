@@ -80,13 +80,13 @@ async def _post_job(request: web.Request) -> web.Response:
 async def _post_reservation(request: web.Request) -> web.Response:
     asked = await reservation_body(request)
     agent = request.app[AGENT_KEY]
-    state = agent.reserve(asked.migration_id, asked.job_id, asked.gpus, asked.power_kw)
+    state = await agent.reserve(asked.migration_id, asked.job_id, asked.gpus, asked.power_kw)
     return web.json_response({"migration_id": asked.migration_id, "state": state})
 
 
 async def _delete_reservation(request: web.Request) -> web.Response:
     migration_id = path_id(request, "migration_id")
-    request.app[AGENT_KEY].release_reservation(migration_id)
+    await request.app[AGENT_KEY].release_reservation(migration_id)
     return web.json_response({"migration_id": migration_id, "state": "released"})
 
 

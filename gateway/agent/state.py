@@ -123,6 +123,9 @@ class AgentState:
     released_unknown: set[str] = field(default_factory=set)
     resumed: set[tuple[str, str]] = field(default_factory=set)
     released_jobs: set[tuple[str, str]] = field(default_factory=set)
+    holds: dict[str, int] = field(default_factory=dict)
+    """The runner's hold behind each reservation still held, by migration id (a Slurm job
+    that keeps the GPUs for the restore)."""
 
 
 # ---- JSON ------------------------------------------------------------------------------
@@ -208,6 +211,7 @@ def state_to_json(state: AgentState) -> dict[str, Any]:
         "released_unknown": sorted(state.released_unknown),
         "resumed": sorted([m, j] for m, j in state.resumed),
         "released_jobs": sorted([m, j] for m, j in state.released_jobs),
+        "holds": dict(state.holds),
     }
 
 
@@ -255,6 +259,12 @@ def state_from_json(document: Any) -> AgentState:
     state.released_unknown = set(fields.text_list("released_unknown"))
     state.resumed = _pairs(fields, "resumed")
     state.released_jobs = _pairs(fields, "released_jobs")
+    holds = document.get("holds", {})
+    if not isinstance(holds, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in holds.values()
+    ):
+        raise FieldError("holds", "expected an object of integers")
+    state.holds = dict(holds)
     return state
 
 

@@ -88,8 +88,9 @@ class JobSupervisor:
 
     # ---- starting -------------------------------------------------------------------------
 
-    async def launch(self, job: AgentJob) -> None:
-        """Start the job's process from its newest checkpoint (from the start without one).
+    async def launch(self, job: AgentJob, hold_id: int | None = None) -> None:
+        """Start the job's process from its newest checkpoint (from the start without one),
+        in the resources of the runner's hold ``hold_id`` if given (a restore).
 
         The caller has set the job's state; raises OSError when the program cannot start. A
         job that is to checkpoint by now (or an agent that is stopping) is signalled at once.
@@ -108,7 +109,7 @@ class JobSupervisor:
             RESUMED_ENV: str(paths.resumed_marker),
         }
         argv = job_argv(job.command, job.job_id, paths, resume_from)
-        process = await self._runner.start(job, argv, paths, env)
+        process = await self._runner.start(job, argv, paths, env, hold_id)
         job.progressed_at = self._clock.now()
         self._watch_run(job.job_id, process)
         log.info(

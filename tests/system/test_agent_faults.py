@@ -139,6 +139,9 @@ def training_job(gates: Gates) -> dict[str, Any]:
 
 # ---- agents as processes -------------------------------------------------------------------
 
+Configure = Callable[[str, dict[str, Any]], dict[str, Any]]
+"""(site id, the agent's settings) -> the settings it runs with."""
+
 
 @dataclass
 class AgentProcess:
@@ -147,6 +150,8 @@ class AgentProcess:
     site_id: str
     root: Path
     jobs: list[dict[str, Any]]
+    configure: Configure | None = None
+    """Changes the agent's settings before they are written (e.g. a Slurm cluster's)."""
     port: int = 0
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
@@ -177,6 +182,8 @@ class AgentProcess:
             "listen_port": self.port,
             "checkpoint_timeout_s": HANG_GUARD_S,  # a checkpoint may wait at its gate
         }
+        if self.configure is not None:
+            data = self.configure(self.site_id, data)
         config = write_toml(self.root / f"{self.site_id}.toml", data)
         self.starts += 1
         with self.log_path.open("w") as log:
@@ -419,20 +426,23 @@ async def agent_world(
     cut_after_bytes: int | None = None,
     hold_checkpoint: bool = False,
     hold_resume: bool = False,
+    configure: Configure | None = None,
+    job: Callable[[Gates], dict[str, Any]] = training_job,
 ) -> AsyncIterator[World]:
     """Both agents running, the job at alpha held at step :data:`HOLD_AT_STEP`, the database
     seeded with slow WAN links; the monitor sampling. The gateway tells alpha to send to beta
     through a :class:`CuttingProxy` (``cut_after_bytes``), so that the bytes sent can be
     counted, cut and held. The job waits at its step gate until :meth:`World.let_job_finish`,
     and, if told, at its checkpoint gate (``hold_checkpoint``) and its resume gate
-    (``hold_resume``) too."""
+    (``hold_resume``) too. ``configure`` changes each agent's settings, ``job`` makes the
+    job's ``[[job]]`` (default: the example job of :func:`training_job`)."""
     gates = Gates(
         root / "step-gate",
         root / "checkpoint-gate" if hold_checkpoint else None,
         root / "resume-gate" if hold_resume else None,
     )
-    alpha = AgentProcess("alpha", root, [training_job(gates)])
-    beta = AgentProcess("beta", root, [])
+    alpha = AgentProcess("alpha", root, [job(gates)], configure)
+    beta = AgentProcess("beta", root, [], configure)
     proxy = CuttingProxy(upstream_port=0, cut_after_bytes=cut_after_bytes)
     try:
         await alpha.start()

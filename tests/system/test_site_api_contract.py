@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from gateway.agent.config import AgentSettings
 from gateway.agent.controller import SiteAgent
 from gateway.agent.server import build_app as build_agent_app
 from gateway.agent.server import start_agent_server
+from gateway.agent.slurm.settings import SlurmSettings
 from gateway.clock import ManualClock
 from gateway.sites.records import JobSpec
 from gateway.sites.routes import (
@@ -43,6 +45,10 @@ from gateway.sites.routes import (
 from simulators.openapi_contract import Answered, Contract, ContractClient, ContractError
 from simulators.site_controller import SimulatedSite, build_app, start_site_server
 from simulators.site_fixtures import RESTORE_JOB, restore_body, simulated_site
+from simulators.slurm_cluster import SlurmCluster
+from tests.support.slurm import slurm_clusters
+
+__all__ = ["slurm_clusters"]  # a fixture, used by name
 
 START_AT = datetime(2026, 6, 21, 12, tzinfo=UTC)
 _SIMULATOR_OPERATIONS = [r.operation for r in SITE_API_ROUTES if "simulator" in r.served_by]
@@ -319,22 +325,22 @@ async def _agent_settle(client: ContractClient, migration_id: str, kind: str) ->
         await asyncio.sleep(AGENT_POLL_S)
 
 
-@pytest.fixture
-async def agent_bench(
-    contract: Contract, seen: set[Answered], tmp_path: Path
+@asynccontextmanager
+async def _agents_bench(
+    contract: Contract,
+    seen: set[Answered],
+    settings: tuple[AgentSettings, AgentSettings],
+    jobs: tuple[tuple[str, int, float], ...],
 ) -> AsyncIterator[Bench]:
-    runner_a, url_a = await start_agent_server(
-        _agent_settings("site-a", TOKEN_A, tmp_path / "site-a")
-    )
+    """Agents a and b of ``settings``; ``jobs`` (id, GPUs, kW) submitted to a."""
+    runner_a, url_a = await start_agent_server(settings[0])
     try:
-        runner_b, url_b = await start_agent_server(
-            _agent_settings("site-b", TOKEN_B, tmp_path / "site-b")
-        )
+        runner_b, url_b = await start_agent_server(settings[1])
         try:
             async with aiohttp.ClientSession() as session:
                 a = ContractClient(contract, "agent", session, url_a, TOKEN_A, seen)
                 b = ContractClient(contract, "agent", session, url_b, TOKEN_B, seen)
-                for job_id, gpus, power_kw in (("job-1", 4, 2.6), ("job-2", 2, 1.0)):
+                for job_id, gpus, power_kw in jobs:
                     body = _submission(job_id, gpus, power_kw)
                     await a.call("POST", "/v1/jobs", expect=201, json_body=body)
                 yield Bench(
@@ -351,6 +357,44 @@ async def agent_bench(
             await runner_b.cleanup()
     finally:
         await runner_a.cleanup()
+
+
+@pytest.fixture
+async def agent_bench(
+    contract: Contract, seen: set[Answered], tmp_path: Path
+) -> AsyncIterator[Bench]:
+    settings = (
+        _agent_settings("site-a", TOKEN_A, tmp_path / "site-a"),
+        _agent_settings("site-b", TOKEN_B, tmp_path / "site-b"),
+    )
+    jobs = (("job-1", 4, 2.6), ("job-2", 2, 1.0))
+    async with _agents_bench(contract, seen, settings, jobs) as bench:
+        yield bench
+
+
+@pytest.fixture
+async def slurm_agent_bench(
+    contract: Contract,
+    seen: set[Answered],
+    tmp_path: Path,
+    slurm_clusters: dict[str, SlurmCluster],
+) -> AsyncIterator[Bench]:
+    """Agents in front of two Slurm clusters (their jobs are batch jobs; GPUs from sinfo)."""
+    settings = tuple(
+        _agent_settings(site_id, token, tmp_path / site_id).model_copy(
+            update={
+                "gpus_total": None,
+                "slurm": SlurmSettings(conf_path=cluster.conf_path, poll_s=0.1),
+            }
+        )
+        for site_id, token, cluster in (
+            ("site-a", TOKEN_A, slurm_clusters["east"]),
+            ("site-b", TOKEN_B, slurm_clusters["west"]),
+        )
+    )
+    jobs = (("job-1", 1, 2.6), ("job-2", 1, 1.0))
+    async with _agents_bench(contract, seen, (settings[0], settings[1]), jobs) as bench:
+        yield bench
 
 
 def _request_schema(contract: Contract, method: str, template: str) -> dict[str, Any] | None:
@@ -556,6 +600,19 @@ async def test_rule_agent_answers_as_the_document_says(
     await _generic_probes(contract, agent_bench.b, agent_bench.job_1)
     await _scenario(agent_bench)
     await _agent_only_routes(agent_bench)
+    assert _missing(contract, "agent", seen) == []
+
+
+@pytest.mark.integration
+async def test_rule_slurm_controller_answers_as_the_document_says(
+    contract: Contract, slurm_agent_bench: Bench, seen: set[Answered]
+) -> None:
+    """The site agent with ``[slurm]``: the same API and answers, its jobs Slurm batch jobs."""
+    bench = slurm_agent_bench
+    await _generic_probes(contract, bench.a, bench.job_1)
+    await _generic_probes(contract, bench.b, bench.job_1)
+    await _scenario(bench)
+    await _agent_only_routes(bench)
     assert _missing(contract, "agent", seen) == []
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.agent.jobs import JobPaths
-from gateway.agent.runner import JobRun, RunDetached
+from gateway.agent.runner import HoldRefused, JobRun, RunDetached
 from gateway.agent.slurm.commands import SlurmCommandError, SlurmCommands
 from gateway.agent.slurm.settings import SlurmSettings
 from gateway.agent.slurm.view import SlurmOutputError, SlurmView, parse_sinfo, parse_squeue
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 BATCH_SCRIPT = "slurm-batch.sh"
 """The batch script of a job's runs, in its directory under ``data_dir/jobs``."""
+HOLD_POLL_S = 0.2
+"""How often a hold looks for the script that turns it into the job [s]."""
+HOLD_NAME = "hold-"
+"""A hold's Slurm job name is the prefix, this, and the migration id."""
 _RETRY_MAX_S = 5.0
 
 
@@ -50,12 +54,33 @@ def batch_script(argv: Sequence[str], env: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sbatch_args(settings: SlurmSettings, job: AgentJob, paths: JobPaths, script: Path) -> list[str]:
-    """``sbatch``'s arguments for a run of ``job``."""
-    gpus = job.spec.gpus
+def hold_script(start_script: Path) -> str:
+    """The script of a hold: it keeps its allocation until ``start_script`` exists, then runs
+    it in its place (the job starts in the GPUs the hold kept, without a gap another job
+    could take)."""
+    quoted = shlex.quote(str(start_script))
+    return (
+        "#!/bin/sh\n"
+        "# Written by the dr-gateway site agent: holds a reservation's resources until the\n"
+        "# restore writes the job's batch script, then becomes the job.\n"
+        f"while [ ! -f {quoted} ]; do sleep {HOLD_POLL_S:g}; done\n"
+        f"exec /bin/sh {quoted}\n"
+    )
+
+
+def hold_start_script(paths: JobPaths, migration_id: str) -> Path:
+    """Where the restore of ``migration_id`` writes the batch script its hold then runs."""
+    return paths.root / f"slurm-start-{migration_id}.sh"
+
+
+def sbatch_args(
+    settings: SlurmSettings, name: str, gpus: int, paths: JobPaths, script: Path
+) -> list[str]:
+    """``sbatch``'s arguments for a batch job called ``name`` (after the prefix) of ``gpus``
+    GPUs, run in the job's directory."""
     args = [
         "--parsable",
-        f"--job-name={settings.job_name_prefix}{job.job_id}",
+        f"--job-name={settings.job_name_prefix}{name}",
         f"--chdir={paths.root}",
         f"--output={paths.log_path}",
         "--open-mode=append",
@@ -146,31 +171,126 @@ class SlurmRunner:
             return self.view, self._view_started_at
 
     def usable_gpus(self, jobs: Iterable[AgentJob]) -> int | None:
-        """GPUs of the nodes that take jobs, less those held by Slurm jobs that are not runs
-        of ``jobs``; 0 before the first reading."""
+        """GPUs of the nodes that take jobs, less those held by Slurm jobs that are not the
+        agent's (runs of ``jobs``, holds: their names start with ``job_name_prefix``); 0
+        before the first reading. The agent's own jobs and holds are on its books."""
         view = self.view
         if view is None:
             return 0
         ours = {job.slurm_job_id for job in jobs if job.slurm_job_id is not None}
+        prefix = self.settings.job_name_prefix
+        ours |= {r.job_id for r in view.jobs.values() if prefix and r.name.startswith(prefix)}
         return max(0, view.gpus_up - view.gpus_held_by_others(ours))
 
     # ---- runs ----------------------------------------------------------------------------
 
     async def start(
-        self, job: AgentJob, argv: Sequence[str], paths: JobPaths, env: Mapping[str, str]
+        self,
+        job: AgentJob,
+        argv: Sequence[str],
+        paths: JobPaths,
+        env: Mapping[str, str],
+        hold_id: int | None = None,
     ) -> JobRun:
+        """Submit the run; with a live hold, the hold becomes the run (renamed to the job's
+        name, then handed its batch script)."""
+        text = batch_script(argv, env)
+        if hold_id is not None and await self._take_over(hold_id, job, paths, text):
+            job.slurm_job_id = hold_id
+            return SlurmRun(self, hold_id, time.monotonic())
         script = paths.root / BATCH_SCRIPT
-        await asyncio.to_thread(_write_script, script, batch_script(argv, env))
+        await asyncio.to_thread(_write_script, script, text)
+        args = sbatch_args(self.settings, job.job_id, job.spec.gpus, paths, script)
+        slurm_job_id = await self._sbatch(args)
+        job.slurm_job_id = slurm_job_id
+        return SlurmRun(self, slurm_job_id, time.monotonic())
+
+    async def _sbatch(self, args: Sequence[str]) -> int:
         try:
-            out = await self.commands.run("sbatch", sbatch_args(self.settings, job, paths, script))
+            out = await self.commands.run("sbatch", args)
         except SlurmCommandError as exc:
             raise OSError(str(exc)) from exc
         try:
-            slurm_job_id = int(out.strip().split(";")[0])
+            return int(out.strip().split(";")[0])
         except ValueError as exc:
             raise OSError(f"sbatch printed {out.strip()[:100]!r}, not a job id") from exc
-        job.slurm_job_id = slurm_job_id
-        return SlurmRun(self, slurm_job_id, time.monotonic())
+
+    async def _take_over(self, hold_id: int, job: AgentJob, paths: JobPaths, text: str) -> bool:
+        """Turn the hold into the job's run; False when the hold is no more (the run is then
+        submitted afresh)."""
+        view, _ = await self.next_view(time.monotonic())
+        record = view.jobs.get(hold_id)
+        if record is None or record.ended:
+            log.warning(
+                "Slurm job %d, the hold of %s, is gone; submitting anew", hold_id, job.job_id
+            )
+            return False
+        name = f"{self.settings.job_name_prefix}{job.job_id}"
+        try:
+            await self.commands.run("scontrol", ["update", f"JobId={hold_id}", f"Name={name}"])
+        except SlurmCommandError as exc:
+            raise OSError(str(exc)) from exc
+        migration_id = record.name.removeprefix(self.settings.job_name_prefix + HOLD_NAME)
+        await asyncio.to_thread(_write_script, hold_start_script(paths, migration_id), text)
+        log.info("Slurm job %d (a hold) becomes job %s", hold_id, job.job_id)
+        return True
+
+    async def hold(self, migration_id: str, job_id: str, gpus: int, paths: JobPaths) -> int | None:
+        """Submit a hold (a batch job of the job's resources that waits for its script) and
+        return its id once Slurm runs it; HoldRefused when Slurm does not start it within
+        ``hold_start_timeout_s`` (it is cancelled), OSError when sbatch fails."""
+        paths.root.mkdir(parents=True, exist_ok=True)
+        start = hold_start_script(paths, migration_id)
+        start.unlink(missing_ok=True)
+        script = paths.root / f"slurm-hold-{migration_id}.sh"
+        await asyncio.to_thread(_write_script, script, hold_script(start))
+        name = f"{HOLD_NAME}{migration_id}"
+        hold_id = await self._sbatch(sbatch_args(self.settings, name, gpus, paths, script))
+        try:
+            await self._until_running(hold_id)
+        except BaseException:
+            self.release_hold(hold_id)
+            raise
+        log.info("Slurm job %d holds %d GPUs for job %s (%s)", hold_id, gpus, job_id, migration_id)
+        return hold_id
+
+    async def _until_running(self, hold_id: int) -> None:
+        timeout_s = self.settings.hold_start_timeout_s
+        after = time.monotonic()
+        deadline = after + timeout_s
+        state = "not listed yet"
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    view, after = await self.next_view(after)
+            except TimeoutError:
+                raise HoldRefused(
+                    f"Slurm did not start the hold within {timeout_s:g} s ({state})"
+                ) from None
+            record = view.jobs.get(hold_id)
+            if record is not None and record.holds_gpus:
+                return
+            if record is not None and record.ended:
+                raise HoldRefused(f"Slurm ended the hold ({record.state})")
+            if record is not None:
+                state = f"{record.state}, reason {record.reason}"
+
+    def release_hold(self, hold_id: int) -> None:
+        self.spawn(self.scancel(hold_id, [], asyncio.Event()), f"release hold {hold_id}")
+
+    def settle_holds(self, known: Iterable[int]) -> None:
+        """Cancel the holds Slurm runs for this agent that its state does not know."""
+        view = self.view
+        if view is None:
+            return
+        kept = set(known)
+        prefix = f"{self.settings.job_name_prefix}{HOLD_NAME}"
+        for record in view.jobs.values():
+            if record.name.startswith(prefix) and not record.ended and record.job_id not in kept:
+                log.warning(
+                    "Slurm job %d: a hold the agent does not know; cancelling it", record.job_id
+                )
+                self.release_hold(record.job_id)
 
     async def reattach(self, job: AgentJob, stop_timeout_s: float) -> JobRun | None:
         """The batch job an earlier agent submitted: watched again, running or ended."""

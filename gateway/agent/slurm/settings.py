@@ -42,5 +42,9 @@ class SlurmSettings(BaseModel):
     command_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     """Longest a Slurm command may take before it counts as failed (the controller may be
     down or restarting) [s]."""
+    hold_start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """Longest a reservation waits for Slurm to start its hold (the job that keeps the GPUs
+    for the restore) before it answers 409 [s]; keep it below the gateway's request
+    time-out (10 s)."""
     job_name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,32}$")] = "dr-"
     """Slurm job names are this prefix and the job id."""

@@ -41,7 +41,8 @@ class SlurmOutputError(ValueError):
 @dataclass(frozen=True)
 class SlurmJob:
     """One job of ``squeue``: its id, name, state (``RUNNING``, ``COMPLETED``, ...), exit code
-    (negative: killed by that signal; None while it runs), GPUs (of ``gres``) and node."""
+    (negative: killed by that signal; None while it runs), GPUs (of ``gres``), node and why
+    it waits (``reason``: ``Resources``, ``Priority``, ``None``, ...)."""
 
     job_id: int
     name: str
@@ -49,6 +50,7 @@ class SlurmJob:
     exit_code: int | None
     gpus: int
     node: str | None
+    reason: str = "None"
 
     @property
     def ended(self) -> bool:
@@ -170,6 +172,7 @@ def _job(raw: Any, gres: str) -> SlurmJob:
         exit_code=_status_exit_code(raw.get("exit_code")) if state in TERMINAL_STATES else None,
         gpus=gpus,
         node=str(node) if node else None,
+        reason=str(raw.get("state_reason") or "None"),
     )
 
 
