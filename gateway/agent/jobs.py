@@ -241,6 +241,16 @@ class JobProcess:
     def label(self) -> str:
         return f"pid {self.pid}"
 
+    async def suspend(self) -> None:
+        """Pause: SIGSTOP to the process group (OSError when it is gone)."""
+        if not kill_group(self.pid, signal.SIGSTOP):
+            raise OSError(f"process group {self.pid} is gone")
+
+    async def unsuspend(self) -> None:
+        """Go on after a pause: SIGCONT to the process group (OSError when it is gone)."""
+        if not kill_group(self.pid, signal.SIGCONT):
+            raise OSError(f"process group {self.pid} is gone")
+
     def kill(self) -> None:
         """SIGKILL the process group at once."""
         self.stop_requested = True
@@ -255,13 +265,15 @@ class JobProcess:
         return code
 
     def request_stop(self, grace_s: float) -> None:
-        """SIGTERM to the job's process group; SIGKILL if it has not exited ``grace_s`` [s]
-        later. Repeating it changes nothing."""
+        """SIGTERM to the job's process group (and SIGCONT, so that a paused job handles
+        it); SIGKILL if it has not exited ``grace_s`` [s] later. Repeating it changes
+        nothing."""
         if self.stop_requested or self._process.returncode is not None:
             self.stop_requested = True
             return
         self.stop_requested = True
         kill_group(self.pid, signal.SIGTERM)
+        kill_group(self.pid, signal.SIGCONT)
         self._kill_timer = asyncio.get_running_loop().call_later(grace_s, self._kill)
 
     def _kill(self) -> None:
@@ -299,6 +311,7 @@ async def reap_group(pgid: int, grace_s: float, poll_s: float = 0.05) -> None:
     end is polled every ``poll_s`` [s]."""
     if not kill_group(pgid, signal.SIGTERM):
         return
+    kill_group(pgid, signal.SIGCONT)  # a paused group handles its SIGTERM
     log.warning("process group %d of an earlier run is still alive; stopping it", pgid)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_s

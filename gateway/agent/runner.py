@@ -52,6 +52,14 @@ class JobRun(Protocol):
         """End the run at once, without a checkpoint."""
         ...
 
+    async def suspend(self) -> None:
+        """Pause the run where it is, keeping its resources; OSError when it cannot be."""
+        ...
+
+    async def unsuspend(self) -> None:
+        """Let a paused run go on; OSError when it cannot be."""
+        ...
+
     async def wait(self) -> int | None:
         """The run's exit code once it ended (negative: killed by that signal; None: the
         workload manager no longer knows). RunDetached when the agent stops first."""

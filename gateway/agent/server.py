@@ -133,6 +133,22 @@ async def _post_resume(request: web.Request) -> web.Response:
     return web.json_response(job_status_to_wire(status))
 
 
+async def _lever_id(request: web.Request) -> str:
+    return (await json_body(request, ("lever_id",))).identifier("lever_id")
+
+
+async def _post_pause(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    status = await request.app[AGENT_KEY].pause(job_id, await _lever_id(request))
+    return web.json_response(job_status_to_wire(status))
+
+
+async def _post_unpause(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    status = await request.app[AGENT_KEY].unpause(job_id, await _lever_id(request))
+    return web.json_response(job_status_to_wire(status))
+
+
 async def _post_release(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     migration_id = await migration_id_body(request)
@@ -163,6 +179,8 @@ _HANDLERS: dict[str, Handler] = {
     "resumeJob": _post_resume,
     "releaseJob": _post_release,
     "putManifest": _put_manifest,
+    "pauseJob": _post_pause,
+    "unpauseJob": _post_unpause,
 }
 """The agent's handlers by operation (``gateway.sites.routes``), but the checkpoint upload's."""
 

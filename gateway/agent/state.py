@@ -123,6 +123,8 @@ class AgentState:
     released_unknown: set[str] = field(default_factory=set)
     resumed: set[tuple[str, str]] = field(default_factory=set)
     released_jobs: set[tuple[str, str]] = field(default_factory=set)
+    levers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Each lever id used (pause, unpause) with its kind and job (idempotency)."""
     holds: dict[str, int] = field(default_factory=dict)
     """The runner's hold behind each reservation still held, by migration id (a Slurm job
     that keeps the GPUs for the restore)."""
@@ -212,6 +214,7 @@ def state_to_json(state: AgentState) -> dict[str, Any]:
         "resumed": sorted([m, j] for m, j in state.resumed),
         "released_jobs": sorted([m, j] for m, j in state.released_jobs),
         "holds": dict(state.holds),
+        "levers": {lever_id: list(use) for lever_id, use in state.levers.items()},
     }
 
 
@@ -265,6 +268,13 @@ def state_from_json(document: Any) -> AgentState:
     ):
         raise FieldError("holds", "expected an object of integers")
     state.holds = dict(holds)
+    levers = document.get("levers", {})
+    if not isinstance(levers, dict) or not all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+        for v in levers.values()
+    ):
+        raise FieldError("levers", "expected an object of [kind, job id] pairs")
+    state.levers = {lever_id: (use[0], use[1]) for lever_id, use in levers.items()}
     return state
 
 

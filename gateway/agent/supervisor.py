@@ -138,6 +138,16 @@ class JobSupervisor:
         except OSError as exc:
             self.give_up(job, f"cannot start: {exc}")
 
+    async def _launch_paused(self, job: AgentJob) -> None:
+        """A paused job whose run ended with the agent: run it again from its newest
+        checkpoint, and pause it at once (it stays ``paused``)."""
+        try:
+            await self.launch(job)
+            run = self._processes[job.job_id]
+            await run.suspend()
+        except OSError as exc:
+            self.give_up(job, f"cannot start paused: {exc}")
+
     def give_up(self, job: AgentJob, why: str) -> None:
         """Stop trying to run a job: it keeps its checkpoint here, or is over without one."""
         state: JobState = "checkpointed" if job.checkpoint is not None else "finished"
@@ -261,7 +271,7 @@ class JobSupervisor:
         if job.state == "checkpointing":
             if self._end_checkpoint(job, promoted, code):
                 await self.relaunch(job)
-        elif job.state == "running":
+        elif job.state in ("running", "paused"):
             if code == 0 and promoted is None:
                 await self._exited_without_checkpoint(job)
             elif process.stop_requested:
@@ -307,6 +317,9 @@ class JobSupervisor:
         wrote when it died, settle checkpoint operations and run the running jobs on."""
         for job in list(self._state.jobs.values()):
             run = await self._runner.reattach(job, self._settings.stop_timeout_s)
+            if run is None and job.state == "paused":
+                await self._launch_paused(job)
+                continue
             if run is not None:
                 log.info("site %s: job %s: watching %s again", self._site_id, job.job_id, run.label)
                 self._watch_run(job.job_id, run)

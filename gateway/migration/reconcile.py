@@ -28,8 +28,10 @@ from gateway.sites.records import JobState, OperationState, ReservationState
 
 Action = Literal["continue", "abort", "hold"]
 
-_LIVE_AT_SOURCE: tuple[JobState, ...] = ("running", "checkpointing")
-_LIVE_AT_TARGET: tuple[JobState, ...] = ("running", "restoring")
+_RUNNING: tuple[JobState, ...] = ("running", "paused")
+"""Running, or paused where it runs (a lever): either way the job is alive at that site."""
+_LIVE_AT_SOURCE: tuple[JobState, ...] = (*_RUNNING, "checkpointing")
+_LIVE_AT_TARGET: tuple[JobState, ...] = (*_RUNNING, "restoring")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ RULES: tuple[_Rule, ...] = (
         "the source holds the job's checkpoint",
     ),
     _Rule(
-        lambda _, s, t: s.checkpoint == "done" and s.job == "running",
+        lambda _, s, t: s.checkpoint == "done" and s.job in _RUNNING,
         "abort",
         None,
         "the job was resumed at the source after its checkpoint",
@@ -147,13 +149,13 @@ RULES: tuple[_Rule, ...] = (
         "the checkpoint failed",
     ),
     _Rule(
-        lambda stored, s, t: s.job == "running" and stored in ("target_reserved", "checkpointing"),
+        lambda stored, s, t: s.job in _RUNNING and stored in ("target_reserved", "checkpointing"),
         "continue",
         "target_reserved",
         "the job runs at the source, its checkpoint not yet started",
     ),
     _Rule(
-        lambda _, s, t: s.job == "running",
+        lambda _, s, t: s.job in _RUNNING,
         "abort",
         None,
         "the job runs at the source, which never wrote its checkpoint",

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, get_args
 from gateway.errors import SiteControllerError
 from gateway.sites.fields import FieldError, Fields
 
-JobState = Literal["running", "checkpointing", "checkpointed", "restoring", "finished"]
+JobState = Literal["running", "checkpointing", "checkpointed", "restoring", "finished", "paused"]
 OperationKind = Literal["checkpoint", "transfer", "restore"]
 OperationState = Literal["in_progress", "done", "failed"]
 ReservationState = Literal["reserved", "consumed", "released"]
@@ -28,7 +28,7 @@ JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 OPERATION_KINDS: tuple[OperationKind, ...] = get_args(OperationKind)
 OPERATION_STATES: tuple[OperationState, ...] = get_args(OperationState)
 RESERVATION_STATES: tuple[ReservationState, ...] = get_args(ReservationState)
-GPU_HOLDING_STATES: tuple[JobState, ...] = ("running", "checkpointing", "restoring")
+GPU_HOLDING_STATES: tuple[JobState, ...] = ("running", "checkpointing", "restoring", "paused")
 """The states in which a job holds its GPUs at a site (``checkpointed`` and ``finished`` do not)."""
 
 _Choice = TypeVar("_Choice", bound=str)

@@ -49,6 +49,8 @@ SITE_API_ROUTES: tuple[SiteRoute, ...] = (
     SiteRoute("POST", "/v1/jobs/{job_id}/restore", "restoreJob", _BOTH),
     SiteRoute("POST", "/v1/jobs/{job_id}/resume", "resumeJob", _BOTH),
     SiteRoute("POST", "/v1/jobs/{job_id}/release", "releaseJob", _BOTH),
+    SiteRoute("POST", "/v1/jobs/{job_id}/pause", "pauseJob", _AGENT),
+    SiteRoute("POST", "/v1/jobs/{job_id}/unpause", "unpauseJob", _AGENT),
     SiteRoute("POST", "/v1/jobs", "submitJob", _AGENT),
     SiteRoute("PUT", "/v1/manifests/{migration_id}", "putManifest", _AGENT),
     SiteRoute("PUT", "/v1/checkpoints/{migration_id}", "putCheckpoint", _AGENT),

@@ -583,6 +583,30 @@ async def _agent_only_routes(bench: Bench) -> None:
     await b.call("PUT", "/v1/checkpoints/m-expect", expect=417, data=data, headers=teapot)
 
 
+async def _levers(bench: Bench) -> None:
+    """Pause and unpause of job 2 at a (agent only), idempotent by lever id."""
+    a, job = bench.a, bench.job_2
+    p_1, u_1 = {"lever_id": "p-1"}, {"lever_id": "u-1"}
+
+    async def state() -> str:
+        status = (await a.call("GET", "/v1/status", expect=200)).body
+        return str(next(j["state"] for j in status["jobs"] if j["job_id"] == job))
+
+    paused = await a.call("POST", f"/v1/jobs/{job}/pause", expect=200, json_body=p_1)
+    assert paused.body["state"] == "paused"
+    await a.call("POST", f"/v1/jobs/{job}/pause", expect=200, json_body=p_1)
+    checkpoint = {"migration_id": "m-paused"}
+    await a.call("POST", f"/v1/jobs/{job}/checkpoint", expect=409, json_body=checkpoint)
+    await a.call("POST", "/v1/jobs/no-such-job/pause", expect=404, json_body={"lever_id": "p-2"})
+    await a.call("POST", f"/v1/jobs/{job}/unpause", expect=409, json_body=p_1)
+    running = await a.call("POST", f"/v1/jobs/{job}/unpause", expect=200, json_body=u_1)
+    assert running.body["state"] == "running"
+    await a.call("POST", f"/v1/jobs/{job}/pause", expect=200, json_body=p_1)
+    assert await state() == "running", "a repeated pause does not pause again"
+    await a.call("POST", "/v1/jobs/no-such-job/unpause", expect=404, json_body=u_1)
+    await a.call("POST", f"/v1/jobs/{job}/pause", expect=409, json_body=u_1)
+
+
 @pytest.mark.integration
 async def test_rule_simulator_answers_as_the_document_says(
     contract: Contract, simulator_bench: Bench, seen: set[Answered]
@@ -600,6 +624,7 @@ async def test_rule_agent_answers_as_the_document_says(
     await _generic_probes(contract, agent_bench.b, agent_bench.job_1)
     await _scenario(agent_bench)
     await _agent_only_routes(agent_bench)
+    await _levers(agent_bench)
     assert _missing(contract, "agent", seen) == []
 
 
@@ -613,6 +638,7 @@ async def test_rule_slurm_controller_answers_as_the_document_says(
     await _generic_probes(contract, bench.b, bench.job_1)
     await _scenario(bench)
     await _agent_only_routes(bench)
+    await _levers(bench)
     assert _missing(contract, "agent", seen) == []
 
 

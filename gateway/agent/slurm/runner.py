@@ -371,6 +371,26 @@ class SlurmRun:
         await runner.scancel(self.slurm_job_id, ["--signal=KILL", "--full"], self._ended)
         await runner.scancel(self.slurm_job_id, [], self._ended)
 
+    async def suspend(self) -> None:
+        """``scontrol suspend``: the job's processes stop; Slurm keeps its GPUs and memory
+        allocated and frees its CPUs. A job Slurm has not started yet is held instead
+        (``scontrol hold``: it does not start until released)."""
+        await self._scontrol("suspend", "hold")
+
+    async def unsuspend(self) -> None:
+        """``scontrol resume``, or ``scontrol release`` of a job held before it started."""
+        await self._scontrol("resume", "release")
+
+    async def _scontrol(self, verb: str, otherwise: str) -> None:
+        scontrol = self._runner.commands.run
+        try:
+            await scontrol("scontrol", [verb, str(self.slurm_job_id)])
+        except SlurmCommandError as exc:
+            try:
+                await scontrol("scontrol", [otherwise, str(self.slurm_job_id)])
+            except SlurmCommandError:
+                raise OSError(str(exc)) from exc
+
     def kill(self) -> None:
         self.stop_requested = True
         self._runner.spawn(
