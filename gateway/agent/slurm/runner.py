@@ -117,7 +117,7 @@ class SlurmRunner:
         """Monotonic time the latest successful reading began [s]."""
         self._changed = asyncio.Condition()
         self._poller: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self.closing = False
         self._last_problem: str | None = None
 
@@ -311,28 +311,30 @@ class SlurmRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
         """Run ``work`` in the background until it ends or the agent stops."""
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def scancel(self, slurm_job_id: int, args: Sequence[str], ended: asyncio.Event) -> None:
+    async def scancel(self, slurm_job_id: int, args: Sequence[str], ended: asyncio.Event) -> bool:
         """``scancel ARGS JOBID``, again after a transient failure, until taken or the job
-        ended; a permanent failure (the job is gone) is logged."""
+        ended; False when Slurm refused it for good (logged: the job is gone, or pending and
+        cannot take a signal)."""
         delay_s = 0.1
         while not ended.is_set() and not self.closing:
             try:
                 await self.commands.run("scancel", [*args, str(slurm_job_id)])
-                return
+                return True
             except SlurmCommandError as exc:
                 if not exc.transient:
                     log.info("Slurm job %d: %s", slurm_job_id, exc)
-                    return
+                    return False
                 log.warning("Slurm job %d: %s; trying again", slurm_job_id, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), delay_s)
             delay_s = min(_RETRY_MAX_S, delay_s * 2)
+        return True
 
 
 class SlurmRun:
@@ -363,7 +365,10 @@ class SlurmRun:
 
     async def _stop(self, grace_s: float) -> None:
         runner = self._runner
-        await runner.scancel(self.slurm_job_id, ["--batch", "--signal=TERM"], self._ended)
+        if not await runner.scancel(self.slurm_job_id, ["--batch", "--signal=TERM"], self._ended):
+            # Not started yet (nothing new to save) or gone: cancel it now.
+            await runner.scancel(self.slurm_job_id, [], self._ended)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), grace_s)
             return
