@@ -1040,3 +1040,33 @@ def test_documented_example_config_is_valid() -> None:
     settings = load_agent_settings(ROOT / "config" / "site-agent.example.toml")
     assert settings.job and settings.job[0].command[0] == "{python}"
     assert os.fspath(settings.data_dir)
+
+
+def test_documented_slurm_example_config_is_valid() -> None:
+    settings = load_agent_settings(ROOT / "config" / "site-agent-slurm.example.toml")
+    assert settings.slurm is not None and settings.gpus_total is None
+    assert settings.slurm.conf_path == Path("/etc/slurm/slurm.conf")
+    assert settings.job[0].command[2] == "gateway.training.example_torch"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        ({"gpus_total": 4}, "gpus_total", "with [slurm] the GPUs are the cluster's"),
+        ({"slurm": {"poll_s": 0}}, "slurm.poll_s", "greater than 0"),
+        ({"slurm": {"gress": "gpu"}}, "slurm.gress", "unknown key"),
+    ],
+)
+def test_slurm_settings_errors_name_the_key(
+    tmp_path: Path, change: dict[str, Any], key: str, problem: str
+) -> None:
+    data = {k: v for k, v in agent_data(tmp_path, "alpha").items() if k != "gpus_total"}
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: .*{re.escape(problem)}"):
+        parse_agent_settings(data | {"slurm": {}} | change, "agent.toml")
+
+
+def test_without_slurm_gpus_total_is_required(tmp_path: Path) -> None:
+    data = agent_data(tmp_path, "alpha")
+    del data["gpus_total"]
+    with pytest.raises(ConfigError, match="gpus_total: required key is missing"):
+        parse_agent_settings(data, "agent.toml")
