@@ -46,6 +46,7 @@ from gateway.agent.jobs import (
     hash_file,
     program_problem,
 )
+from gateway.agent.levers import Levers
 from gateway.agent.manifest import ManifestError, send_manifest
 from gateway.agent.operations import OperationBook
 from gateway.agent.runner import HoldRefused, JobRunner, ProcessRunner
@@ -112,6 +113,7 @@ class SiteAgent:
         self._jobs = JobSupervisor(
             self.settings, state, self._operations, self.clock, self._save, self._runner
         )
+        self._levers = Levers(self.site_id, state, self._jobs, self.clock, self._save)
 
     def __repr__(self) -> str:
         return f"SiteAgent(site_id={self.site_id!r}, data_dir={str(self.data_dir)!r})"
@@ -653,49 +655,15 @@ class SiteAgent:
         log.info("site %s: job %s resumed (migration %s)", self.site_id, job_id, migration_id)
         return job.status(self.clock.now())
 
-    # ---- levers: pause and unpause ---------------------------------------------------------
-
-    def _repeated_lever(self, lever_id: str, kind: str, job_id: str) -> bool:
-        """True when ``lever_id`` was used before for this (kind, job); a conflict when it was
-        used for another."""
-        used = self._state.levers.get(lever_id)
-        if used is None:
-            return False
-        if used != (kind, job_id):
-            raise conflict(f"lever {lever_id} was used to {used[0]} job {used[1]}")
-        return True
+    # ---- levers: pause and unpause (gateway.agent.levers) ----------------------------------
 
     async def pause(self, job_id: str, lever_id: str) -> JobStatus:
         """``POST /v1/jobs/{job_id}/pause``: stop the job where it runs, holding its GPUs."""
-        return await self._lever(job_id, lever_id, "pause", "running", "paused")
+        return await self._levers.use(self._job(job_id), lever_id, "pause")
 
     async def unpause(self, job_id: str, lever_id: str) -> JobStatus:
         """``POST /v1/jobs/{job_id}/unpause``: let a paused job go on where it stopped."""
-        return await self._lever(job_id, lever_id, "unpause", "paused", "running")
-
-    async def _lever(
-        self, job_id: str, lever_id: str, kind: str, before: JobState, after: JobState
-    ) -> JobStatus:
-        job = self._job(job_id)
-        if self._repeated_lever(lever_id, kind, job_id) or job.state == after:
-            self._state.levers[lever_id] = (kind, job_id)
-            self._save()
-            return job.status(self.clock.now())
-        if job.state != before:
-            raise conflict(f"job {job_id} is {job.state}; only a {before} job can {kind}")
-        run = self._jobs.process(job_id)
-        if run is None:
-            raise conflict(f"job {job_id} is between two runs; try again")
-        self._jobs.set_state(job, after)  # the job's one writer: other calls see it at once
-        try:
-            await (run.suspend() if kind == "pause" else run.unsuspend())
-        except OSError as exc:
-            self._jobs.set_state(job, before)
-            raise unavailable(f"site {self.site_id}: cannot {kind} job {job_id}: {exc}") from exc
-        self._state.levers[lever_id] = (kind, job_id)
-        self._save()
-        log.info("site %s: job %s %sd (lever %s)", self.site_id, job_id, kind, lever_id)
-        return job.status(self.clock.now())
+        return await self._levers.use(self._job(job_id), lever_id, "unpause")
 
     def release(self, job_id: str, migration_id: str) -> None:
         """``POST /v1/jobs/{job_id}/release``: forget a job whose transfer completed, and its

@@ -5,7 +5,8 @@ slurmctld and slurmd, :mod:`simulators.slurm_cluster`), each with a site agent i
 whose jobs are Slurm batch jobs. The gateway's Dispatcher, on a real database (SQLite and
 PostgreSQL), migrates the PyTorch example job mid-training from east to west: its final
 parameters must equal, byte for byte, those of a run that was never interrupted. Throughout,
-the fleet's invariants are sampled (:class:`tests.support.invariants.InvariantMonitor`) and
+the fleet's invariants are sampled (``AgentMonitor`` of ``tests/system/test_agent_faults.py``:
+real checkpoints are checked by their sha256, not their declared size) and
 Slurm itself is asked that the job never runs on both clusters at once.
 """
 
@@ -31,7 +32,6 @@ from simulators import loopback_agents
 from simulators.hang_guard import HANG_GUARD_S
 from simulators.loopback_agents import SiteSize
 from simulators.slurm_cluster import SlurmCluster
-from tests.support.invariants import InvariantMonitor
 from tests.support.slurm import GPUS, slurm_clusters, squeue_jobs
 from tests.support.slurm_sites import (
     HOLD_AT_STEP,
@@ -50,6 +50,7 @@ from tests.support.slurm_sites import (
     torch_command,
 )
 from tests.support.waiting import wait_for
+from tests.system.test_agent_faults import AgentMonitor
 
 __all__ = ["slurm_clusters"]  # the fixture, used by name
 
@@ -133,7 +134,7 @@ async def test_pytorch_job_migrates_mid_training_between_two_slurm_clusters_bit_
         await held_at_gate(sites["east"])
         assert len(sites["east"].live_batch_jobs()) == 1
 
-        monitor = InvariantMonitor(probes(sites, http), session_factory, [JOB_ID], interval_s=0.1)
+        monitor = AgentMonitor(probes(sites, http), session_factory, [JOB_ID], interval_s=0.1)
         async with monitor:
             state, seen = await drive(session_factory, sites, http)
             assert state == "completed", seen
