@@ -1,4 +1,6 @@
 # make demo  - set up .venv on first use, then run the 24-hour simulated demo
+# make demo-slurm - the PyTorch job follows the sun between two real Slurm clusters (needs
+#              Debian's slurmctld slurmd slurm-client munge, and root; exits 2 without them)
 # make test  - set up .venv on first use, then run the test suite (all three layers)
 # make test-fast - the unit layer only (tests/unit: pure, no I/O; seconds)
 # make check - ruff format check, ruff lint, mypy and the tests
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 # more workers than cores pays off; TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 4
 
-.PHONY: demo test test-fast check format clean
+.PHONY: demo demo-slurm test test-fast check format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dr-gateway needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -25,6 +27,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/dr-gateway demo --config config/demo.toml --scenario config/demo-scenario.toml
+
+demo-slurm: $(STAMP)
+	$(BIN)/dr-gateway demo --slurm --config config/demo-slurm.toml --scenario config/demo-slurm-scenario.toml
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n $(TEST_WORKERS)

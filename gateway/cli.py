@@ -165,14 +165,34 @@ def _add_demo(commands: Subcommands) -> None:
         description=(
             "Starts a simulated OpenADR VTN, three simulated site controllers whose solar power "
             "comes from pvlib's bundled TMY weather files, and the daemon on a fresh SQLite "
-            "database, runs the scenario on a fast simulated clock and prints the SQL report."
+            "database, runs the scenario on a fast simulated clock and prints the SQL report. "
+            "With --slurm: two real Slurm clusters, a site agent in front of each whose "
+            "renewable power follows a bundled solar trace, and the daemon, which moves the "
+            "PyTorch example job after the sun; the demo checks the final model against an "
+            "uninterrupted run (exit 2 when Slurm is not installed)."
         ),
     )
-    add_config(demo, "config/demo.toml")
-    demo.add_argument("--scenario", default="config/demo-scenario.toml", metavar="FILE")
+    demo.add_argument(
+        "--slurm",
+        action="store_true",
+        help="the PyTorch job follows the sun between two real Slurm clusters (needs Debian's "
+        "slurmctld slurmd slurm-client munge, and root)",
+    )
+    demo.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the gateway's configuration (config/demo.toml; --slurm: config/demo-slurm.toml)",
+    )
+    demo.add_argument(
+        "--scenario",
+        metavar="FILE",
+        help="the demo's world (config/demo-scenario.toml; --slurm: demo-slurm-scenario.toml)",
+    )
     demo.add_argument("--hours", type=_positive, help="simulated hours (scenario default)")
     demo.add_argument("--speed", type=_positive, help="simulated seconds per wall second")
-    demo.add_argument("--keep-db", action="store_true", help="do not wipe the demo database first")
+    demo.add_argument(
+        "--keep-db", action="store_true", help="do not wipe the demo database first (not --slurm)"
+    )
 
 
 def _add_campaign(commands: Subcommands) -> None:
