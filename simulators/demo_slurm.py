@@ -310,7 +310,7 @@ async def _run(world: _World, clock: SteppedClock, end_at: datetime, speed: floa
     try:
         with contextlib.ExitStack() as clusters_stack:
             clusters = await _start_clusters(world, clusters_stack)
-            where = ", ".join(f"{name} ({c.base_dir})" for name, c in clusters.items())
+            where = ", ".join(f"{name} ({_shown(c.base_dir)})" for name, c in clusters.items())
             print(f"  Slurm clusters up: {where}")
             async with (
                 _agents(world, clusters, clock) as sites,
@@ -359,3 +359,12 @@ async def _day(
             return await stepper.outcome(watch, await reference)
     finally:
         await gateway.stop()
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (as under
+    ``var/``), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
