@@ -4,7 +4,8 @@
 A test module takes them by importing them (``from tests.support.slurm import slurm_cluster``).
 Where Slurm cannot run (its programs missing, not root) the test is skipped, except under
 ``CI=true``, where CI has installed Slurm (``.ci/run``) and that is an error. Also the readers of
-``squeue --json`` and ``sinfo --json`` (Slurm 22.05) that the tests share.
+``squeue --json`` (:func:`simulators.slurm_sites.squeue_jobs`) and ``sinfo --json`` (Slurm
+22.05) that the tests share.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from simulators.slurm_cluster import SlurmCluster, slurm_available
+from simulators.slurm_sites import squeue_jobs
 
 GPUS = 2
 CPUS = 4
@@ -74,13 +76,6 @@ def submit(cluster: SlurmCluster, script: str, *options: str) -> int:
         "sbatch", "--parsable", f"--chdir={cluster.work_dir}", *options, "--wrap", script
     )
     return int(answer.strip().split(";")[0])
-
-
-def squeue_jobs(cluster: SlurmCluster) -> dict[int, dict[str, Any]]:
-    """The jobs of ``squeue --json`` by job id: every job slurmctld knows, finished ones
-    included (22.05 ignores ``--states``, ``--jobs`` and the other filters with ``--json``)."""
-    jobs: list[dict[str, Any]] = json.loads(cluster.run("squeue", "--json"))["jobs"]
-    return {int(job["job_id"]): job for job in jobs}
 
 
 def job_state(cluster: SlurmCluster, job_id: int) -> str | None:
