@@ -39,6 +39,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,10 +120,15 @@ class NodeSize:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a cluster keeps its files, all under ``base_dir``; ``work_dir`` is for the jobs'
-    scripts and output files."""
+    """Where a cluster keeps its files: under ``base_dir``, but for its Unix sockets, which
+    live under ``short_dir`` (a short path of its own under ``/tmp``): slurmstepd names each
+    step's socket ``SlurmdSpoolDir/NODE_JOB.STEP``, and a socket's path has at most 107
+    characters; under pytest-xdist's temporary directories the spool was 117 (measured:
+    "Unix socket path ... is too long", the job cancelled at launch). ``work_dir`` is for the
+    jobs' scripts and output files."""
 
     base_dir: Path
+    short_dir: Path
     conf_path: Path
     munge_dir: Path
     munge_socket: Path
@@ -134,16 +140,17 @@ class Layout:
     work_dir: Path
 
     @classmethod
-    def under(cls, base_dir: Path) -> Layout:
+    def under(cls, base_dir: Path, short_dir: Path) -> Layout:
         munge_dir = base_dir / "munge"
         return cls(
             base_dir=base_dir,
+            short_dir=short_dir,
             conf_path=base_dir / "slurm.conf",
             munge_dir=munge_dir,
-            munge_socket=munge_dir / "munge.socket",
+            munge_socket=short_dir / "munge.socket",
             munge_key=munge_dir / "munge.key",
             state_dir=base_dir / "state",
-            spool_dir=base_dir / "spool",
+            spool_dir=short_dir / "spool",
             log_dir=base_dir / "log",
             dev_dir=base_dir / "dev",
             work_dir=base_dir / "work",
@@ -322,8 +329,13 @@ class SlurmCluster:
             min_job_age_s=min_job_age_s,
             kill_wait_s=kill_wait_s,
         )
-        layout = Layout.under(base_dir.resolve())
-        _write_files(layout, conf)
+        short_dir = Path(tempfile.mkdtemp(prefix="slurm-"))
+        layout = Layout.under(base_dir.resolve(), short_dir)
+        try:
+            _write_files(layout, conf)
+        except BaseException:
+            shutil.rmtree(short_dir, ignore_errors=True)
+            raise
         cluster = cls(layout, conf)
         try:
             cluster._start_munged()
@@ -403,6 +415,7 @@ class SlurmCluster:
         self._end(self._munged, signal.SIGTERM)
         self._munged = None
         remaining = cluster_processes(self.base_dir)
+        shutil.rmtree(self.layout.short_dir, ignore_errors=True)
         if remaining:
             raise SlurmError(f"cluster {self.name}: processes left after stop: {remaining}")
 

@@ -14,7 +14,8 @@ their own. Everything random is part of the checkpoint
 
 - On SIGTERM (or SIGINT) the job finishes the step it is in, writes its complete state to
   ``--checkpoint`` (default: ``$DR_AGENT_CHECKPOINT_PATH``, else ``DIR/checkpoint.pt``)
-  atomically and exits 0.
+  atomically and exits 0 at once (``exit_now``: without the interpreter's shutdown, which
+  takes about 0.8 s with torch loaded).
 - Given ``--resume CHECKPOINT`` it continues from that state: the final model is the same, bit
   for bit, as that of a run that was never interrupted (same arguments, same torch build,
   same ``--threads``). With ``--resumed-file PATH`` it creates that file once the checkpoint
@@ -72,6 +73,7 @@ from gateway.training.checkpointing import (
     add_contract_arguments,
     confirm_resumed,
     contract_paths,
+    exit_now,
     load_training_state,
     save_training_state,
     write_atomically,
@@ -363,7 +365,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
             _hold(args.step_gate, stop, f"holding at step {step}")
         if stop.is_set:
             _checkpoint(run, step, paths.checkpoint, stop, args.checkpoint_gate)
-            return 0
+            exit_now(0)  # the checkpoint is durable: the GPUs need not wait for a shutdown
         train_step(run)
         step += 1
         if args.step_sleep_s > 0:

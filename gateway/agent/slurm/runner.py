@@ -24,7 +24,7 @@ import logging
 import os
 import shlex
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 BATCH_SCRIPT = "slurm-batch.sh"
 """The batch script of a job's runs, in its directory under ``data_dir/jobs``."""
+FAST_POLL_S = 0.1
+"""How often the agent reads the cluster while it waits for a run to end or a hold to start
+(``poll_s`` otherwise) [s]: a migration's pause should not wait for a slow poll."""
 HOLD_POLL_S = 0.2
 """How often a hold looks for the script that turns it into the job [s]."""
 HOLD_NAME = "hold-"
@@ -120,6 +123,9 @@ class SlurmRunner:
         self._tasks: set[asyncio.Task[object]] = set()
         self.closing = False
         self._last_problem: str | None = None
+        self._fast = 0
+        """Waits that want the cluster read every FAST_POLL_S now."""
+        self._poll_now = asyncio.Event()
 
     # ---- reading the cluster -----------------------------------------------------------
 
@@ -156,7 +162,20 @@ class SlurmRunner:
                 if str(exc) != self._last_problem:
                     log.warning("cannot read the Slurm cluster (trying again): %s", exc)
                 self._last_problem = str(exc)
-            await asyncio.sleep(self.settings.poll_s)
+            self._poll_now.clear()
+            pause_s = min(self.settings.poll_s, FAST_POLL_S) if self._fast else self.settings.poll_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), pause_s)
+
+    @contextlib.contextmanager
+    def fast_polls(self) -> Iterator[None]:
+        """Read the cluster every FAST_POLL_S (and once at once) while in this block."""
+        self._fast += 1
+        self._poll_now.set()
+        try:
+            yield
+        finally:
+            self._fast -= 1
 
     async def next_view(self, after: float) -> tuple[SlurmView, float]:
         """The first reading that began after ``after`` (monotonic [s]), and when it began;
@@ -218,7 +237,10 @@ class SlurmRunner:
     async def _take_over(self, hold_id: int, job: AgentJob, paths: JobPaths, text: str) -> bool:
         """Turn the hold into the job's run; False when the hold is no more (the run is then
         submitted afresh)."""
-        view, _ = await self.next_view(time.monotonic())
+        try:
+            view = await self.refresh()  # now: the restore waits on this
+        except (SlurmCommandError, SlurmOutputError) as exc:
+            raise OSError(f"cannot read the Slurm cluster: {exc}") from exc
         record = view.jobs.get(hold_id)
         if record is None or record.ended:
             log.warning(
@@ -247,7 +269,8 @@ class SlurmRunner:
         name = f"{HOLD_NAME}{migration_id}"
         hold_id = await self._sbatch(sbatch_args(self.settings, name, gpus, paths, script))
         try:
-            await self._until_running(hold_id)
+            with self.fast_polls():
+                await self._until_running(hold_id)
         except BaseException:
             self.release_hold(hold_id)
             raise
@@ -347,6 +370,7 @@ class SlurmRun:
         self.slurm_job_id = slurm_job_id
         self._since = since
         self.stop_requested = False
+        self._stop_asked = asyncio.Event()
         self._ended = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -361,6 +385,7 @@ class SlurmRun:
             self.stop_requested = True
             return
         self.stop_requested = True
+        self._stop_asked.set()
         self._runner.spawn(self._stop(grace_s), f"checkpoint {self.slurm_job_id}")
 
     async def _stop(self, grace_s: float) -> None:
@@ -398,18 +423,44 @@ class SlurmRun:
 
     def kill(self) -> None:
         self.stop_requested = True
+        self._stop_asked.set()
         self._runner.spawn(
             self._runner.scancel(self.slurm_job_id, [], self._ended), f"kill {self.slurm_job_id}"
         )
 
     async def wait(self) -> int | None:
+        """The exit code once Slurm lists the job ended (None: Slurm forgot it). The cluster
+        is read every FAST_POLL_S once the run was asked to stop."""
         after = -1.0
-        while True:
-            view, after = await self._runner.next_view(after)
-            record = view.jobs.get(self.slurm_job_id)
-            if record is None and after > self._since:
-                self._ended.set()
-                return None  # Slurm forgot the job (MinJobAge passed): its files decide
-            if record is not None and record.ended:
-                self._ended.set()
-                return record.exit_code
+        while not self.stop_requested:
+            ended, code, after = await self._look(after)
+            if ended:
+                return code
+        with self._runner.fast_polls():
+            while True:
+                ended, code, after = await self._look(after)
+                if ended:
+                    return code
+
+    async def _look(self, after: float) -> tuple[bool, int | None, float]:
+        """Whether the next reading shows the job ended, its exit code, and when the reading
+        began. A stop asked for meanwhile ends the look early (the caller polls faster)."""
+        stop_asked = asyncio.ensure_future(self._stop_asked.wait())
+        reading = asyncio.ensure_future(self._runner.next_view(after))
+        try:
+            await asyncio.wait({stop_asked, reading}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_asked.cancel()
+            if not reading.done():
+                reading.cancel()
+        if not reading.done():
+            return False, None, after
+        view, after = reading.result()
+        record = view.jobs.get(self.slurm_job_id)
+        if record is None and after > self._since:
+            self._ended.set()
+            return True, None, after  # Slurm forgot the job (MinJobAge passed): files decide
+        if record is not None and record.ended:
+            self._ended.set()
+            return True, record.exit_code, after
+        return False, None, after
