@@ -68,7 +68,7 @@ import aiohttp
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.agent.config import AgentSettings, parse_agent_settings
-from gateway.agent.slurm.runner import hold_start_script
+from gateway.agent.slurm.runner import HOLD_POLL_S, hold_start_script
 from gateway.agent.slurm.settings import SlurmSettings
 from gateway.clock import SystemClock
 from gateway.db import make_engine, make_session_factory, unit_of_work, upgrade
@@ -188,7 +188,7 @@ PARTS = (
                 span("restore_start", "script_written"),
             ),
             (
-                "hold's shell reads the script (polls every 0.2 s)",
+                f"hold's shell reads the script (polls every {HOLD_POLL_S:g} s)",
                 span("script_written", "script_read"),
             ),
         ),

@@ -42,7 +42,7 @@ BATCH_SCRIPT = "slurm-batch.sh"
 FAST_POLL_S = 0.1
 """How often the agent reads the cluster while it waits for a run to end or a hold to start
 (``poll_s`` otherwise) [s]: a migration's pause should not wait for a slow poll."""
-HOLD_POLL_S = 0.2
+HOLD_POLL_S = 0.05
 """How often a hold looks for the script that turns it into the job [s]."""
 HOLD_NAME = "hold-"
 """A hold's Slurm job name is the prefix, this, and the migration id."""
