@@ -61,6 +61,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from gateway.training.gates import add_gate_arguments, check_hold_at_step, hold, number
+
 log = logging.getLogger("gateway.agent.example_job")
 
 CHECKPOINT_ENV = "DR_AGENT_CHECKPOINT_PATH"
@@ -222,6 +224,9 @@ class _StopFlag:
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
 
+    def is_set(self) -> bool:
+        return self.signal_name is not None
+
 
 def _load(path: Path, hyper: Hyper) -> tuple[dict[str, FloatArray], np.random.Generator, int]:
     arrays, meta = read_arrays(path)
@@ -277,7 +282,7 @@ def train(args: argparse.Namespace) -> int:
             return _EXIT_BAD_INPUT
         if args.load_delay_s > 0:
             time.sleep(args.load_delay_s)  # stands for a large model's load onto its GPUs
-        _hold(args.resume_gate, stop, f"holding the resume at step {step}")
+        hold(args.resume_gate, stop.is_set, f"holding the resume at step {step}", log)
         if args.resumed_file is not None and stop.signal_name is None:
             _confirm_resume(args.resumed_file)
         log.info("resumed from %s at step %d of %d", args.resume, step, args.steps)
@@ -288,12 +293,13 @@ def train(args: argparse.Namespace) -> int:
     hold_at_step = args.steps - 1 if args.hold_at_step is None else args.hold_at_step
     while step < args.steps:
         if step == hold_at_step:
-            _hold(args.step_gate, stop, f"holding at step {step}")
+            hold(args.step_gate, stop.is_set, f"holding at step {step}", log)
         if stop.signal_name is not None:
-            _hold(
+            hold(
                 args.checkpoint_gate,
                 None,
                 f"{stop.signal_name}: holding the checkpoint at step {step}",
+                log,
             )
             started = time.perf_counter()
             _save_checkpoint(checkpoint_path, state, rng, step, hyper)
@@ -320,44 +326,6 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-_GATE_POLL_S = 0.01
-"""How often a job held at a gate looks for the gate's file [s]."""
-
-
-def _hold(gate: Path | None, stop: _StopFlag | None, holding: str) -> None:
-    """Wait until ``gate`` exists (at once without a gate), or until a signal sets ``stop``
-    (never, when ``stop`` is None); log ``holding`` once if the job has to wait."""
-    announced = False
-    while gate is not None and not gate.exists():
-        if stop is not None and stop.signal_name is not None:
-            return
-        if not announced:
-            log.info("%s until %s exists", holding, gate)
-            announced = True
-        time.sleep(_GATE_POLL_S)
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway.agent.example_job",
@@ -366,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the complete state to --checkpoint and exit 0; --resume continues bit for bit."
         ),
     )
-    parser.add_argument("--steps", type=_positive_int, required=True, help="steps in all")
+    parser.add_argument("--steps", type=number(int, 1), required=True, help="steps in all")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from here")
     parser.add_argument(
@@ -376,9 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where SIGTERM writes the state (default ${CHECKPOINT_ENV}, else DIR/checkpoint.bin)",
     )
     parser.add_argument("--seed", type=int, default=0, help="data and initial weights (0)")
-    parser.add_argument("--width", type=_positive_int, default=256, help="hidden units (256)")
+    parser.add_argument("--width", type=number(int, 1), default=256, help="hidden units (256)")
     parser.add_argument(
-        "--step-sleep-s", type=_non_negative_float, default=0.0, help="pause after each step [s]"
+        "--step-sleep-s", type=number(float, 0), default=0.0, help="pause after each step [s]"
     )
     parser.add_argument(
         "--resumed-file",
@@ -388,47 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--load-delay-s",
-        type=_non_negative_float,
+        type=number(float, 0),
         default=0.0,
         help="pause after loading a --resume checkpoint, before confirming it [s] (0)",
     )
-    gates = parser.add_argument_group(
-        "test-only gates", "hold the job in a named state until a file exists (none by default)"
-    )
-    gates.add_argument(
-        "--step-gate",
-        type=Path,
-        metavar="PATH",
-        help="after --hold-at-step steps, wait until PATH exists (SIGTERM still checkpoints)",
-    )
-    gates.add_argument(
-        "--hold-at-step",
-        type=_non_negative_int,
-        metavar="K",
-        help="the step the --step-gate holds at (default: all steps but the last)",
-    )
-    gates.add_argument(
-        "--checkpoint-gate",
-        type=Path,
-        metavar="PATH",
-        help="on SIGTERM, wait until PATH exists before writing the checkpoint",
-    )
-    gates.add_argument(
-        "--resume-gate",
-        type=Path,
-        metavar="PATH",
-        help="after loading a --resume checkpoint, wait until PATH exists before confirming it",
-    )
+    add_gate_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.hold_at_step is not None and not args.hold_at_step < args.steps:
-        parser.error(
-            f"--hold-at-step must be below --steps ({args.steps}), got {args.hold_at_step}"
-        )
+    check_hold_at_step(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s example_job: %(message)s")
     return train(args)
 

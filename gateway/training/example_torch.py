@@ -58,7 +58,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -78,6 +78,7 @@ from gateway.training.checkpointing import (
     save_training_state,
     write_atomically,
 )
+from gateway.training.gates import add_gate_arguments, check_hold_at_step, hold, number
 
 log = logging.getLogger("gateway.training.example_torch")
 
@@ -93,7 +94,6 @@ _LENGTH_BYTES = 8
 _ORDER_SEED_SALT = 0x5EED_0DE5
 _DATA_ORDER = "data_order"
 _EXIT_BAD_INPUT = 2
-_GATE_POLL_S = 0.01
 """How often a job held at a gate looks for the gate's file [s]."""
 
 
@@ -256,19 +256,6 @@ def read_model_file(path: Path) -> tuple[dict[str, torch.Tensor], Any]:
 # ---- the process -----------------------------------------------------------------------------
 
 
-def _hold(gate: Path | None, stop: StopFlag | None, holding: str) -> None:
-    """Wait until ``gate`` exists (at once without a gate), or until a signal sets ``stop``
-    (never, when ``stop`` is None); log ``holding`` once if the job has to wait."""
-    announced = False
-    while gate is not None and not gate.exists():
-        if stop is not None and stop.is_set:
-            return
-        if not announced:
-            log.info("%s until %s exists", holding, gate)
-            announced = True
-        time.sleep(_GATE_POLL_S)
-
-
 def _resume(
     run: Run, stop: StopFlag, resume: Path, resumed_file: Path | None, gate: Path | None
 ) -> int:
@@ -286,7 +273,7 @@ def _resume(
         raise CheckpointFormatError(
             f"{resume}: written by a run with {resumed.extra}, this run has {expected}"
         )
-    _hold(gate, stop, f"holding the resume at step {resumed.step}")
+    hold(gate, lambda: stop.is_set, f"holding the resume at step {resumed.step}", log)
     if resumed_file is not None and not stop.is_set:
         confirm_resumed(resumed_file)
     log.info("resumed from %s at step %d of %d", resume, resumed.step, run.hyper.steps)
@@ -294,7 +281,7 @@ def _resume(
 
 
 def _checkpoint(run: Run, step: int, path: Path, stop: StopFlag, gate: Path | None) -> None:
-    _hold(gate, None, f"{stop.signal_name}: holding the checkpoint at step {step}")
+    hold(gate, None, f"{stop.signal_name}: holding the checkpoint at step {step}", log)
     started = time.perf_counter()
     save_training_state(
         path,
@@ -362,7 +349,7 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     hold_at_step = hyper.steps - 1 if args.hold_at_step is None else args.hold_at_step
     while step < hyper.steps:
         if step == hold_at_step:
-            _hold(args.step_gate, stop, f"holding at step {step}")
+            hold(args.step_gate, lambda: stop.is_set, f"holding at step {step}", log)
         if stop.is_set:
             _checkpoint(run, step, paths.checkpoint, stop, args.checkpoint_gate)
             exit_now(0)  # the checkpoint is durable: the GPUs need not wait for a shutdown
@@ -374,18 +361,6 @@ def train(args: argparse.Namespace, stop: StopFlag) -> int:
     return 0
 
 
-def _number(kind: type[int] | type[float], least: float) -> Callable[[str], int | float]:
-    """An argparse type: ``kind`` of ``text``, at least ``least``."""
-
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if not value >= least:
-            raise argparse.ArgumentTypeError(f"must be >= {least}, got {text}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway.training.example_torch",
@@ -395,44 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
             "bit for bit."
         ),
     )
-    parser.add_argument("--steps", type=_number(int, 1), required=True, help="steps in all")
+    parser.add_argument("--steps", type=number(int, 1), required=True, help="steps in all")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     add_contract_arguments(parser)
-    parser.add_argument("--seed", type=_number(int, 0), default=0, help="everything random (0)")
-    parser.add_argument("--width", type=_number(int, 1), default=256, help="hidden units (256)")
+    parser.add_argument("--seed", type=number(int, 0), default=0, help="everything random (0)")
+    parser.add_argument("--width", type=number(int, 1), default=256, help="hidden units (256)")
     parser.add_argument(
-        "--step-sleep-s", type=_number(float, 0), default=0.0, help="pause after each step [s]"
+        "--step-sleep-s", type=number(float, 0), default=0.0, help="pause after each step [s]"
     )
     parser.add_argument(
-        "--threads", type=_number(int, 1), default=1, help="torch's intra-op threads (1)"
+        "--threads", type=number(int, 1), default=1, help="torch's intra-op threads (1)"
     )
-    gates = parser.add_argument_group(
-        "test-only gates", "hold the job in a named state until a file exists (none by default)"
-    )
-    gates.add_argument(
-        "--step-gate",
-        type=Path,
-        metavar="PATH",
-        help="after --hold-at-step steps, wait until PATH exists (SIGTERM still checkpoints)",
-    )
-    gates.add_argument(
-        "--hold-at-step",
-        type=_number(int, 0),
-        metavar="K",
-        help="the step the --step-gate holds at (default: all steps but the last)",
-    )
-    gates.add_argument(
-        "--checkpoint-gate",
-        type=Path,
-        metavar="PATH",
-        help="on SIGTERM, wait until PATH exists before writing the checkpoint",
-    )
-    gates.add_argument(
-        "--resume-gate",
-        type=Path,
-        metavar="PATH",
-        help="after loading a --resume checkpoint, wait until PATH exists before confirming it",
-    )
+    add_gate_arguments(parser)
     return parser
 
 
@@ -440,10 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with StopFlag() as stop:  # before the set-up: a SIGTERM from now on checkpoints
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.hold_at_step is not None and not args.hold_at_step < args.steps:
-            parser.error(
-                f"--hold-at-step must be below --steps ({args.steps}), got {args.hold_at_step}"
-            )
+        check_hold_at_step(parser, args)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s example_torch: %(message)s")
         return train(args, stop)
 
