@@ -501,24 +501,30 @@ def when_held(
 # ---- the cases -----------------------------------------------------------------------------
 
 
+async def source_killed_mid_transfer(world: World, reference_model: bytes) -> None:
+    """SIGKILL the source's agent while the checkpoint stream is held mid-way, cut the
+    stream, start the agent again: the migration completes and the job ends bit for bit."""
+    hold = world.hold_transfer()
+    struck: list[int] = []
+
+    async def kill_source(_migration_id: str) -> None:
+        struck.append(world.proxy.sent_bytes)
+        await world.alpha.kill()
+        hold.release(cut=True)  # what a dead source leaves: the stream ends mid-way
+        await world.alpha.start()
+
+    _, state, seen = await world.migrate(during=when_held(world, hold, kill_source))
+    assert struck and world.alpha.starts == 2, f"the fault never struck: {seen}"
+    assert state == "completed", (seen, world.alpha.logs())
+    assert "transferring" in seen
+    await world.assert_settled_at(world.beta, reference_model)
+
+
 async def test_source_agent_killed_mid_transfer_and_restarted_completes_bit_for_bit(
     session_factory: sessionmaker[Session], tmp_path: Path, reference_model: bytes
 ) -> None:
     async with agent_world(session_factory, tmp_path) as world:
-        hold = world.hold_transfer()
-        struck: list[int] = []
-
-        async def kill_source(_migration_id: str) -> None:
-            struck.append(world.proxy.sent_bytes)
-            await world.alpha.kill()
-            hold.release(cut=True)  # what a dead source leaves: the stream ends mid-way
-            await world.alpha.start()
-
-        _, state, seen = await world.migrate(during=when_held(world, hold, kill_source))
-        assert struck and world.alpha.starts == 2, f"the fault never struck: {seen}"
-        assert state == "completed", (seen, world.alpha.logs())
-        assert "transferring" in seen
-        await world.assert_settled_at(world.beta, reference_model)
+        await source_killed_mid_transfer(world, reference_model)
 
 
 async def test_target_agent_killed_mid_transfer_and_restarted_resumes_bit_for_bit(

@@ -27,8 +27,8 @@ from tests.system.test_agent_faults import (
     Configure,
     Gates,
     agent_world,
+    source_killed_mid_transfer,
     wait_log,
-    when_held,
 )
 from tests.system.test_site_agent import job_table
 
@@ -73,19 +73,7 @@ async def test_source_controller_killed_mid_transfer_and_restarted_completes_bit
 ) -> None:
     configure = on_slurm(slurm_clusters)
     async with agent_world(session_factory, tmp_path, configure=configure, job=torch_job) as world:
-        hold = world.hold_transfer()
-        struck: list[int] = []
-
-        async def kill_source(_migration_id: str) -> None:
-            struck.append(world.proxy.sent_bytes)
-            await world.alpha.kill()
-            hold.release(cut=True)  # what a dead source leaves: the stream ends mid-way
-            await world.alpha.start()
-
-        _, state, seen = await world.migrate(during=when_held(world, hold, kill_source))
-        assert struck and world.alpha.starts == 2, f"the fault never struck: {seen}"
-        assert state == "completed", (seen, world.alpha.logs())
-        await world.assert_settled_at(world.beta, torch_reference)
+        await source_killed_mid_transfer(world, torch_reference)
 
 
 async def test_slurmctld_restarted_mid_checkpoint_completes_bit_for_bit(
