@@ -385,6 +385,9 @@ async def receive(connection: VenConnection, content: bytes) -> RecordingClient 
     client = RecordingClient()
     if payload.get("events"):  # openleadr's _poll passes on only distributions with events
         await connection._events.on_distribution(client, payload)
+        # The poll waits for the answers a short while only, then they go on in the background
+        # (a loaded machine takes longer): wait for every answer, not for that while.
+        await connection._events.settled()
     return client
 
 

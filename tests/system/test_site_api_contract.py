@@ -42,11 +42,13 @@ from gateway.sites.routes import (
     route_defs,
     server_route_defs,
 )
+from simulators.hang_guard import HANG_GUARD_S
 from simulators.openapi_contract import Answered, Contract, ContractClient, ContractError
 from simulators.site_controller import SimulatedSite, build_app, start_site_server
 from simulators.site_fixtures import RESTORE_JOB, restore_body, simulated_site
 from simulators.slurm_cluster import SlurmCluster
 from tests.support.slurm import slurm_clusters
+from tests.support.waiting import wait_for
 
 __all__ = ["slurm_clusters"]  # a fixture, used by name
 
@@ -394,6 +396,16 @@ async def slurm_agent_bench(
     )
     jobs = (("job-1", 1, 2.6), ("job-2", 1, 1.0))
     async with _agents_bench(contract, seen, (settings[0], settings[1]), jobs) as bench:
+        # A Slurm job starts when Slurm schedules it: the scenario checkpoints the jobs only
+        # once they run and handle SIGTERM (a pending job asked to checkpoint is cancelled,
+        # docs/slurm.md, "Limits").
+        for job_id, _, _ in jobs:
+            log_path = settings[0].data_dir / "jobs" / job_id / "job.log"
+            await wait_for(
+                lambda path=log_path: path.exists() and "started at step 0" in path.read_text(),
+                f"{job_id} started under Slurm",
+                HANG_GUARD_S,
+            )
         yield bench
 
 
