@@ -52,15 +52,19 @@ def torch_job(gates: Gates) -> dict[str, Any]:
     return job_table(command=[*torch_command(steps=STEPS, width=WIDTH), *gates.options()])
 
 
-def on_slurm(clusters: dict[str, SlurmCluster], **per_site: dict[str, Any]) -> Configure:
-    """Settings of agents in front of the clusters: alpha of east, beta of west;
-    ``per_site[site_id]`` adds settings of one agent."""
+def on_slurm(
+    clusters: dict[str, SlurmCluster],
+    slurm: dict[str, Any] | None = None,
+    **per_site: dict[str, Any],
+) -> Configure:
+    """Settings of agents in front of the clusters: alpha of east, beta of west; ``slurm``
+    adds ``[slurm]`` keys of both, ``per_site[site_id]`` settings of one agent."""
     cluster_of = {"alpha": clusters["east"], "beta": clusters["west"]}
 
     def configure(site_id: str, data: dict[str, Any]) -> dict[str, Any]:
         data = {key: value for key, value in data.items() if key != "gpus_total"}
-        slurm = {"conf_path": str(cluster_of[site_id].conf_path), "poll_s": POLL_S}
-        return data | {"slurm": slurm} | per_site.get(site_id, {})
+        section = {"conf_path": str(cluster_of[site_id].conf_path), "poll_s": POLL_S}
+        return data | {"slurm": section | (slurm or {})} | per_site.get(site_id, {})
 
     return configure
 
@@ -87,7 +91,9 @@ async def test_slurmctld_restarted_mid_checkpoint_completes_bit_for_bit(
     ends while nobody can ask Slurm about it. The agent concludes nothing until slurmctld
     answers again, then the checkpoint completes and the migration with it."""
     east = slurm_clusters["east"]
-    configure = on_slurm(slurm_clusters)
+    # squeue gives up on a stopped slurmctld after about 9 s; the agents' own time limit on a
+    # Slurm command says "no answer" sooner (a setting of theirs, docs/slurm.md).
+    configure = on_slurm(slurm_clusters, {"command_timeout_s": 2.0})
     async with agent_world(
         session_factory, tmp_path, configure=configure, job=torch_job, hold_checkpoint=True
     ) as world:
