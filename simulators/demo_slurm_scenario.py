@@ -19,6 +19,7 @@ from gateway.errors import ConfigError
 from gateway.evaluation.weather import TRACE_YEAR
 from gateway.settings import parse_model, read_toml
 from gateway.settings_base import QUANTITY_MAX, KeyProblem
+from simulators.scenario import month_day
 from simulators.traces import RenewableTrace
 
 PositiveFloat = Annotated[float, Field(gt=0, le=QUANTITY_MAX)]
@@ -93,14 +94,7 @@ class DemoSlurmScenario(_Section):
     @field_validator("day")
     @classmethod
     def _month_day(cls, value: str) -> str:
-        parts = value.split("-")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ValueError("expected MM-DD, e.g. 06-21")
-        try:
-            datetime(TRACE_YEAR, int(parts[0]), int(parts[1]))
-        except ValueError:
-            raise ValueError(f"expected MM-DD of a day of {TRACE_YEAR}, e.g. 06-21") from None
-        return value
+        return month_day(value)
 
     @model_validator(mode="after")
     def _references(self) -> DemoSlurmScenario:

@@ -75,14 +75,7 @@ class Scenario(_Section):
     @field_validator("trace_start")
     @classmethod
     def _month_day(cls, value: str) -> str:
-        parts = value.split("-")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ValueError("expected MM-DD, e.g. 06-21")
-        try:
-            datetime(TRACE_YEAR, int(parts[0]), int(parts[1]))
-        except ValueError:
-            raise ValueError(f"expected MM-DD of a day of {TRACE_YEAR}, e.g. 06-21") from None
-        return value
+        return month_day(value)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
@@ -104,3 +97,16 @@ class Scenario(_Section):
 
 def load_scenario(path: Path) -> Scenario:
     return parse_model(Scenario, read_toml(path, "scenario"), str(path))
+
+
+def month_day(value: str) -> str:
+    """``value`` when it is a day of the traces' year as ``MM-DD``; ValueError saying what is
+    expected otherwise."""
+    parts = value.split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError("expected MM-DD, e.g. 06-21")
+    try:
+        datetime(TRACE_YEAR, int(parts[0]), int(parts[1]))
+    except ValueError:
+        raise ValueError(f"expected MM-DD of a day of {TRACE_YEAR}, e.g. 06-21") from None
+    return value
