@@ -21,8 +21,8 @@ from aiohttp import web
 from gateway.agent.config import AgentSettings
 from gateway.agent.controller import SiteAgent
 from gateway.agent.server import AGENT_KEY, start_agent_server
-from gateway.agent.slurm.view import TERMINAL_STATES
 from simulators.slurm_cluster import SlurmCluster
+from simulators.slurm_watch import batch_jobs
 
 TORCH_MODULE = "gateway.training.example_torch"
 
@@ -100,21 +100,23 @@ class SlurmSite:
         path = self.agent.job_paths(job_id).log_path
         return path.read_text() if path.exists() else ""
 
-    def slurm_jobs(self, job_id: str) -> dict[int, dict[str, Any]]:
-        """The Slurm jobs that ran or run ``job_id`` here (``squeue --json``), by Slurm job
-        id; a hold counts once the restore has renamed it to the job's name."""
+    def batch_job_name(self, job_id: str) -> str:
+        """The Slurm job name of ``job_id``'s runs here; a hold takes it once the restore
+        renames it."""
         slurm = self.agent.settings.slurm
-        name = f"{'' if slurm is None else slurm.job_name_prefix}{job_id}"
+        return f"{'' if slurm is None else slurm.job_name_prefix}{job_id}"
+
+    def slurm_jobs(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """The Slurm jobs that ran or run ``job_id`` here (``squeue --json`` as printed), by
+        Slurm job id."""
+        name = self.batch_job_name(job_id)
         return {i: job for i, job in squeue_jobs(self.cluster).items() if job["name"] == name}
 
     def live_batch_jobs(self, job_id: str) -> list[int]:
         """The Slurm jobs of ``job_id`` that Slurm has not ended (pending, running, ...), read
         from ``squeue`` itself."""
-        return [
-            slurm_id
-            for slurm_id, job in self.slurm_jobs(job_id).items()
-            if job["job_state"] not in TERMINAL_STATES
-        ]
+        jobs = batch_jobs(self.cluster, self.batch_job_name(job_id))
+        return [job.job_id for job in jobs if not job.ended]
 
 
 @asynccontextmanager

@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -51,18 +50,17 @@ from gateway.agent.state import (
     state_to_json,
 )
 from gateway.cli import main as cli_main
-from gateway.clock import SystemClock
 from gateway.db import unit_of_work
 from gateway.errors import ConfigError
-from gateway.migration.dispatch import Dispatcher
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
 from gateway.sites.records import Checkpoint, JobSpec, Operation
-from models import FINAL_STATES, Migration
+from models import Migration
 from simulators import loopback_agents
 from simulators.cutting_proxy import CuttingProxy, StreamHold
 from simulators.hang_guard import HANG_GUARD_S
 from simulators.loopback_agents import SiteSize
+from tests.support.migrating import migrate_until_cleaned_up
 from tests.support.settings_files import write_toml
 from tests.support.waiting import wait_for, wait_for_value
 
@@ -313,12 +311,6 @@ def live_processes(agents: Sequence[RunningAgent], job_id: str = JOB_ID) -> list
     ]
 
 
-def cleaned_up(sessions: sessionmaker[Session], migration_id: str) -> bool:
-    with unit_of_work(sessions) as session:
-        migration = session.get(Migration, migration_id)
-        return migration is not None and migration.cleaned_up_at is not None
-
-
 async def drive(
     sessions: sessionmaker[Session],
     agents: Sequence[RunningAgent],
@@ -336,24 +328,17 @@ async def drive(
             )
             for running in agents
         }
-        dispatcher = Dispatcher(sessions, clients, SystemClock())
-        migration_id = dispatcher.create(
-            MigrationDecision(JOB_ID, "alpha", "beta", "test", expected_s=5.0, expected_kwh=1e-3)
+        decision = MigrationDecision(
+            JOB_ID, "alpha", "beta", "test", expected_s=5.0, expected_kwh=1e-3
         )
-        assert migration_id is not None
-        if planned is not None:
-            await planned(migration_id)
-        started = time.monotonic()
-        seen: list[str] = []
-        while True:
-            state = await dispatcher.advance(migration_id)
-            if not seen or seen[-1] != state:
-                seen.append(state)
-            assert len(live_processes(agents)) <= 1, "the job ran at two sites at once"
-            if state in FINAL_STATES and cleaned_up(sessions, migration_id):
-                return state, seen, time.monotonic() - started
-            assert time.monotonic() - started < timeout_s, f"stuck in {seen}"
-            await asyncio.sleep(0.01)
+        return await migrate_until_cleaned_up(
+            sessions,
+            clients,
+            decision,
+            lambda: live_processes(agents),
+            planned=planned,
+            timeout_s=timeout_s,
+        )
 
 
 @asynccontextmanager

@@ -12,26 +12,23 @@ Slurm itself is asked that the job never runs on both clusters at once.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.clock import SystemClock
 from gateway.db import unit_of_work
-from gateway.migration.dispatch import Dispatcher
 from gateway.migration.invariants import HttpProbe
 from gateway.planner.snapshot import MigrationDecision
 from gateway.sites.client import SiteControllerClient
-from models import FINAL_STATES, Migration
+from models import Migration
 from simulators import loopback_agents
 from simulators.hang_guard import HANG_GUARD_S
 from simulators.loopback_agents import SiteSize
 from simulators.slurm_cluster import SlurmCluster
+from tests.support.migrating import migrate_until_cleaned_up
 from tests.support.slurm import GPUS, slurm_clusters, squeue_jobs
 from tests.support.slurm_sites import (
     HOLD_AT_STEP,
@@ -67,17 +64,10 @@ def torch_reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return reference_model(tmp_path_factory.mktemp("torch-reference"))
 
 
-def cleaned_up(sessions: sessionmaker[Session], migration_id: str) -> bool:
-    with unit_of_work(sessions) as session:
-        migration = session.get(Migration, migration_id)
-        return migration is not None and migration.cleaned_up_at is not None
-
-
 async def drive(
     sessions: sessionmaker[Session],
     sites: Mapping[str, SlurmSite],
     http: aiohttp.ClientSession,
-    planned: Callable[[str], Awaitable[None]] | None = None,
 ) -> tuple[str, list[str]]:
     """Migrate the job from east to west with the Dispatcher until the migration ended and was
     cleaned up; (final state, states seen). After every step Slurm is asked where the job
@@ -86,24 +76,15 @@ async def drive(
         site_id: SiteControllerClient(site_id, site.url, TOKENS[site_id], http)
         for site_id, site in sites.items()
     }
-    dispatcher = Dispatcher(sessions, clients, SystemClock())
     decision = MigrationDecision(JOB_ID, "east", "west", "test", expected_s=5.0, expected_kwh=1e-3)
-    migration_id = dispatcher.create(decision)
-    assert migration_id is not None
-    if planned is not None:
-        await planned(migration_id)
-    started = time.monotonic()
-    seen: list[str] = []
-    while True:
-        state = await dispatcher.advance(migration_id)
-        if not seen or seen[-1] != state:
-            seen.append(state)
-        live = {site_id: site.live_batch_jobs() for site_id, site in sites.items()}
-        assert sum(bool(jobs) for jobs in live.values()) <= 1, f"the job runs at two sites: {live}"
-        if state in FINAL_STATES and cleaned_up(sessions, migration_id):
-            return state, seen
-        assert time.monotonic() - started < HANG_GUARD_S, f"stuck in {seen}"
-        await asyncio.sleep(0.05)
+
+    def live_sites() -> list[str]:
+        return [site_id for site_id, site in sites.items() if site.live_batch_jobs()]
+
+    state, seen, _ = await migrate_until_cleaned_up(
+        sessions, clients, decision, live_sites, round_s=0.05
+    )
+    return state, seen
 
 
 def probes(sites: Mapping[str, SlurmSite], http: aiohttp.ClientSession) -> list[HttpProbe]:

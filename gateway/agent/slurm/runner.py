@@ -370,7 +370,6 @@ class SlurmRun:
         self.slurm_job_id = slurm_job_id
         self._since = since
         self.stop_requested = False
-        self._stop_asked = asyncio.Event()
         self._ended = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -385,8 +384,14 @@ class SlurmRun:
             self.stop_requested = True
             return
         self.stop_requested = True
-        self._stop_asked.set()
-        self._runner.spawn(self._stop(grace_s), f"checkpoint {self.slurm_job_id}")
+        self._runner.spawn(self._until_ended(self._stop(grace_s)), f"stop {self.slurm_job_id}")
+
+    async def _until_ended(self, signalling: Coroutine[Any, Any, object]) -> None:
+        """Signal the run, and read the cluster every FAST_POLL_S until it is seen ended: a
+        migration's pause should not wait for a slow poll."""
+        with self._runner.fast_polls():
+            await signalling
+            await self._ended.wait()
 
     async def _stop(self, grace_s: float) -> None:
         runner = self._runner
@@ -423,44 +428,18 @@ class SlurmRun:
 
     def kill(self) -> None:
         self.stop_requested = True
-        self._stop_asked.set()
-        self._runner.spawn(
-            self._runner.scancel(self.slurm_job_id, [], self._ended), f"kill {self.slurm_job_id}"
-        )
+        kill = self._runner.scancel(self.slurm_job_id, [], self._ended)
+        self._runner.spawn(self._until_ended(kill), f"kill {self.slurm_job_id}")
 
     async def wait(self) -> int | None:
-        """The exit code once Slurm lists the job ended (None: Slurm forgot it). The cluster
-        is read every FAST_POLL_S once the run was asked to stop."""
+        """The exit code once Slurm lists the job ended (None: Slurm forgot it)."""
         after = -1.0
-        while not self.stop_requested:
-            ended, code, after = await self._look(after)
-            if ended:
-                return code
-        with self._runner.fast_polls():
-            while True:
-                ended, code, after = await self._look(after)
-                if ended:
-                    return code
-
-    async def _look(self, after: float) -> tuple[bool, int | None, float]:
-        """Whether the next reading shows the job ended, its exit code, and when the reading
-        began. A stop asked for meanwhile ends the look early (the caller polls faster)."""
-        stop_asked = asyncio.ensure_future(self._stop_asked.wait())
-        reading = asyncio.ensure_future(self._runner.next_view(after))
-        try:
-            await asyncio.wait({stop_asked, reading}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_asked.cancel()
-            if not reading.done():
-                reading.cancel()
-        if not reading.done():
-            return False, None, after
-        view, after = reading.result()
-        record = view.jobs.get(self.slurm_job_id)
-        if record is None and after > self._since:
-            self._ended.set()
-            return True, None, after  # Slurm forgot the job (MinJobAge passed): files decide
-        if record is not None and record.ended:
-            self._ended.set()
-            return True, record.exit_code, after
-        return False, None, after
+        while True:
+            view, after = await self._runner.next_view(after)
+            record = view.jobs.get(self.slurm_job_id)
+            if record is None and after > self._since:
+                self._ended.set()
+                return None  # Slurm forgot the job (MinJobAge passed): its files decide
+            if record is not None and record.ended:
+                self._ended.set()
+                return record.exit_code
