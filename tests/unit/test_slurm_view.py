@@ -154,3 +154,23 @@ def test_gpus_held_by_jobs_the_agent_did_not_start_are_not_usable() -> None:
     view = SlurmView(jobs=jobs, nodes=parse_sinfo(sinfo(node("a"))))
     assert view.gpus_held_by_others({1}) == 1, "the suspended job keeps its GPU"
     assert view.gpus_held_by_others({1, 2}) == 0
+
+
+def test_a_draining_node_keeps_the_gpus_the_agents_jobs_hold_there() -> None:
+    """A node with DRAIN takes no new job but runs its jobs on: the GPUs the agent's job holds
+    there stay usable by it (else its site would look over its GPUs), and other jobs' GPUs
+    there are not taken from the nodes that take jobs."""
+    jobs = parse_squeue(
+        squeue(
+            job(1, "RUNNING", nodes="b"),
+            job(2, "RUNNING", nodes="b"),
+            job(3, "RUNNING", nodes="a"),
+        )
+    )
+    nodes = parse_sinfo(sinfo(node("a", "mixed"), node("b", "mixed", state_flags=["DRAIN"])))
+    view = SlurmView(jobs=jobs, nodes=nodes)
+    assert view.gpus_up == 2
+    assert view.gpus_held_by_others({1}) == 1, "job 3 on a; job 2 on the draining b is not on a"
+    assert view.gpus_usable({1}) == 2 + 1 - 1
+    assert view.gpus_usable({1, 3}) == 2 + 1
+    assert view.gpus_usable(set()) == 2 - 1

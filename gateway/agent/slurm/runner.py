@@ -190,16 +190,16 @@ class SlurmRunner:
             return self.view, self._view_started_at
 
     def usable_gpus(self, jobs: Iterable[AgentJob]) -> int | None:
-        """GPUs of the nodes that take jobs, less those held by Slurm jobs that are not the
-        agent's (runs of ``jobs``, holds: their names start with ``job_name_prefix``); 0
-        before the first reading. The agent's own jobs and holds are on its books."""
+        """The GPUs the agent's jobs and holds may use (:meth:`SlurmView.gpus_usable`; the
+        agent's: runs of ``jobs``, and every Slurm job whose name starts with
+        ``job_name_prefix``); 0 before the first reading. They are on the agent's books."""
         view = self.view
         if view is None:
             return 0
         ours = {job.slurm_job_id for job in jobs if job.slurm_job_id is not None}
         prefix = self.settings.job_name_prefix
         ours |= {r.job_id for r in view.jobs.values() if prefix and r.name.startswith(prefix)}
-        return max(0, view.gpus_up - view.gpus_held_by_others(ours))
+        return view.gpus_usable(ours)
 
     # ---- runs ----------------------------------------------------------------------------
 

@@ -84,11 +84,30 @@ class SlurmView:
         """GPUs of the nodes that take jobs (not down, drained or failing)."""
         return sum(node.gpus_total for node in self.nodes if node.up)
 
+    def _on_nodes_that_take_jobs(self, job: SlurmJob) -> bool:
+        """Whether ``job`` runs on a node that takes jobs (a node ``sinfo`` does not list,
+        or a multi-node list, counts as one that does)."""
+        return job.node not in {node.name for node in self.nodes if not node.up}
+
     def gpus_held_by_others(self, ours: set[int]) -> int:
-        """GPUs that jobs other than ``ours`` (Slurm job ids) hold now."""
+        """GPUs that jobs other than ``ours`` (Slurm job ids) hold now on the nodes that take
+        jobs (those of the other nodes are not in :attr:`gpus_up` to begin with)."""
         return sum(
-            job.gpus for job in self.jobs.values() if job.holds_gpus and job.job_id not in ours
+            job.gpus
+            for job in self.jobs.values()
+            if job.holds_gpus and job.job_id not in ours and self._on_nodes_that_take_jobs(job)
         )
+
+    def gpus_usable(self, ours: set[int]) -> int:
+        """GPUs that ``ours`` (the agent's Slurm jobs) may hold: those of the nodes that take
+        jobs, less what other jobs hold there, plus what ``ours`` still hold on nodes that no
+        longer take jobs (a draining node runs its jobs to their end)."""
+        ours_elsewhere = sum(
+            job.gpus
+            for job in self.jobs.values()
+            if job.holds_gpus and job.job_id in ours and not self._on_nodes_that_take_jobs(job)
+        )
+        return max(0, self.gpus_up + ours_elsewhere - self.gpus_held_by_others(ours))
 
 
 def gres_count(text: str | None, gres: str) -> int:
