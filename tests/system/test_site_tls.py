@@ -40,6 +40,7 @@ from gateway.sites.client import SiteControllerClient
 from gateway.sites.tls import client_context, optional_client_context
 from models import FINAL_STATES, Migration
 from simulators.hang_guard import HANG_GUARD_S
+from tests.support.migrating import cleaned_up
 from tests.support.pki import (
     Issuer,
     ca_certificate,
@@ -60,7 +61,6 @@ from tests.system.test_site_agent import (
     agent_data,
     agent_settings,
     checkpoint_step,
-    cleaned_up,
     gated_job,
     held_at_gate,
     idle_job,
